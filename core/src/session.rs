@@ -1,0 +1,337 @@
+//! [`Session`]: one lease kept alive, which knows its own deadline.
+//!
+//! The keep-alive task renews the lease every TTL/3. Each confirmed renewal moves the
+//! *deadline* to `time the renewal was sent + TTL`, which is never later than the moment
+//! etcd itself would expire the lease (etcd counts from when it received the renewal).
+//! When the deadline comes near without a confirmation (a frozen member, a partition,
+//! a revoked lease), the session declares itself **lost** before etcd expires the
+//! lease, so a lock holder or leader stops acting in time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+
+/// etcd's largest lease TTL (`MaxLeaseTTL`, in seconds).
+pub const MAX_TTL_SECS: i64 = 9_000_000_000;
+
+/// Where a session stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Renewals are confirmed; the lease exists at least until the deadline.
+    Alive,
+    /// Renewal could not be confirmed before the deadline, or etcd said the lease is gone.
+    Lost(String),
+    /// `close()` was called (the lease was revoked) or the session was dropped.
+    Closed,
+}
+
+struct Shared {
+    client: Client,
+    lease_id: i64,
+    ttl: i64,
+    state: watch::Sender<SessionState>,
+    /// Deadline in ms since `epoch` (an atomic so that readers need no lock).
+    deadline_ms: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn set_deadline(&self, d: Instant) {
+        let ms = d.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.deadline_ms.store(ms, std::sync::atomic::Ordering::Release);
+    }
+    fn deadline(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.deadline_ms.load(std::sync::atomic::Ordering::Acquire))
+    }
+    fn mark_lost(&self, reason: String) {
+        self.state.send_if_modified(|s| {
+            if *s == SessionState::Alive {
+                warn!(lease = format_args!("{:x}", self.lease_id), %reason, "session lost");
+                *s = SessionState::Lost(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+    fn abort_task(&self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+    }
+}
+
+/// Held by every clone of a [`Session`]; the last one dropped stops the keep-alive and
+/// revokes the lease in the background (bounded by the request timeout).
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.abort_task();
+        let was_alive = self.0.state.send_if_modified(|s| {
+            let alive = *s == SessionState::Alive;
+            if alive {
+                *s = SessionState::Closed;
+            }
+            alive
+        });
+        if was_alive {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let mut lease = self.0.client.etcd().lease_client();
+                let id = self.0.lease_id;
+                let t = self.0.client.request_timeout().min(Duration::from_secs(2));
+                handle.spawn(async move {
+                    let _ = timeout(t, lease.revoke(id)).await;
+                });
+            }
+        }
+    }
+}
+
+/// One lease, kept alive in the background until closed, dropped or lost.
+///
+/// Clones share the same lease. Locks, elections and registrations hold a session;
+/// when it is lost, they are lost too.
+///
+/// ```no_run
+/// # async fn demo(client: etcd_recipes::Client) -> etcd_recipes::Result<()> {
+/// let session = etcd_recipes::Session::new(&client, 10).await?;
+/// tokio::select! {
+///     reason = session.lost() => eprintln!("stop working: {reason}"),
+///     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+/// }
+/// session.close().await?; // revokes the lease
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+    _owner: Arc<Owner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("lease_id", &format_args!("{:x}", self.shared.lease_id))
+            .field("ttl", &self.shared.ttl)
+            .field("state", &*self.shared.state.borrow())
+            .finish()
+    }
+}
+
+impl Session {
+    /// Grant a lease of `ttl_secs` seconds and keep it alive.
+    ///
+    /// etcd may raise a very small TTL to its minimum; [`Session::ttl`] tells the granted one.
+    pub async fn new(client: &Client, ttl_secs: i64) -> Result<Session> {
+        if ttl_secs <= 0 {
+            return Err(Error::invalid(format!("ttl must be at least 1 second, got {ttl_secs}")));
+        }
+        if ttl_secs > MAX_TTL_SECS {
+            return Err(Error::invalid(format!("ttl {ttl_secs} s is above etcd's maximum of {MAX_TTL_SECS} s")));
+        }
+        let sent = Instant::now();
+        let mut lease = client.etcd().lease_client();
+        let grant = timeout(client.request_timeout(), lease.grant(ttl_secs, None))
+            .await
+            .map_err(|_| Error::timeout("lease grant", client.request_timeout()))??;
+        if !grant.error().is_empty() {
+            return Err(Error::Etcd(etcd_client::Error::LeaseKeepAliveError(grant.error().to_string())));
+        }
+        let lease_id = grant.id();
+        let ttl = grant.ttl();
+        info!(lease = format_args!("{lease_id:x}"), ttl, "lease granted");
+        let (state, _) = watch::channel(SessionState::Alive);
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            lease_id,
+            ttl,
+            state,
+            deadline_ms: 0.into(),
+            epoch: sent,
+            task: std::sync::Mutex::new(None),
+        });
+        shared.set_deadline(sent + Duration::from_secs(ttl as u64));
+        let span = info_span!("etcd_recipes.session", lease = format_args!("{lease_id:x}"), ttl);
+        let task = tokio::spawn(keep_alive(Arc::downgrade(&shared)).instrument(span));
+        *shared.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let owner = Arc::new(Owner(shared.clone()));
+        Ok(Session { shared, _owner: owner })
+    }
+
+    /// The lease id.
+    pub fn lease_id(&self) -> i64 {
+        self.shared.lease_id
+    }
+
+    /// The TTL etcd granted, in seconds.
+    pub fn ttl(&self) -> i64 {
+        self.shared.ttl
+    }
+
+    /// The client this session was made with.
+    pub fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
+    /// The current state.
+    pub fn state(&self) -> SessionState {
+        self.shared.state.borrow().clone()
+    }
+
+    /// True while renewals are confirmed.
+    pub fn is_alive(&self) -> bool {
+        *self.shared.state.borrow() == SessionState::Alive
+    }
+
+    /// The latest moment up to which the lease is known to exist.
+    pub fn deadline(&self) -> Instant {
+        self.shared.deadline()
+    }
+
+    /// A receiver that sees every state change.
+    pub fn watch_state(&self) -> watch::Receiver<SessionState> {
+        self.shared.state.subscribe()
+    }
+
+    /// Resolves when the session stops being alive (lost or closed), with the reason.
+    pub async fn lost(&self) -> String {
+        wait_not_alive(self.shared.state.subscribe()).await
+    }
+
+    /// Fail with [`Error::SessionLost`] unless the session is alive.
+    pub fn ensure_alive(&self) -> Result<()> {
+        match &*self.shared.state.borrow() {
+            SessionState::Alive => Ok(()),
+            SessionState::Lost(r) => Err(Error::SessionLost { lease_id: self.shared.lease_id, reason: r.clone() }),
+            SessionState::Closed => {
+                Err(Error::SessionLost { lease_id: self.shared.lease_id, reason: "was closed".into() })
+            }
+        }
+    }
+
+    /// Mark the session lost from outside (a recipe noticed its key vanished).
+    #[allow(dead_code)]
+    pub(crate) fn mark_lost(&self, reason: impl Into<String>) {
+        self.shared.mark_lost(reason.into());
+    }
+
+    /// Stop renewing and revoke the lease: every key attached to it is deleted.
+    pub async fn close(&self) -> Result<()> {
+        self.shared.abort_task();
+        let was = self.shared.state.send_replace(SessionState::Closed);
+        if was == SessionState::Closed {
+            return Ok(());
+        }
+        let id = self.shared.lease_id;
+        let t = self.shared.client.request_timeout();
+        let mut lease = self.shared.client.etcd().lease_client();
+        match timeout(t, lease.revoke(id)).await {
+            Err(_) => Err(Error::timeout("lease revoke", t)),
+            Ok(Ok(_)) => {
+                info!(lease = format_args!("{id:x}"), "lease revoked; session closed");
+                Ok(())
+            }
+            // Already gone: the goal (no lease) holds.
+            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("lease not found") => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+}
+
+pub(crate) async fn wait_not_alive(mut rx: watch::Receiver<SessionState>) -> String {
+    let r = rx.wait_for(|s| *s != SessionState::Alive).await;
+    match r {
+        Ok(s) => match &*s {
+            SessionState::Lost(r) => r.clone(),
+            _ => "session closed".to_string(),
+        },
+        Err(_) => "session dropped".to_string(),
+    }
+}
+
+/// Safety margin: the session is declared lost this long before its deadline.
+fn margin(ttl: i64) -> Duration {
+    (Duration::from_secs(ttl as u64) / 10).min(Duration::from_millis(500))
+}
+
+async fn keep_alive(weak: std::sync::Weak<Shared>) {
+    let (client, lease_id, ttl) = match weak.upgrade() {
+        Some(s) => (s.client.clone(), s.lease_id, s.ttl),
+        None => return,
+    };
+    let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
+    let margin = margin(ttl);
+    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let mut next = Instant::now() + period;
+    loop {
+        let deadline = match weak.upgrade() {
+            Some(s) => s.deadline(),
+            None => return,
+        };
+        let lost_at = deadline.checked_sub(margin).unwrap_or(deadline);
+        // Wait for the next renewal time, unless the deadline comes first.
+        tokio::select! {
+            _ = sleep_until(next) => {}
+            _ = sleep_until(lost_at) => {
+                if let Some(s) = weak.upgrade() {
+                    s.mark_lost(format!("no renewal confirmed within its {ttl} s TTL"));
+                }
+                return;
+            }
+        }
+        let attempt = async {
+            if stream.is_none() {
+                let mut lc = client.etcd().lease_client();
+                stream = Some(lc.keep_alive(lease_id).await?);
+            }
+            let (keeper, responses) = stream.as_mut().expect("stream was just set");
+            let sent = Instant::now();
+            keeper.keep_alive().await?;
+            match responses.message().await? {
+                Some(r) => Ok::<_, etcd_client::Error>((sent, r.ttl())),
+                None => Err(etcd_client::Error::LeaseKeepAliveError("keep-alive stream ended".into())),
+            }
+        };
+        match timeout_at(lost_at, attempt).await {
+            Err(_) => {
+                if let Some(s) = weak.upgrade() {
+                    s.mark_lost(format!("no renewal confirmed within its {ttl} s TTL"));
+                }
+                return;
+            }
+            Ok(Ok((_, granted))) if granted <= 0 => {
+                if let Some(s) = weak.upgrade() {
+                    s.mark_lost("expired or revoked in etcd".into());
+                }
+                return;
+            }
+            Ok(Ok((sent, granted))) => {
+                let Some(s) = weak.upgrade() else { return };
+                s.set_deadline(sent + Duration::from_secs(granted as u64));
+                debug!(granted, "lease renewed");
+                next = sent + period;
+            }
+            Ok(Err(e)) if e.to_string().contains("lease not found") => {
+                if let Some(s) = weak.upgrade() {
+                    s.mark_lost("expired or revoked in etcd (lease not found)".into());
+                }
+                return;
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "lease renewal failed; retrying");
+                stream = None;
+                next = Instant::now() + Duration::from_millis(200).min(period);
+            }
+        }
+    }
+}

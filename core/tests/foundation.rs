@@ -1,0 +1,172 @@
+//! Client and Session against a real etcd started by the testing harness.
+
+use std::time::{Duration, Instant};
+
+use etcd_recipes::testing::EtcdCluster;
+use etcd_recipes::{Client, ClientOptions, ErrorKind, Session, SessionState};
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+}
+
+async fn client(etcd: &EtcdCluster) -> Client {
+    Client::connect(ClientOptions::new(etcd.endpoints()).with_connect_timeout(Duration::from_secs(3)))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_stays_alive_then_close_revokes_lease() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let s = Session::new(&c, 2).await.unwrap();
+    assert_eq!(s.ttl(), 2);
+    // Attach a key so that we can see the lease really is kept in etcd, not just locally.
+    let mut kv = c.etcd();
+    kv.put("alive", "x", Some(etcd_client::PutOptions::new().with_lease(s.lease_id()))).await.unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(s.is_alive(), "session not alive after {:?}: {:?}", start.elapsed(), s.state());
+    }
+    assert!(c.lease_exists(s.lease_id()).await.unwrap(), "lease vanished in etcd while alive");
+    assert_eq!(c.get("alive").await.unwrap().as_deref(), Some(&b"x"[..]));
+    s.close().await.unwrap();
+    assert_eq!(s.state(), SessionState::Closed);
+    assert!(!c.lease_exists(s.lease_id()).await.unwrap(), "lease still exists after close");
+    assert_eq!(c.get("alive").await.unwrap(), None, "key attached to the lease survived close");
+    // Closing twice is fine.
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_member_makes_session_lost_before_ttl() {
+    init_tracing();
+    let mut etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let s = Session::new(&c, 3).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(s.is_alive());
+    let paused_at = Instant::now();
+    etcd.pause(0).unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), s.lost()).await;
+    let lost_after = paused_at.elapsed();
+    etcd.resume(0).unwrap();
+    let reason = reason.expect("session never reported lost");
+    assert!(matches!(s.state(), SessionState::Lost(_)), "{:?}", s.state());
+    assert!(lost_after < Duration::from_secs(3), "lost only after {lost_after:?}, TTL is 3 s: {reason}");
+    // It fired before the last confirmed deadline, which etcd's own expiry cannot precede.
+    assert!(paused_at + lost_after <= s.deadline().into_std(), "lost signalled after the deadline");
+    assert_eq!(s.ensure_alive().unwrap_err().kind(), ErrorKind::SessionLost);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_lease_makes_session_lost() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let s = Session::new(&c, 3).await.unwrap();
+    c.revoke_lease(s.lease_id()).await.unwrap();
+    // The next renewal (every TTL/3) learns the lease is gone.
+    let reason = tokio::time::timeout(Duration::from_secs(3), s.lost()).await.expect("not lost");
+    assert!(reason.contains("revoked") || reason.contains("expired"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_session_stops_and_revokes() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let s = Session::new(&c, 30).await.unwrap();
+    let id = s.lease_id();
+    let clone = s.clone();
+    drop(s);
+    assert!(c.lease_exists(id).await.unwrap(), "a live clone must keep the lease");
+    drop(clone);
+    let until = Instant::now() + Duration::from_secs(3);
+    while c.lease_exists(id).await.unwrap() {
+        assert!(Instant::now() < until, "lease not revoked after the last handle was dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_survives_losing_one_member_of_three() {
+    init_tracing();
+    let mut etcd = EtcdCluster::start(3).unwrap();
+    let c = client(&etcd).await;
+    let s = Session::new(&c, 3).await.unwrap();
+    etcd.kill(0).unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(7) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(s.is_alive(), "lost after member 0 died: {:?}", s.state());
+    }
+    etcd.start_member(0).unwrap();
+    assert!(c.lease_exists(s.lease_id()).await.unwrap());
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_prefixes_keys() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = Client::connect(ClientOptions::new(etcd.endpoints()).with_namespace("app1/")).await.unwrap();
+    c.put("k", "v").await.unwrap();
+    let raw = c.etcd().get("app1/k", None).await.unwrap();
+    assert_eq!(raw.kvs()[0].value(), b"v");
+    assert_eq!(c.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(c.delete("k").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_typed_error_fast() {
+    let kind = |r: etcd_recipes::Result<Client>| r.unwrap_err().kind();
+    let empty: Vec<String> = vec![];
+    assert_eq!(kind(Client::connect(ClientOptions::new(empty)).await), ErrorKind::InvalidArgument);
+    for bad in ["localhost", "http://host:notaport", "ftp://h:1", "", "h:70000"] {
+        let e = Client::connect(ClientOptions::new([bad])).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}: {e}");
+        assert!(e.to_string().contains("endpoint"), "{e}");
+    }
+    // Unreachable: a port nobody listens on. Must fail within the connect timeout.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let t = Instant::now();
+    let e = Client::connect(
+        ClientOptions::new([format!("127.0.0.1:{port}")]).with_connect_timeout(Duration::from_millis(800)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+    assert!(t.elapsed() < Duration::from_millis(1500), "took {:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_ttl_is_rejected() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    for ttl in [0, -5, etcd_recipes::session::MAX_TTL_SECS + 1] {
+        let e = Session::new(&c, ttl).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{ttl}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_compacts_and_restarts() {
+    let mut etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let r1 = c.put("a", "1").await.unwrap();
+    c.put("a", "2").await.unwrap();
+    let compacted = etcd.compact().await.unwrap();
+    assert!(compacted > r1);
+    let old = c.etcd().get("a", Some(etcd_client::GetOptions::new().with_revision(r1))).await;
+    assert!(old.is_err(), "reading a compacted revision must fail");
+    etcd.restart(0).unwrap();
+    assert_eq!(c.get("a").await.unwrap().as_deref(), Some(&b"2"[..]), "data kept across restart");
+    etcd.restart_wiped().unwrap();
+    let c2 = client(&etcd).await;
+    assert_eq!(c2.get("a").await.unwrap(), None, "wipe must lose data");
+    let out = etcd.etcdctl().args(["put", "b", "3"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(c2.get("b").await.unwrap().as_deref(), Some(&b"3"[..]));
+}

@@ -1,0 +1,6 @@
+use etcd_recipes::Client;
+
+/// (filled in with the config recipe)
+pub async fn run(_client: &Client) -> etcd_recipes::Result<()> {
+    Ok(())
+}
