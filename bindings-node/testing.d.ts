@@ -1,0 +1,1 @@
+export { EtcdCluster, EtcdClusterOptions } from './native'
