@@ -251,7 +251,11 @@ pub(crate) async fn wait_deletes(client: &Client, prefix: &str, my_rev: i64) -> 
         let ahead_key = ahead.key().to_vec();
         let from = resp.header().map(|h| h.revision()).unwrap_or(0);
         debug!(ahead = %String::from_utf8_lossy(&ahead_key), from, "waiting for the key ahead to go");
-        match wait_delete(client, &ahead_key, from).await {
+        // The key existed at `from`, so its delete comes at `from + 1` or later. Starting
+        // there (not at `from`, as Go does) keeps the watcher in etcd's "synced" group:
+        // a watch starting at or below the current revision is served by a catch-up loop
+        // that runs only every 100 ms.
+        match wait_delete(client, &ahead_key, from + 1).await {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(e) if matches!(e.kind(), crate::ErrorKind::PermissionDenied | crate::ErrorKind::InvalidArgument) => {
                 return Err(e)
