@@ -6,5 +6,6 @@ export default m
 export const {
   Client, Session, EtcdCluster, version,
   Lock, LockGuard, Election, Leadership, LeaderObserver,
-  Registration, ServiceView, ServiceViewChanges, ConfigView, ConfigChanges,
+  Registration, ServiceView, InstanceSets, InstanceEvents,
+  ConfigView, ConfigChanges,
 } = m

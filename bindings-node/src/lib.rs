@@ -9,7 +9,12 @@
 use napi_derive::napi;
 
 mod client;
+mod config;
 mod errors;
+mod iter;
+mod election;
+mod lock;
+mod registry;
 mod session;
 mod testing;
 

@@ -1,0 +1,148 @@
+// Distributed lock from Node, against a real etcd (and etcdctl for interop).
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { Client } from 'etcd-recipes'
+import { EtcdCluster } from 'etcd-recipes/testing'
+import { within, until } from '../testlib/helpers.mjs'
+
+let etcd
+let client
+
+before(async () => {
+  etcd = await EtcdCluster.start()
+  client = await Client.connect({ endpoints: etcd.endpoints })
+})
+after(async () => {
+  await client?.close()
+  await etcd?.close()
+})
+
+test('mutual exclusion across 4 clients: an exact counter', async () => {
+  const clients = await Promise.all([0, 1, 2, 3].map(() => Client.connect({ endpoints: etcd.endpoints, namespace: 'mx/' })))
+  const rounds = 8
+  let inside = 0
+  let maxInside = 0
+  const tokens = []
+  await Promise.all(clients.map(async (c) => {
+    const lock = c.lock('counter-lock', { ttl: 5 })
+    for (let i = 0; i < rounds; i++) {
+      const guard = await lock.acquire({ timeoutMs: 20000 })
+      inside++
+      maxInside = Math.max(maxInside, inside)
+      tokens.push(guard.fencingToken)
+      const n = Number((await c.getString('counter')) ?? '0')
+      await new Promise((r) => setImmediate(r))
+      await guard.put('counter', String(n + 1)) // fenced write
+      inside--
+      await guard.release()
+    }
+  }))
+  assert.equal(Number(await clients[0].getString('counter')), 4 * rounds)
+  assert.equal(maxInside, 1)
+  for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], 'fencing tokens strictly increase')
+  await Promise.all(clients.map((c) => c.close()))
+})
+
+test('tryAcquire and acquire timeout reject with LOCK_TIMEOUT while held', async () => {
+  const lock = client.lock('busy', { ttl: 5 })
+  const g = await lock.tryAcquire()
+  assert.equal(g.isHeld, true)
+  assert.match(g.key, /^busy\/[0-9a-f]+$/)
+  await assert.rejects(client.lock('busy').tryAcquire(), { code: 'LOCK_TIMEOUT' })
+  const t0 = Date.now()
+  await assert.rejects(client.lock('busy').acquire({ timeoutMs: 300 }), (e) => e.code === 'LOCK_TIMEOUT' && e instanceof Error)
+  assert.ok(Date.now() - t0 < 2500)
+  const waiter = client.lock('busy').acquire()
+  await g.release()
+  assert.equal(g.isHeld, false)
+  const g2 = await within(waiter, 5000, 'waiter')
+  assert.ok(g2.fencingToken > g.fencingToken)
+  await g2[Symbol.asyncDispose]() // what `await using` calls
+  assert.equal(g2.isHeld, false)
+  assert.equal(await client.get(g2.key), null, 'released key is deleted')
+  await g2.release() // idempotent
+})
+
+test('a lost session makes the guard lost: lost(), onLost, isHeld, FENCED writes', async () => {
+  const session = await client.session({ ttl: 5 })
+  const g = await session.lock('fragile').acquire()
+  let cb = null
+  g.onLost((r) => { cb = r })
+  await g.put('fragile-data', 'v1')
+  await client.revokeLease(session.leaseId)
+  const reason = await within(g.lost(), 6000, 'guard.lost()')
+  assert.equal(typeof reason, 'string')
+  assert.equal(g.isHeld, false)
+  await assert.rejects(g.put('fragile-data', 'v2'), { code: 'FENCED' })
+  await assert.rejects(g.txn([{ type: 'delete', key: 'fragile-data' }]), { code: 'FENCED' })
+  await until(() => cb !== null, 2000, 'onLost callback')
+  assert.equal(await client.getString('fragile-data'), 'v1')
+})
+
+test('guarded txn applies all ops atomically', async () => {
+  await using_(client.lock('txn-lock').acquire(), async (g) => {
+    const rev = await g.txn([
+      { type: 'put', key: 'a', value: '1' },
+      { type: 'put', key: 'b', value: Buffer.from('2') },
+    ])
+    assert.ok(rev > 0)
+    await g.txn([{ type: 'delete', key: 'a' }])
+  })
+  assert.equal(await client.get('a'), null)
+  assert.equal(await client.getString('b'), '2')
+})
+
+async function using_ (p, f) {
+  const g = await p
+  try { await f(g) } finally { await g[Symbol.asyncDispose]() }
+}
+
+function etcdctlLock (name) {
+  const child = spawn(etcd.etcdctlPath, [`--endpoints=${etcd.endpoints.join(',')}`, 'lock', name], {
+    env: { ...process.env, ETCDCTL_API: '3' }, stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  child.out = ''
+  child.stdout.on('data', (d) => { child.out += d })
+  child.stderr.on('data', (d) => { child.out += d })
+  return child
+}
+
+test('a Node lock and `etcdctl lock` exclude each other (same wire protocol)', async () => {
+  // etcdctl holds: Node cannot take it until etcdctl lets go.
+  const ctl = etcdctlLock('interop')
+  await until(() => /interop\//.test(ctl.out), 10000, 'etcdctl to hold the lock')
+  await assert.rejects(client.lock('interop').tryAcquire(), { code: 'LOCK_TIMEOUT' })
+  const waiting = client.lock('interop', { ttl: 5 }).acquire()
+  ctl.kill('SIGTERM')
+  const g = await within(waiting, 10000, 'Node acquire after etcdctl exit')
+  assert.equal(g.isHeld, true)
+  // Node holds: etcdctl waits until Node releases.
+  const ctl2 = etcdctlLock('interop')
+  await new Promise((r) => setTimeout(r, 1000))
+  assert.doesNotMatch(ctl2.out, /interop\//, 'etcdctl must not get the lock while Node holds it')
+  await g.release()
+  await until(() => /interop\//.test(ctl2.out), 10000, 'etcdctl to get the lock after release')
+  ctl2.kill('SIGTERM')
+})
+
+test('a pending acquire rejects with CLOSED when the client closes; held guards are released', async () => {
+  const c = await Client.connect({ endpoints: etcd.endpoints })
+  const held = await c.lock('closing').acquire()
+  const pending = c.lock('closing').acquire()
+  await c.close()
+  await assert.rejects(within(pending, 3000, 'pending acquire'), { code: 'CLOSED' })
+  assert.equal(held.isHeld, false)
+  assert.equal(await client.get(held.key), null)
+})
+
+test('bad lock input: TypeError INVALID_ARGUMENT', async () => {
+  assert.throws(() => client.lock(''), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.throws(() => client.lock(42), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.throws(() => client.lock('x', { ttl: -1 }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.throws(() => client.lock('x').acquire({ timeoutMs: -5 }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  await using_(client.lock('bad-txn').acquire(), async (g) => {
+    assert.throws(() => g.txn([{ type: 'upsert', key: 'k' }]), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+    assert.throws(() => g.txn([{ type: 'put', key: 'k' }]), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  })
+})
