@@ -6,7 +6,7 @@ use std::sync::Arc;
 use etcd_recipes::config::{ConfigChange as CoreChange, ConfigOptions};
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use napi::bindgen_prelude::{Buffer, PromiseRaw};
+use napi::bindgen_prelude::{Buffer, Either, Null, PromiseRaw};
 use napi::Env;
 use napi_derive::napi;
 
@@ -30,15 +30,21 @@ pub struct ConfigChange {
     /// The key (namespace-relative).
     pub key: String,
     /// The value before the change (`null`: the key did not exist).
-    pub old: Option<Buffer>,
+    #[napi(ts_type = "Buffer | null")]
+    pub old: Either<Buffer, Null>,
     /// The value after the change (`null`: the key was deleted).
-    pub new: Option<Buffer>,
+    #[napi(ts_type = "Buffer | null")]
+    pub new: Either<Buffer, Null>,
     /// The etcd revision of the change.
     pub revision: i64,
 }
 
 fn change(c: CoreChange) -> ConfigChange {
-    ConfigChange { key: c.key, old: c.old.map(Buffer::from), new: c.new.map(Buffer::from), revision: c.revision }
+    let opt = |v: Option<Vec<u8>>| match v {
+        Some(v) => Either::A(Buffer::from(v)),
+        None => Either::B(Null),
+    };
+    ConfigChange { key: c.key, old: opt(c.old), new: opt(c.new), revision: c.revision }
 }
 
 /// One step of an async iterator of config changes.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use etcd_recipes::registry::{Instance as CoreInstance, InstanceEvent as CoreEvent, RegisterOptions, RegistrationState};
 use futures::future::BoxFuture;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use napi::bindgen_prelude::{i64n, PromiseRaw};
 use napi::Env;
 use napi_derive::napi;
@@ -325,11 +325,21 @@ impl ServiceView {
     /// `for await (const instances of view)`: the current set, then the set after each change.
     #[napi(well_known_symbol = "asyncIterator", ts_return_type = "AsyncIterator<Instance[], undefined>")]
     pub fn iterator(&self) -> InstanceSets {
+        // Subscribe now, so that no change between two `next()` calls is missed.
         let view = self.inner.core.clone();
+        let events = view.events();
         let first = futures::stream::once(std::future::ready(Ok(view.instances())));
-        let rest = futures::stream::unfold(view, |v| async move {
-            let r = v.changed().await;
-            Some((r, v))
+        let rest = futures::stream::unfold((view, events), |(v, mut ev)| async move {
+            match ev.next().await {
+                None => None,
+                Some(Err(e)) => Some((Err(e), (v, ev))),
+                Some(Ok(_)) => {
+                    // One set per batch of events that are already here.
+                    while let Some(Some(Ok(_))) = ev.next().now_or_never() {}
+                    let set = v.instances();
+                    Some((Ok(set), (v, ev)))
+                }
+            }
         });
         InstanceSets { cell: StreamCell::new(self.scope.clone(), first.chain(rest).boxed()) }
     }

@@ -134,22 +134,34 @@ impl EtcdCluster {
         blocking(env, &self.inner, |c| c.restart_wiped())
     }
 
-    /// Compact the store at its current revision; resolves to that revision.
+    /// Compact the store at its current revision (physically); resolves to that revision.
+    /// Talks to `member` only when given (e.g. while another member is paused); at most 10 s.
     #[napi(ts_return_type = "Promise<number>")]
-    pub fn compact<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, i64>> {
-        let endpoints = self.endpoints.clone();
+    pub fn compact<'env>(&self, env: &'env Env, member: Option<u32>) -> napi::Result<PromiseRaw<'env, i64>> {
+        let endpoints = match member {
+            Some(i) => match self.endpoints.get(i as usize) {
+                Some(e) => vec![e.clone()],
+                None => return Err(errors::invalid(env, format!("no member {i} (cluster has {})", self.endpoints.len()))),
+            },
+            None => self.endpoints.clone(),
+        };
         let inner = self.inner.clone();
         errors::promise(env, async move {
             with(&inner, |_| Ok(()))?;
-            let mut c = etcd_client::Client::connect(endpoints, None).await?;
-            let rev = c
-                .get("\0", Some(etcd_client::GetOptions::new().with_count_only()))
-                .await?
-                .header()
-                .map(|h| h.revision())
-                .unwrap_or(0);
-            c.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical())).await?;
-            Ok(rev)
+            let t = std::time::Duration::from_secs(10);
+            let run = async {
+                let opts = etcd_client::ConnectOptions::new().with_timeout(std::time::Duration::from_secs(5));
+                let mut c = etcd_client::Client::connect(endpoints, Some(opts)).await?;
+                let rev = c
+                    .get("\0", Some(etcd_client::GetOptions::new().with_count_only()))
+                    .await?
+                    .header()
+                    .map(|h| h.revision())
+                    .unwrap_or(0);
+                c.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical())).await?;
+                Ok::<_, etcd_recipes::Error>(rev)
+            };
+            tokio::time::timeout(t, run).await.map_err(|_| etcd_recipes::Error::Timeout { what: "compact".into(), after: t })?
         })
     }
 

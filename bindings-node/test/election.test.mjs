@@ -1,0 +1,124 @@
+// Leader election from Node: campaign, failover, observe, proclaim, resign, etcdctl interop.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { Client } from 'etcd-recipes'
+import { EtcdCluster } from 'etcd-recipes/testing'
+import { within, until } from '../testlib/helpers.mjs'
+
+let etcd
+let client
+
+before(async () => {
+  etcd = await EtcdCluster.start()
+  client = await Client.connect({ endpoints: etcd.endpoints })
+})
+after(async () => {
+  await client?.close()
+  await etcd?.close()
+})
+
+test('failover: the second candidate leads once the first loses its session; observe sees both', async () => {
+  const a = await Client.connect({ endpoints: etcd.endpoints })
+  const b = await Client.connect({ endpoints: etcd.endpoints })
+  const observer = client.election('failover').observe()
+  const seen = []
+  const watching = (async () => {
+    for await (const leader of observer) {
+      seen.push(leader?.value ?? null)
+      if (seen.includes('b')) break
+    }
+  })()
+  const sa = await a.session({ ttl: 3 })
+  const la = await sa.election('failover').campaign('a')
+  assert.equal(la.isLeader, true)
+  assert.equal(la.value, 'a')
+  const lbPending = b.election('failover', { ttl: 3 }).campaign('b')
+  assert.equal((await client.election('failover').leader()).value, 'a')
+  let lostReason = null
+  la.onLost((r) => { lostReason = r })
+  await client.revokeLease(sa.leaseId)
+  const lb = await within(lbPending, 8000, 'b elected')
+  assert.equal(lb.isLeader, true)
+  await within(la.lost(), 5000, 'a lost')
+  assert.equal(la.isLeader, false)
+  await assert.rejects(la.proclaim('still me?'), { code: 'NOT_LEADER' })
+  await within(watching, 5000, 'observer to see b')
+  assert.deepEqual(seen.filter((v) => v !== null).slice(-2), ['a', 'b'])
+  await until(() => lostReason !== null, 2000, 'onLost')
+  const info = await client.election('failover').leader()
+  assert.equal(info.value, 'b')
+  assert.equal(info.revision, lb.revision)
+  assert.equal(typeof info.leaseId, 'bigint')
+  await a.close()
+  await b.close()
+})
+
+test('proclaim updates the value observers see; resign hands over; break ends the observer', async () => {
+  const s1 = await client.session({ ttl: 5 })
+  const s2 = await client.session({ ttl: 5 })
+  const l1 = await s1.election('proclaim').campaign('v1')
+  const obs = client.election('proclaim').observe()
+  const first = await obs.next()
+  assert.equal(first.done, false)
+  assert.equal(first.value.value, 'v1')
+  await l1.proclaim('v2')
+  const second = await within(obs.next(), 5000, 'proclaimed value')
+  assert.equal(second.value.value, 'v2')
+  assert.equal(l1.value, 'v2')
+  const l2p = s2.election('proclaim').campaign('other')
+  await l1[Symbol.asyncDispose]() // resign (what `await using` calls)
+  const l2 = await within(l2p, 5000, 'handover')
+  assert.equal(l2.isLeader, true)
+  assert.equal((await within(obs.next(), 5000, 'new leader')).value.value, 'other')
+  const ret = await obs.return()
+  assert.equal(ret.done, true)
+  assert.equal((await obs.next()).done, true)
+  await l2.resign()
+  assert.equal(await client.election('proclaim').leader(), null)
+  await s1.close()
+  await s2.close()
+})
+
+test('observe yields null when there is no leader, then the leader', async () => {
+  const obs = client.election('empty').observe()
+  const first = await within(obs.next(), 5000, 'first')
+  assert.deepEqual(first, { done: false, value: null })
+  const l = await client.election('empty').campaign(Buffer.from('bytes!'))
+  const next = await within(obs.next(), 5000, 'leader')
+  assert.deepEqual(next.value.valueBytes, Buffer.from('bytes!'))
+  await obs.return()
+  await l.resign()
+})
+
+test('campaign timeout and client close', async () => {
+  const holder = await client.election('busy').campaign('holder')
+  await assert.rejects(client.election('busy').campaign('late', { timeoutMs: 300 }), { code: 'TIMEOUT' })
+  const c = await Client.connect({ endpoints: etcd.endpoints })
+  const pending = c.election('busy').campaign('pending').then(() => 'elected', (e) => e)
+  const obs = c.election('busy').observe()
+  assert.equal((await obs.next()).value.value, 'holder')
+  const nextPending = obs.next()
+  await c.close()
+  assert.equal((await within(pending, 3000, 'pending campaign')).code, 'CLOSED')
+  assert.equal((await within(nextPending, 3000, 'observer end')).done, true)
+  await holder.resign()
+})
+
+test('a Node leader and `etcdctl elect` see the same election', async () => {
+  const l = await client.election('interop-elect').campaign('node-leader')
+  const ctl = spawn(etcd.etcdctlPath, [`--endpoints=${etcd.endpoints.join(',')}`, 'elect', '-l', 'interop-elect'], {
+    env: { ...process.env, ETCDCTL_API: '3' }, stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  ctl.stdout.on('data', (d) => { out += d })
+  await until(() => out.includes('node-leader'), 10000, 'etcdctl elect -l to show the Node leader')
+  ctl.kill('SIGTERM')
+  await l.resign()
+})
+
+test('bad election input: TypeError INVALID_ARGUMENT', () => {
+  assert.throws(() => client.election(''), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.throws(() => client.election('e').campaign(17), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.throws(() => client.election('e').campaign('x', { timeoutMs: NaN }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+})

@@ -1,0 +1,110 @@
+// Service registry and discovery from Node: self-healing registration, live views.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { Client } from 'etcd-recipes'
+import { EtcdCluster } from 'etcd-recipes/testing'
+import { within, until } from '../testlib/helpers.mjs'
+
+let etcd
+let client
+
+before(async () => {
+  etcd = await EtcdCluster.start()
+  client = await Client.connect({ endpoints: etcd.endpoints, namespace: 'reg/' })
+})
+after(async () => {
+  await client?.close()
+  await etcd?.close()
+})
+
+test('register writes Go naming/endpoints JSON; discovery sees up, updated and down', async () => {
+  const view = await client.discover('billing')
+  assert.deepEqual(view.instances(), [])
+  assert.equal(view.pickRoundRobin(), null)
+  const events = view.events()
+  const r1 = await client.register({ service: 'billing', id: 'b1', addr: '10.0.0.1:80', metadata: { zone: 'a' }, ttl: 5 })
+  assert.equal(r1.key, 'reg/billing/b1')
+  assert.deepEqual(JSON.parse(await client.getString('billing/b1')), { Op: 0, Addr: '10.0.0.1:80', Metadata: { zone: 'a' } })
+  assert.equal(r1.state.state, 'registered')
+  assert.equal(r1.state.leaseId, r1.leaseId)
+  const up = await within(events.next(), 5000, 'up event')
+  assert.equal(up.value.type, 'up')
+  assert.deepEqual(up.value.instance, { id: 'b1', addr: '10.0.0.1:80', metadata: { zone: 'a' } })
+  await r1.updateMetadata({ zone: 'b' })
+  const upd = await within(events.next(), 5000, 'updated event')
+  assert.equal(upd.value.type, 'updated')
+  assert.deepEqual(upd.value.instance.metadata, { zone: 'b' })
+  const r2 = await client.register({ service: 'billing', id: 'b2', addr: '10.0.0.2:80' })
+  await until(() => view.instances().length === 2, 5000, 'two instances')
+  assert.deepEqual(view.instances().map((i) => i.id), ['b1', 'b2'])
+  assert.equal(view.instances()[1].metadata, null)
+  const picks = new Set([view.pickRoundRobin().id, view.pickRoundRobin().id])
+  assert.deepEqual([...picks].sort(), ['b1', 'b2'])
+  assert.ok(['b1', 'b2'].includes(view.pickRandom().id))
+  assert.deepEqual((await client.listInstances('billing')).map((i) => i.addr), ['10.0.0.1:80', '10.0.0.2:80'])
+  await r2[Symbol.asyncDispose]() // deregisters
+  assert.equal(r2.state.state, 'closed')
+  const ev = []
+  for (;;) {
+    const e = await within(events.next(), 5000, 'down event')
+    ev.push(e.value.type)
+    if (e.value.type === 'down') { assert.equal(e.value.id, 'b2'); break }
+  }
+  assert.equal(await client.get('billing/b2'), null)
+  await events.return()
+  await r1.close()
+  view.close()
+})
+
+test('for await over a view yields the current set, then each change; break stops it', async () => {
+  const view = await client.discover('web')
+  const sizes = []
+  let reg
+  for await (const instances of view) {
+    sizes.push(instances.length)
+    if (instances.length === 0) reg = await client.register({ service: 'web', id: 'w1', addr: 'h:1' })
+    else break
+  }
+  assert.deepEqual(sizes, [0, 1])
+  await reg.close()
+  await view[Symbol.asyncDispose]()
+})
+
+test('a registration heals itself after its lease is revoked', async () => {
+  const view = await client.discover('healing')
+  const reg = await client.register({ service: 'healing', id: 'h1', addr: 'h:1', ttl: 3 })
+  const states = []
+  reg.onStateChange((s) => states.push(s.state))
+  const lease1 = reg.leaseId
+  await client.revokeLease(lease1)
+  await until(() => reg.reregistrations >= 1 && reg.state.state === 'registered', 10000, 're-registration')
+  assert.notEqual(reg.leaseId, lease1)
+  assert.equal(await client.leaseExists(reg.leaseId), true)
+  assert.ok((await client.getString('healing/h1')) !== null, 'key is back')
+  await until(() => view.instances().length === 1, 5000, 'discovery sees the instance again')
+  await until(() => states.includes('registered'), 3000, 'state callback')
+  await reg.close()
+  await until(() => view.instances().length === 0, 5000, 'gone after close')
+  view.close()
+})
+
+test('a registration survives an etcd wipe (all leases and keys gone)', async () => {
+  const c = await Client.connect({ endpoints: etcd.endpoints, namespace: 'wipe/' })
+  const reg = await c.register({ service: 'svc', id: 'x', addr: 'h:2', ttl: 2 })
+  await etcd.restartWiped()
+  await until(async () => {
+    try { return (await c.getString('svc/x')) !== null } catch { return false }
+  }, 15000, 'key re-put after wipe')
+  assert.ok(reg.reregistrations >= 1)
+  await c.close()
+  assert.equal(reg.state.state, 'closed')
+  // the wipe lost the `reg/` client's data too; make sure it still works
+  await client.put('after-wipe', 'ok')
+})
+
+test('bad registry input: TypeError INVALID_ARGUMENT', async () => {
+  assert.throws(() => client.register({ service: 'svc', id: 'x' }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.throws(() => client.register({ service: 'svc', id: 'x', addr: 'a:1', ttl: 0 }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  await assert.rejects(client.register({ service: '', id: 'x', addr: 'a:1' }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  await assert.rejects(client.discover(''), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+})
