@@ -13,6 +13,9 @@ fi
 
 CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" npx napi build --platform --release --js native.js --dts native.d.ts
 
+# The examples link the local package (examples/node/node_modules/etcd-recipes).
+(cd ../examples/node && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi)
+
 # The TypeScript example and the package's own types must type-check under --strict.
 npx tsc --strict --noEmit -p tsconfig.json
 

@@ -80,3 +80,45 @@ test('ETCD_RECIPES_LOG switches core tracing output on (stderr)', async () => {
   assert.equal(off.code, 0)
   assert.doesNotMatch(off.stderr, /connected to etcd/)
 })
+
+test('with every recipe open, client.close() ends iterators and the process exits by itself', async () => {
+  const r = await runNode(`
+    import { Client } from 'etcd-recipes'
+    const client = await Client.connect({ endpoints: ${eps()}, namespace: 'exit-all/' })
+    const guard = await client.lock('l').acquire()
+    guard.onLost((r) => console.log('guard lost:', r))
+    const leadership = await client.election('e').campaign('me')
+    const reg = await client.register({ service: 's', id: 'i', addr: 'h:1' })
+    reg.onStateChange((s) => console.log('registration:', s.state))
+    const view = await client.discover('s')
+    const cfg = await client.config('c/', { prefix: true })
+    const observing = (async () => { for await (const l of client.election('e').observe()) console.log('leader:', l?.value) ; console.log('observe ended') })()
+    const changes = (async () => { for await (const c of cfg.changes()) {} ; console.log('changes ended') })()
+    const sets = (async () => { for await (const s of view) {} ; console.log('sets ended') })()
+    await new Promise((r) => setTimeout(r, 300))
+    await client.close()
+    await Promise.all([observing, changes, sets])
+    console.log('held:', guard.isHeld, 'leader:', leadership.isLeader)`, { timeoutMs: 20000 })
+  assert.equal(r.code, 0, r.stderr)
+  for (const line of ['leader: me', 'observe ended', 'changes ended', 'sets ended', 'held: false leader: false', 'registration: closed']) {
+    assert.ok(r.stdout.includes(line), `missing ${JSON.stringify(line)} in:\n${r.stdout}`)
+  }
+  assert.ok(r.ms < 10000, `took ${r.ms} ms`)
+})
+
+test('recipes left open without any close: the process still exits by itself, cleanly', async () => {
+  const r = await runNode(`
+    const { Client } = require('etcd-recipes')
+    ;(async () => {
+      const client = await Client.connect({ endpoints: ${eps()}, namespace: 'left-open/' })
+      const guard = await client.lock('l').acquire()
+      guard.onLost(() => {})
+      await client.register({ service: 's', id: 'i', addr: 'h:1' })
+      const cfg = await client.config('c')
+      cfg.get()
+      console.log('bye')
+    })()`, { type: 'commonjs' })
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(r.signal, null)
+  assert.match(r.stdout, /bye/)
+})

@@ -1,11 +1,65 @@
-// A TypeScript service skeleton; type-checked with `tsc --strict` by bindings-node/test.sh.
-//   npx tsx examples/node/typed.mts   (or compile with tsc)
-import { Client, type ConnectOptions, type Session } from 'etcd-recipes'
+// The Node API in TypeScript; `tsc --strict` checks it (bindings-node/test.sh).
+//   npx tsc -p bindings-node/tsconfig.json   (type-check only)
+import {
+  Client, type ConnectOptions, type ConfigChange, type Instance, type LeaderInfo,
+  type LockGuard, type RegistrationStatus, type Session,
+} from 'etcd-recipes'
 import { EtcdCluster } from 'etcd-recipes/testing'
 
 async function keepAlive(session: Session): Promise<string> {
   session.onLost((reason: string) => console.error(`session lost: ${reason}`))
   return session.lost()
+}
+
+async function withLock(client: Client): Promise<number> {
+  const lock = client.lock('jobs/report', { ttl: 10 })
+  await using guard: LockGuard = await lock.acquire({ timeoutMs: 5000 })
+  guard.onLost((reason) => console.error(`lock lost: ${reason}`))
+  const token: number = guard.fencingToken
+  await guard.put('jobs/last-owner', `token ${token}`)
+  await guard.txn([{ type: 'put', key: 'jobs/a', value: '1' }, { type: 'delete', key: 'jobs/b' }])
+  return token
+}
+
+async function lead(client: Client): Promise<void> {
+  const election = client.election('scheduler', { ttl: 5 })
+  await using leadership = await election.campaign('node-1', { timeoutMs: 5000 })
+  await leadership.proclaim('node-1 (ready)')
+  const current: LeaderInfo | null = await election.leader()
+  console.log(`leader ${current?.value} rev ${current?.revision} leader=${leadership.isLeader}`)
+  for await (const leader of election.observe()) {
+    console.log(`observed ${leader?.value ?? 'nobody'}`)
+    break // stops the watch
+  }
+}
+
+async function serve(client: Client): Promise<void> {
+  await using reg = await client.register({ service: 'billing', id: 'b-1', addr: '127.0.0.1:8080', metadata: { zone: 'a' } })
+  reg.onStateChange((s: RegistrationStatus) => console.log(`registration ${s.state}`))
+  await using view = await client.discover('billing')
+  const all: Instance[] = view.instances()
+  const next: Instance | null = view.pickRoundRobin()
+  console.log(`${all.length} instances; next ${next?.addr}`)
+  for await (const instances of view) {
+    console.log(`now ${instances.map((i) => i.id).join(',')}`)
+    break
+  }
+}
+
+async function configure(client: Client): Promise<void> {
+  await client.put('app/feature', JSON.stringify({ enabled: true }))
+  await using cfg = await client.config('app/feature')
+  const raw: Buffer | null = cfg.get()
+  const text: string | null = cfg.getString()
+  const flags = cfg.getJson() as { enabled: boolean } | null
+  console.log(raw?.length, text, flags?.enabled)
+  const changes = cfg.changes()
+  await client.put('app/feature', JSON.stringify({ enabled: false }))
+  for await (const change of changes) {
+    const c: ConfigChange = change
+    console.log(`${c.key}: ${c.new?.toString() ?? '(deleted)'} at ${c.revision}`)
+    break
+  }
 }
 
 export async function main(): Promise<void> {
@@ -19,6 +73,10 @@ export async function main(): Promise<void> {
   const lease: bigint = session.leaseId
   console.log(`lease ${session.leaseIdHex} (${lease}) alive=${session.isAlive}`)
   const lost = keepAlive(session)
+  console.log(`fencing token ${await withLock(client)}`)
+  await lead(client)
+  await serve(client)
+  await configure(client)
   await session.close()
   console.log(`ended: ${await lost}`)
   try {

@@ -1,0 +1,110 @@
+// The examples under examples/node run against a real etcd and do what they say.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import path from 'node:path'
+import http from 'node:http'
+import { Client } from 'etcd-recipes'
+import { EtcdCluster } from 'etcd-recipes/testing'
+import { pkgDir, until } from '../testlib/helpers.mjs'
+
+const dir = path.resolve(pkgDir, '..', 'examples', 'node')
+let etcd
+let client
+
+before(async () => {
+  assert.ok(existsSync(path.join(dir, 'node_modules', 'etcd-recipes')), 'run `npm install` in examples/node (test.sh does)')
+  etcd = await EtcdCluster.start()
+  client = await Client.connect({ endpoints: etcd.endpoints, namespace: 'examples/' })
+})
+after(async () => {
+  await client?.close()
+  await etcd?.close()
+})
+
+function run (file, { timeoutMs = 60000 } = {}) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [file], { cwd: dir, env: { ...process.env, ETCD_ENDPOINTS: etcd.endpoints.join(',') }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+    let out = ''
+    child.stdout.on('data', (d) => { out += d })
+    child.stderr.on('data', (d) => { out += d })
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.on('exit', (code) => { clearTimeout(t); resolve({ code, out }) })
+  })
+}
+
+const cases = {
+  'registry.mjs': [/instances now: billing-1, billing-2, billing-3/, /healed itself with a new lease/, /discovery: down billing-3/],
+  'config.mjs': [/greeting = hello/, /app\/greeting bonjour -> \(deleted\)/, /1M local JSON reads/],
+  'lock.mjs': [/report ran 8 times \(expected 8/, /tryAcquire while held: LOCK_TIMEOUT/],
+  'election.mjs': [/lost leadership: leader key deleted|lost leadership: .*(revoked|lost)/, /resigns/, /observer: leader is node-\d/],
+}
+
+for (const [file, expect] of Object.entries(cases)) {
+  test(`example ${file}`, async () => {
+    const r = await run(file)
+    assert.equal(r.code, 0, r.out)
+    for (const re of expect) assert.match(r.out, re)
+  })
+}
+
+function getJson (url) {
+  return new Promise((resolve, reject) => {
+    http.get(url, (res) => {
+      let body = ''
+      res.on('data', (d) => { body += d })
+      res.on('end', () => resolve(JSON.parse(body)))
+    }).on('error', reject)
+  })
+}
+
+test('example http-server.mjs: registers and leads at startup; SIGTERM resigns and deregisters', async () => {
+  const child = spawn(process.execPath, ['http-server.mjs'], {
+    cwd: dir, env: { ...process.env, ETCD_ENDPOINTS: etcd.endpoints.join(','), INSTANCE_ID: 'web-test' }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  })
+  let out = ''
+  child.stdout.on('data', (d) => { out += d })
+  child.stderr.on('data', (d) => { out += d })
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+  const addr = await new Promise((resolve, reject) => {
+    child.on('message', (m) => m.ready && resolve(m.ready))
+    setTimeout(() => reject(new Error(`not ready: ${out}`)), 15000)
+  })
+  const view = await client.discover('web')
+  await until(() => view.instances().some((i) => i.id === 'web-test' && i.addr === addr), 5000, 'registered')
+  await until(async () => (await getJson(`http://${addr}/`)).leader === true, 10000, 'leader')
+  assert.equal((await client.election('web-leader').leader()).value, 'web-test')
+  await until(async () => (await client.getString('web/last-job'))?.startsWith('web-test'), 5000, 'leader job ran')
+  child.kill('SIGTERM')
+  const { code, signal } = await exited
+  assert.equal(code, 0, out)
+  assert.equal(signal, null)
+  assert.match(out, /resigned and deregistered/)
+  assert.equal(await client.election('web-leader').leader(), null, 'resigned')
+  assert.equal(await client.get('web/web-test'), null, 'deregistered')
+  await until(() => view.instances().length === 0, 5000, 'discovery dropped it')
+  view.close()
+})
+
+test('the TypeScript example compiles under --strict (await using downlevelled) and runs', async () => {
+  const tsc = path.join(pkgDir, 'node_modules', '.bin', 'tsc')
+  const compiled = await new Promise((resolve) => {
+    const c = spawn(tsc, ['-p', 'tsconfig.json', '--noEmit', 'false', '--outDir', 'tsbuild'], { cwd: pkgDir, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    c.stdout.on('data', (d) => { out += d })
+    c.stderr.on('data', (d) => { out += d })
+    c.on('exit', (code) => resolve({ code, out }))
+  })
+  assert.equal(compiled.code, 0, compiled.out)
+  const r = await new Promise((resolve) => {
+    const c = spawn(process.execPath, [path.join(pkgDir, 'tsbuild', 'typed.mjs')], { cwd: pkgDir, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    c.stdout.on('data', (d) => { out += d })
+    c.stderr.on('data', (d) => { out += d })
+    const t = setTimeout(() => c.kill('SIGKILL'), 60000)
+    c.on('exit', (code) => { clearTimeout(t); resolve({ code, out }) })
+  })
+  assert.equal(r.code, 0, r.out)
+  for (const re of [/fencing token \d+/, /observed node-1 \(ready\)/, /now b-1/, /registration closed/, /ended: session closed/, /typed error ok/]) assert.match(r.out, re)
+})
