@@ -6,7 +6,7 @@ use std::sync::Arc;
 use etcd_recipes::config::{ConfigChange as CoreChange, ConfigOptions};
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use napi::bindgen_prelude::{Buffer, Either, Null, PromiseRaw};
+use napi::bindgen_prelude::{Buffer, BufferSlice, Either, Null, PromiseRaw};
 use napi::Env;
 use napi_derive::napi;
 
@@ -135,10 +135,14 @@ impl ConfigView {
         self.prefix
     }
 
-    /// The value of `key` (default: the view's key) as a Buffer, or `null`. Local, synchronous.
-    #[napi]
-    pub fn get(&self, key: Option<String>) -> Option<Buffer> {
-        self.core.get(self.pick(&key)).map(|v| Buffer::from(&v[..]))
+    /// The value of `key` (default: the view's key) as a Buffer (a copy), or `null`.
+    /// Local, synchronous.
+    #[napi(ts_return_type = "Buffer | null")]
+    pub fn get<'env>(&self, env: &'env Env, key: Option<String>) -> napi::Result<Option<BufferSlice<'env>>> {
+        match self.core.get(self.pick(&key)) {
+            Some(v) => BufferSlice::copy_from(env, &v[..]).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The value as a UTF-8 string, or `null`. Throws code `DECODE` if it is not UTF-8.

@@ -108,3 +108,29 @@ test('the TypeScript example compiles under --strict (await using downlevelled) 
   assert.equal(r.code, 0, r.out)
   for (const re of [/fencing token \d+/, /observed node-1 \(ready\)/, /now b-1/, /registration closed/, /ended: session closed/, /typed error ok/]) assert.match(r.out, re)
 })
+
+test('the usage block in bindings-node/README.md works when pasted', async () => {
+  const { readFileSync, writeFileSync, rmSync } = await import('node:fs')
+  const readme = readFileSync(path.join(pkgDir, 'README.md'), 'utf8')
+  const block = readme.match(/```js\n(\/\/ usage\.mjs[\s\S]*?)```/)[1]
+  const file = path.join(pkgDir, 'tsbuild', 'usage.mjs')
+  const { mkdirSync } = await import('node:fs')
+  mkdirSync(path.dirname(file), { recursive: true })
+  writeFileSync(file, block)
+  try {
+    const r = await new Promise((resolve) => {
+      const c = spawn(process.execPath, [file], { cwd: pkgDir, env: { ...process.env, ETCD_ENDPOINTS: etcd.endpoints.join(',') }, stdio: ['ignore', 'pipe', 'pipe'] })
+      let out = ''
+      c.stdout.on('data', (d) => { out += d })
+      c.stderr.on('data', (d) => { out += d })
+      const t = setTimeout(() => c.kill('SIGKILL'), 30000)
+      c.on('exit', (code) => { clearTimeout(t); resolve({ code, out }) })
+    })
+    assert.equal(r.code, 0, r.out)
+    assert.match(r.out, /leader: node-1 true/)
+    assert.match(r.out, /billing: \[ '10\.0\.0\.5:8080' \] b-1/)
+    assert.match(r.out, /feature enabled: true/)
+  } finally {
+    rmSync(file, { force: true })
+  }
+})
