@@ -32,6 +32,8 @@ pub mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// The etcd client crate this one is built on, for anything the recipes do not cover.
+pub use etcd_client;
 pub use client::{Client, ClientOptions, TlsConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use fence::{Fence, FencedOp};
