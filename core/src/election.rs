@@ -423,7 +423,11 @@ async fn watch_own_key(
         r = watcher => r,
         r = session.lost() => r,
     };
-    warn!(%reason, "leadership lost");
+    if shared.state.borrow().is_some() {
+        debug!(%reason, "leadership ended (already resigned or lost)");
+    } else {
+        warn!(%reason, "leadership lost");
+    }
     shared.mark(reason);
 }
 
