@@ -1,1 +1,875 @@
-//! (in progress)
+//! Service registry and discovery, in the key layout and value format of etcd's Go
+//! `naming/endpoints` package (and the older `clientv3/naming` resolver), so that Go
+//! gRPC clients using etcd's resolver discover services registered here, and the
+//! other way round.
+//!
+//! - key: `<namespace><service>/<instance id>`
+//! - value: `{"Op":0,"Addr":"host:port","Metadata":<any JSON or null>}`
+//!
+//! A [`Registration`] keeps its instance key alive under a lease and heals itself: if
+//! the lease is lost (revoked, expired during a partition, etcd wiped) it grants a new
+//! one and puts the key again; if the key is deleted from outside it puts it again.
+//! A [`ServiceView`] is a live, local copy of a service's instances (a snapshot at
+//! revision `R`, then a watch from `R + 1`) with a stream of changes and simple pickers.
+//!
+//! ```no_run
+//! # async fn demo(client: etcd_recipes::Client) -> etcd_recipes::Result<()> {
+//! use etcd_recipes::registry::{RegisterOptions, Registration, ServiceView};
+//! let reg = Registration::register(&client, RegisterOptions::new("api", "api-1", "10.0.0.1:8080")).await?;
+//! let view = ServiceView::start(&client, "api").await?;
+//! if let Some(inst) = view.pick_round_robin() {
+//!     println!("calling {} at {}", inst.id, inst.addr);
+//! }
+//! reg.close().await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use etcd_client::{Event, EventType, KeyValue, PutOptions, WatchOptions};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::client::{check_key, Client};
+use crate::config::{load, spawn_mirror, subscription_stream, warn_if_backwards, Range, Sink, CHANNEL_CAPACITY};
+use crate::error::{Error, Result};
+use crate::session::Session;
+
+/// Default registration lease TTL, in seconds.
+pub const DEFAULT_TTL_SECS: i64 = 10;
+
+/// One instance of a service, as discovered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    /// The instance id (the last segment of its key).
+    pub id: String,
+    /// `host:port` to connect to.
+    pub addr: String,
+    /// Free-form metadata; `Null` when absent.
+    pub metadata: serde_json::Value,
+}
+
+/// What to register: build with [`RegisterOptions::new`].
+#[derive(Clone, Debug)]
+pub struct RegisterOptions {
+    pub service: String,
+    pub id: String,
+    pub addr: String,
+    pub metadata: serde_json::Value,
+    /// Lease TTL in seconds (default 10): how long the instance stays listed after the
+    /// process dies without closing.
+    pub ttl_secs: i64,
+}
+
+impl RegisterOptions {
+    /// Register instance `id` of `service`, reachable at `addr` (`host:port`).
+    pub fn new(service: impl Into<String>, id: impl Into<String>, addr: impl Into<String>) -> Self {
+        RegisterOptions {
+            service: service.into(),
+            id: id.into(),
+            addr: addr.into(),
+            metadata: serde_json::Value::Null,
+            ttl_secs: DEFAULT_TTL_SECS,
+        }
+    }
+
+    /// Attach metadata (any JSON).
+    pub fn metadata(mut self, metadata: serde_json::Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Set the lease TTL in seconds.
+    pub fn ttl(mut self, ttl_secs: i64) -> Self {
+        self.ttl_secs = ttl_secs;
+        self
+    }
+}
+
+/// Where a [`Registration`] stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistrationState {
+    /// The key is in etcd under this lease, which is kept alive.
+    Registered { lease_id: i64 },
+    /// The lease or the key was lost; a new lease is being granted and the key re-put.
+    Recovering { reason: String },
+    /// Closed (key deleted, lease revoked) or dropped.
+    Closed,
+}
+
+fn check_service(service: &str) -> Result<()> {
+    check_key("service name", service)?;
+    if service.ends_with('/') {
+        return Err(Error::invalid(format!("service name {service:?} must not end with '/'")));
+    }
+    Ok(())
+}
+
+fn check_id(id: &str) -> Result<()> {
+    check_key("instance id", id)?;
+    if id.contains('/') {
+        return Err(Error::invalid(format!("instance id {id:?} must not contain '/'")));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Wire format
+// ---------------------------------------------------------------------------
+
+/// The value as Go writes it (`naming.Update` / `endpoints.Endpoint`); field order kept.
+#[derive(Serialize)]
+struct WireOut<'a> {
+    #[serde(rename = "Op")]
+    op: u8,
+    #[serde(rename = "Addr")]
+    addr: &'a str,
+    #[serde(rename = "Metadata")]
+    metadata: &'a serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    #[serde(rename = "Op", default)]
+    op: u8,
+    #[serde(rename = "Addr")]
+    addr: String,
+    #[serde(rename = "Metadata", default)]
+    metadata: serde_json::Value,
+}
+
+/// Encode an instance value exactly as Go's `naming/endpoints` does:
+/// `{"Op":0,"Addr":"host:port","Metadata":...}` (`null` when there is no metadata).
+pub fn encode_value(addr: &str, metadata: &serde_json::Value) -> Vec<u8> {
+    // Serializing a struct of a str and a Value cannot fail.
+    serde_json::to_vec(&WireOut { op: 0, addr, metadata }).unwrap_or_default()
+}
+
+/// Decode an instance value (ours, Go's, or one put by hand with etcdctl). `Op` and
+/// `Metadata` may be missing; `Addr` must be a non-empty string; `Op` must be 0 (Add).
+pub fn decode_value(id: &str, value: &[u8]) -> Result<Instance> {
+    let w: WireIn = serde_json::from_slice(value)
+        .map_err(|e| Error::Decode { key: id.to_string(), message: format!("not an endpoint JSON value: {e}") })?;
+    if w.op != 0 {
+        return Err(Error::Decode { key: id.to_string(), message: format!("Op is {}, not 0 (Add)", w.op) });
+    }
+    if w.addr.is_empty() {
+        return Err(Error::Decode { key: id.to_string(), message: "Addr is empty".into() });
+    }
+    Ok(Instance { id: id.to_string(), addr: w.addr, metadata: w.metadata })
+}
+
+/// Parse one key-value under `prefix` (full key), skipping (with a warning) what is not an instance.
+fn parse_kv(prefix: &[u8], kv: &KeyValue) -> Option<Instance> {
+    let id = kv.key().strip_prefix(prefix)?;
+    let id = String::from_utf8_lossy(id);
+    if id.is_empty() {
+        return None;
+    }
+    match decode_value(&id, kv.value()) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "skipping unparsable instance value");
+            None
+        }
+    }
+}
+
+fn service_range(client: &Client, service: &str) -> Range {
+    Range { key: client.full_key(&format!("{service}/")), prefix: true }
+}
+
+/// The instances of `service` at one revision (one Get), sorted by id, and that revision.
+pub async fn list_instances(client: &Client, service: &str) -> Result<(Vec<Instance>, i64)> {
+    check_service(service)?;
+    let range = service_range(client, service);
+    let (kvs, rev) = load(client, &range, None).await?;
+    let mut out: Vec<Instance> = kvs.iter().filter_map(|kv| parse_kv(range.key.as_bytes(), kv)).collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok((out, rev))
+}
+
+// ---------------------------------------------------------------------------
+// Registration
+// ---------------------------------------------------------------------------
+
+fn lease_not_found(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("lease not found")
+}
+
+struct RegShared {
+    client: Client,
+    key: String,
+    ttl: i64,
+    instance: Mutex<Instance>,
+    session: Mutex<Option<Session>>,
+    lease_id: AtomicI64,
+    state: watch::Sender<RegistrationState>,
+    reregistrations: AtomicU64,
+    closed: AtomicBool,
+    /// Serialises puts of our key, so an older value never lands after a newer one.
+    put_lock: tokio::sync::Mutex<()>,
+}
+
+impl RegShared {
+    fn session(&self) -> Option<Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn value(&self) -> Vec<u8> {
+        let i = self.instance.lock().unwrap_or_else(|p| p.into_inner());
+        encode_value(&i.addr, &i.metadata)
+    }
+
+    /// Put our key with this lease; returns the revision.
+    async fn put(&self, lease: i64) -> std::result::Result<i64, etcd_client::Error> {
+        let _g = self.put_lock.lock().await;
+        let value = self.value();
+        let key = self.key.clone();
+        let resp = self
+            .client
+            .retry(|mut c| {
+                let (k, v) = (key.clone(), value.clone());
+                async move { c.put(k, v, Some(PutOptions::new().with_lease(lease))).await }
+            })
+            .await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Grant a new lease and put the key again, until it works. Returns the put revision.
+    async fn recover(&self, reason: String) -> i64 {
+        warn!(key = %self.key, %reason, "registration lost; re-registering");
+        self.state.send_replace(RegistrationState::Recovering { reason });
+        let old = self.session.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut backoff = Duration::from_millis(50);
+        let mut fresh: Option<Session> = None;
+        loop {
+            if fresh.as_ref().is_none_or(|s| !s.is_alive()) {
+                let t = self.client.request_timeout().min(Duration::from_secs(self.ttl.max(2) as u64));
+                match tokio::time::timeout(t, Session::new(&self.client, self.ttl)).await {
+                    Ok(Ok(s)) => fresh = Some(s),
+                    Ok(Err(e)) => debug!(error = %e, "lease grant failed; retrying"),
+                    Err(_) => debug!("lease grant timed out; retrying"),
+                }
+            }
+            if let Some(s) = fresh.as_ref().filter(|s| s.is_alive()) {
+                match self.put(s.lease_id()).await {
+                    Ok(rev) => {
+                        let lease = s.lease_id();
+                        self.lease_id.store(lease, Ordering::Release);
+                        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = fresh.take();
+                        let n = self.reregistrations.fetch_add(1, Ordering::AcqRel) + 1;
+                        self.state.send_replace(RegistrationState::Registered { lease_id: lease });
+                        info!(key = %self.key, lease = format_args!("{lease:x}"), reregistrations = n, "re-registered");
+                        if let Some(old) = old {
+                            // Best effort: the old lease may still exist if we gave up on it early.
+                            let mut lc = self.client.etcd().lease_client();
+                            let id = old.lease_id();
+                            tokio::spawn(async move {
+                                let _ = tokio::time::timeout(Duration::from_secs(2), lc.revoke(id)).await;
+                            });
+                        }
+                        return rev;
+                    }
+                    Err(e) => debug!(error = %e, "re-put failed; retrying"),
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Keep the registration in place: react to a lost lease and to our key being deleted.
+async fn guard(sh: Arc<RegShared>, first_put_rev: i64) {
+    let mut watch_from = Some(first_put_rev + 1);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(session) = sh.session() else { return };
+        if !session.is_alive() {
+            let reason = session.lost().await;
+            watch_from = Some(sh.recover(reason).await + 1);
+            continue;
+        }
+        // (Re)start the watch of our own key; without a known revision, check the key first.
+        let from = match watch_from.take() {
+            Some(r) => r,
+            None => {
+                let k = sh.key.clone();
+                let got = sh
+                    .client
+                    .retry(|mut c| {
+                        let k = k.clone();
+                        async move { c.get(k, None).await }
+                    })
+                    .await;
+                match got {
+                    Ok(resp) => {
+                        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                        let ours = resp.kvs().first().is_some_and(|kv| kv.lease() == session.lease_id());
+                        if ours {
+                            rev + 1
+                        } else {
+                            warn!(key = %sh.key, "registration key missing; putting it again");
+                            match sh.put(session.lease_id()).await {
+                                Ok(r) => r + 1,
+                                Err(e) if lease_not_found(&e) => {
+                                    session.mark_lost("lease not found in etcd");
+                                    continue;
+                                }
+                                Err(e) => {
+                                    debug!(error = %e, "re-put failed");
+                                    tokio::time::sleep(backoff).await;
+                                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "checking registration key failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = session.lost() => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut wc = sh.client.etcd().watch_client();
+        let opts = WatchOptions::new().with_start_revision(from);
+        let mut stream = match tokio::time::timeout(sh.client.request_timeout(), wc.watch(sh.key.clone(), Some(opts))).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = session.lost() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue; // watch_from is None: re-check the key
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = session.lost() => break, // the outer loop recovers
+                msg = stream.message() => match msg {
+                    Ok(Some(resp)) if resp.canceled() => {
+                        debug!(reason = %resp.cancel_reason(), "own-key watch cancelled");
+                        break;
+                    }
+                    Ok(Some(resp)) => {
+                        backoff = Duration::from_millis(50);
+                        let deleted = resp.events().iter().any(|e| e.event_type() == EventType::Delete);
+                        if deleted && !sh.closed.load(Ordering::Acquire) {
+                            warn!(key = %sh.key, "registration key deleted from outside; putting it again");
+                            match sh.put(session.lease_id()).await {
+                                Ok(_) => {}
+                                Err(e) if lease_not_found(&e) => {
+                                    session.mark_lost("lease revoked or expired in etcd");
+                                    break;
+                                }
+                                Err(e) => {
+                                    debug!(error = %e, "re-put failed");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
+/// One registered instance, kept in etcd until closed or dropped.
+///
+/// Not `Clone`: it owns its lease and a background task. Dropping it stops the task and,
+/// if a tokio runtime is running, deletes the key and revokes the lease in the background.
+pub struct Registration {
+    shared: Arc<RegShared>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("key", &self.shared.key).field("state", &self.state()).finish()
+    }
+}
+
+impl Registration {
+    /// Register an instance: grant a lease, put the key, keep both alive.
+    ///
+    /// [`Error::InvalidArgument`] for an empty service or id, a service name ending in `/`,
+    /// an id containing `/`, an empty address or a TTL below 1 s.
+    pub async fn register(client: &Client, opts: RegisterOptions) -> Result<Registration> {
+        check_service(&opts.service)?;
+        check_id(&opts.id)?;
+        if opts.addr.trim().is_empty() {
+            return Err(Error::invalid("instance address must not be empty"));
+        }
+        let key = client.full_key(&format!("{}/{}", opts.service, opts.id));
+        let session = Session::new(client, opts.ttl_secs).await?;
+        let lease = session.lease_id();
+        let (state, _) = watch::channel(RegistrationState::Registered { lease_id: lease });
+        let shared = Arc::new(RegShared {
+            client: client.clone(),
+            key,
+            ttl: opts.ttl_secs,
+            instance: Mutex::new(Instance { id: opts.id, addr: opts.addr, metadata: opts.metadata }),
+            session: Mutex::new(Some(session.clone())),
+            lease_id: AtomicI64::new(lease),
+            state,
+            reregistrations: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            put_lock: tokio::sync::Mutex::new(()),
+        });
+        let rev = match shared.put(lease).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = session.close().await;
+                return Err(e.into());
+            }
+        };
+        info!(key = %shared.key, lease = format_args!("{lease:x}"), "registered");
+        let span = info_span!("etcd_recipes.registration", key = %shared.key);
+        let task = tokio::spawn(guard(shared.clone(), rev).instrument(span));
+        Ok(Registration { shared, task: Mutex::new(Some(task)) })
+    }
+
+    /// The full etcd key (namespace included).
+    pub fn key(&self) -> &str {
+        &self.shared.key
+    }
+
+    /// The instance as registered (with the latest metadata).
+    pub fn instance(&self) -> Instance {
+        self.shared.instance.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The current lease (it changes when the registration heals itself).
+    pub fn lease_id(&self) -> i64 {
+        self.shared.lease_id.load(Ordering::Acquire)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> RegistrationState {
+        self.shared.state.borrow().clone()
+    }
+
+    /// A receiver that sees every state change.
+    pub fn watch_state(&self) -> watch::Receiver<RegistrationState> {
+        self.shared.state.subscribe()
+    }
+
+    /// How many times the registration healed itself with a new lease.
+    pub fn reregistrations(&self) -> u64 {
+        self.shared.reregistrations.load(Ordering::Acquire)
+    }
+
+    /// Replace the metadata, keeping the same lease. While recovering, the new metadata is
+    /// stored and written by the re-registration. [`Error::Closed`] after close.
+    pub async fn update_metadata(&self, metadata: serde_json::Value) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("registration"));
+        }
+        self.shared.instance.lock().unwrap_or_else(|p| p.into_inner()).metadata = metadata;
+        let RegistrationState::Registered { lease_id } = self.state() else { return Ok(()) };
+        match self.shared.put(lease_id).await {
+            Ok(_) => Ok(()),
+            Err(e) if lease_not_found(&e) => {
+                // The guard task notices and re-registers with the new metadata.
+                if let Some(s) = self.shared.session() {
+                    s.mark_lost("lease revoked or expired in etcd");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Delete the key and revoke the lease. Idempotent.
+    pub async fn close(&self) -> Result<()> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+        self.shared.state.send_replace(RegistrationState::Closed);
+        let session = self.shared.session.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let key = self.shared.key.clone();
+        let deleted = self
+            .shared
+            .client
+            .retry(|mut c| {
+                let k = key.clone();
+                async move { c.delete(k, None).await }
+            })
+            .await;
+        let revoked = match session {
+            Some(s) => s.close().await,
+            None => Ok(()),
+        };
+        info!(key = %self.shared.key, "registration closed");
+        deleted?;
+        revoked
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.state.send_replace(RegistrationState::Closed);
+        let session = self.shared.session.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let mut kv = self.shared.client.etcd();
+            let key = self.shared.key.clone();
+            handle.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), kv.delete(key, None)).await;
+                if let Some(s) = session {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), s.close()).await;
+                }
+            });
+        }
+        // Without a runtime, dropping the session stops its keep-alive; the lease expires.
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Discovery
+// ---------------------------------------------------------------------------
+
+/// A change in a service's instance set.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InstanceEvent {
+    /// A new instance.
+    Up(Instance),
+    /// An instance's address or metadata changed.
+    Updated(Instance),
+    /// An instance left (deleted, expired, or its value became unparsable).
+    Down { id: String },
+}
+
+#[derive(Default)]
+struct ViewState {
+    by_id: BTreeMap<String, Instance>,
+    list: Arc<Vec<Instance>>,
+}
+
+impl ViewState {
+    fn rebuild(&mut self) {
+        self.list = Arc::new(self.by_id.values().cloned().collect());
+    }
+}
+
+struct ViewInner {
+    prefix: Vec<u8>,
+    state: RwLock<ViewState>,
+    revision: AtomicI64,
+    rr: AtomicUsize,
+    tx: Mutex<Option<broadcast::Sender<(InstanceEvent, i64)>>>,
+    /// Bumped on every change; `true` once closed.
+    version: watch::Sender<(u64, bool)>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ViewInner {
+    fn publish(&self, events: Vec<(InstanceEvent, i64)>) {
+        if events.is_empty() {
+            return;
+        }
+        {
+            let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(tx) = tx.as_ref() {
+                for e in events {
+                    let _ = tx.send(e);
+                }
+            }
+        }
+        self.version.send_modify(|(v, _)| *v += 1);
+    }
+
+    fn stop(&self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.version.send_modify(|(_, closed)| *closed = true);
+    }
+}
+
+impl Drop for ViewInner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Sink for ViewInner {
+    fn reset(&self, kvs: &[KeyValue], revision: i64) {
+        warn_if_backwards(self.revision(), revision);
+        let fresh: BTreeMap<String, Instance> =
+            kvs.iter().filter_map(|kv| parse_kv(&self.prefix, kv)).map(|i| (i.id.clone(), i)).collect();
+        let mut events = Vec::new();
+        {
+            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+            for (id, old) in st.by_id.iter() {
+                match fresh.get(id) {
+                    None => events.push((InstanceEvent::Down { id: id.clone() }, revision)),
+                    Some(new) if new != old => events.push((InstanceEvent::Updated(new.clone()), revision)),
+                    Some(_) => {}
+                }
+            }
+            for (id, new) in fresh.iter() {
+                if !st.by_id.contains_key(id) {
+                    events.push((InstanceEvent::Up(new.clone()), revision));
+                }
+            }
+            st.by_id = fresh;
+            st.rebuild();
+            self.revision.store(revision, Ordering::Release);
+        }
+        if !events.is_empty() {
+            info!(revision, changes = events.len(), "re-read found changes");
+        }
+        self.publish(events);
+    }
+
+    fn apply(&self, evs: &[Event]) {
+        let current = self.revision();
+        let mut events = Vec::new();
+        {
+            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut top = current;
+            for ev in evs {
+                let Some(kv) = ev.kv() else { continue };
+                let rev = kv.mod_revision();
+                if rev <= current {
+                    continue;
+                }
+                top = top.max(rev);
+                let Some(id) = kv.key().strip_prefix(&self.prefix[..]) else { continue };
+                let id = String::from_utf8_lossy(id).into_owned();
+                let parsed = match ev.event_type() {
+                    EventType::Put => parse_kv(&self.prefix, kv),
+                    EventType::Delete => None,
+                };
+                match (parsed, st.by_id.contains_key(&id)) {
+                    (Some(new), true) => {
+                        if st.by_id.get(&id) != Some(&new) {
+                            st.by_id.insert(id, new.clone());
+                            events.push((InstanceEvent::Updated(new), rev));
+                        }
+                    }
+                    (Some(new), false) => {
+                        st.by_id.insert(id, new.clone());
+                        events.push((InstanceEvent::Up(new), rev));
+                    }
+                    (None, true) => {
+                        st.by_id.remove(&id);
+                        events.push((InstanceEvent::Down { id }, rev));
+                    }
+                    (None, false) => {}
+                }
+            }
+            if !events.is_empty() {
+                st.rebuild();
+            }
+            self.revision.store(top, Ordering::Release);
+        }
+        self.publish(events);
+    }
+
+    fn revision(&self) -> i64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    fn matches(&self, kvs: &[KeyValue]) -> bool {
+        let fresh: BTreeMap<String, Instance> =
+            kvs.iter().filter_map(|kv| parse_kv(&self.prefix, kv)).map(|i| (i.id.clone(), i)).collect();
+        self.state.read().unwrap_or_else(|p| p.into_inner()).by_id == fresh
+    }
+}
+
+/// Reconcile interval of service views.
+const VIEW_RECONCILE: Duration = Duration::from_secs(30);
+
+/// A live, local copy of a service's instances.
+///
+/// Loaded at one revision, then kept up to date by a watch from the next revision; it
+/// never reports an instance that was deleted before its snapshot. Clones share the copy;
+/// the watch task stops on [`ServiceView::close`] or when the last clone is dropped.
+#[derive(Clone)]
+pub struct ServiceView {
+    inner: Arc<ViewInner>,
+}
+
+impl std::fmt::Debug for ServiceView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceView")
+            .field("service_prefix", &String::from_utf8_lossy(&self.inner.prefix))
+            .field("revision", &self.revision())
+            .field("instances", &self.inner.state.read().map(|s| s.list.len()).unwrap_or(0))
+            .finish()
+    }
+}
+
+impl ServiceView {
+    /// Load `service`'s instances and follow their changes. Returns once loaded.
+    pub async fn start(client: &Client, service: &str) -> Result<ServiceView> {
+        check_service(service)?;
+        let range = service_range(client, service);
+        let (kvs, rev) = load(client, &range, None).await?;
+        let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
+        let inner = Arc::new(ViewInner {
+            prefix: range.key.as_bytes().to_vec(),
+            state: RwLock::new(ViewState::default()),
+            revision: AtomicI64::new(0),
+            rr: AtomicUsize::new(0),
+            tx: Mutex::new(Some(tx)),
+            version: watch::channel((0, false)).0,
+            task: Mutex::new(None),
+        });
+        inner.reset(&kvs, rev);
+        let task = spawn_mirror(client.clone(), range, Arc::downgrade(&inner), rev, VIEW_RECONCILE, "service");
+        *inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(ServiceView { inner })
+    }
+
+    fn list(&self) -> Arc<Vec<Instance>> {
+        self.inner.state.read().unwrap_or_else(|p| p.into_inner()).list.clone()
+    }
+
+    /// The instances now, sorted by id. Local: no network.
+    pub fn instances(&self) -> Vec<Instance> {
+        self.list().as_ref().clone()
+    }
+
+    /// The etcd revision the view reflects.
+    pub fn revision(&self) -> i64 {
+        self.inner.revision()
+    }
+
+    /// The next instance in turn (by id order), or `None` if there is none.
+    pub fn pick_round_robin(&self) -> Option<Instance> {
+        let list = self.list();
+        if list.is_empty() {
+            return None;
+        }
+        let n = self.inner.rr.fetch_add(1, Ordering::Relaxed);
+        list.get(n % list.len()).cloned()
+    }
+
+    /// A random instance, or `None` if there is none.
+    pub fn pick_random(&self) -> Option<Instance> {
+        let list = self.list();
+        if list.is_empty() {
+            return None;
+        }
+        let i = rand::random_range(0..list.len());
+        list.get(i).cloned()
+    }
+
+    /// A new subscription to every change from now on, with its revision.
+    pub fn events(&self) -> InstanceEvents {
+        let tx = self.inner.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = match tx.as_ref() {
+            Some(tx) => tx.subscribe(),
+            None => broadcast::channel(1).1,
+        };
+        InstanceEvents { inner: Box::pin(subscription_stream(rx, "service view subscriber")) }
+    }
+
+    /// Wait for the next change and return the new instance set.
+    /// [`Error::Closed`] once the view is closed.
+    pub async fn changed(&self) -> Result<Vec<Instance>> {
+        let mut rx = self.inner.version.subscribe();
+        if rx.borrow().1 {
+            return Err(Error::Closed("service view"));
+        }
+        match rx.changed().await {
+            Ok(()) if !rx.borrow().1 => Ok(self.instances()),
+            _ => Err(Error::Closed("service view")),
+        }
+    }
+
+    /// Stop following changes. The last instance set stays readable; event streams end.
+    pub fn close(&self) {
+        self.inner.stop();
+    }
+}
+
+/// The changes seen by a [`ServiceView`], with their revisions: a `Stream`.
+///
+/// A subscriber that falls more than 4096 events behind gets one `Err` (kind `Etcd`,
+/// "lagged behind") and continues with newer events. Ends (`None`) when the view closes.
+pub struct InstanceEvents {
+    inner: BoxedEvents,
+}
+
+type BoxedEvents = Pin<Box<dyn Stream<Item = Result<(InstanceEvent, i64)>> + Send>>;
+
+impl std::fmt::Debug for InstanceEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InstanceEvents")
+    }
+}
+
+impl InstanceEvents {
+    /// The next event and its revision, or `None` once the view is closed.
+    pub async fn next(&mut self) -> Option<Result<(InstanceEvent, i64)>> {
+        futures::StreamExt::next(&mut self.inner).await
+    }
+}
+
+impl Stream for InstanceEvents {
+    type Item = Result<(InstanceEvent, i64)>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_matches_go() {
+        let v = encode_value("1.2.3.4:80", &serde_json::Value::Null);
+        assert_eq!(std::str::from_utf8(&v).unwrap(), r#"{"Op":0,"Addr":"1.2.3.4:80","Metadata":null}"#);
+        let v = encode_value("h:1", &serde_json::json!({"zone": "a"}));
+        assert_eq!(std::str::from_utf8(&v).unwrap(), r#"{"Op":0,"Addr":"h:1","Metadata":{"zone":"a"}}"#);
+        let i = decode_value("x", br#"{"Addr":"h:2"}"#).unwrap();
+        assert_eq!(i, Instance { id: "x".into(), addr: "h:2".into(), metadata: serde_json::Value::Null });
+        for bad in [&b"nope"[..], br#"{"Op":1,"Addr":"h:1"}"#, br#"{"Op":0,"Addr":""}"#, br#"{"Op":0}"#] {
+            assert_eq!(decode_value("x", bad).unwrap_err().kind(), crate::ErrorKind::Decode);
+        }
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for bad in ["", "svc/"] {
+            assert_eq!(check_service(bad).unwrap_err().kind(), crate::ErrorKind::InvalidArgument, "{bad:?}");
+        }
+        for bad in ["", "a/b", "/", "a\0b"] {
+            assert_eq!(check_id(bad).unwrap_err().kind(), crate::ErrorKind::InvalidArgument, "{bad:?}");
+        }
+        assert!(check_service("a/b").is_ok());
+        assert!(check_id("i-1").is_ok());
+    }
+}

@@ -1,0 +1,417 @@
+//! The watched configuration cache against a real etcd started by the testing harness.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_recipes::config::{ConfigChange, ConfigChanges, ConfigOptions, ConfigView};
+use etcd_recipes::testing::EtcdCluster;
+use etcd_recipes::{Client, ClientOptions, ErrorKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Log lines written by the recipes, for tests that must prove which recovery path ran.
+/// Each test runs in its own process under nextest, so the global subscriber is ours.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        std::io::stderr().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Install the capturing subscriber; false if another one was installed first.
+fn init_tracing() -> bool {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("etcd_recipes=info"))
+        .with_ansi(false)
+        .with_writer(|| Capture)
+        .try_init()
+        .is_ok()
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+async fn client(endpoints: Vec<String>) -> Client {
+    Client::connect(ClientOptions::new(endpoints).with_connect_timeout(Duration::from_secs(3)))
+        .await
+        .expect("connect")
+}
+
+fn no_reconcile() -> ConfigOptions {
+    ConfigOptions { reconcile_interval: Duration::ZERO }
+}
+
+/// Collect every change a subscriber sees, in a background task.
+fn record(mut changes: ConfigChanges) -> Arc<Mutex<Vec<ConfigChange>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Some(c) = changes.next().await {
+            s.lock().unwrap().push(c.expect("change stream error"));
+        }
+    });
+    seen
+}
+
+fn assert_monotonic(seen: &[ConfigChange]) {
+    for w in seen.windows(2) {
+        assert!(w[1].revision >= w[0].revision, "revision went backwards: {:?} then {:?}", w[0], w[1]);
+    }
+}
+
+async fn wait_value(view: &ConfigView, key: &str, want: &str, within: Duration) {
+    let until = Instant::now() + within;
+    loop {
+        if view.get(key).as_deref() == Some(want.as_bytes()) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{key} is {:?}, expected {want:?} within {within:?}",
+            view.get_str(key)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_then_follows_puts_and_deletes() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(etcd.endpoints()).await;
+    c.put("app/a", "1").await.unwrap();
+    c.put("app/b", "x").await.unwrap();
+    c.put("apple", "not under app/").await.unwrap();
+    let view = ConfigView::prefix(&c, "app/", ConfigOptions::default()).await.unwrap();
+    let one = ConfigView::key(&c, "app/a", ConfigOptions::default()).await.unwrap();
+    assert_eq!(view.keys(), ["app/a", "app/b"]);
+    assert_eq!(one.keys(), ["app/a"]);
+    assert_eq!(view.get_str("app/a").unwrap().as_deref(), Some("1"));
+    assert_eq!(view.get("apple"), None);
+    let loaded = view.revision();
+    assert!(loaded >= 3);
+    let mut changes = view.subscribe();
+    let r = c.put("app/a", "2").await.unwrap();
+    let ch = tokio::time::timeout(Duration::from_secs(2), changes.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(ch, ConfigChange { key: "app/a".into(), old: Some(b"1".to_vec()), new: Some(b"2".to_vec()), revision: r });
+    assert_eq!(view.revision(), r);
+    let r = c.delete("app/b").await.unwrap();
+    assert_eq!(r, 1);
+    let ch = tokio::time::timeout(Duration::from_secs(2), changes.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((ch.key.as_str(), ch.old.as_deref(), ch.new.as_deref()), ("app/b", Some(&b"x"[..]), None));
+    assert_eq!(view.get("app/b"), None);
+    wait_value(&one, "app/a", "2", Duration::from_secs(2)).await;
+    assert_eq!(view.snapshot().len(), 1);
+    // A multi-key transaction is applied whole: one revision, both keys.
+    let txn = etcd_client::Txn::new().and_then(vec![
+        etcd_client::TxnOp::put("app/t1", "a", None),
+        etcd_client::TxnOp::put("app/t2", "b", None),
+    ]);
+    c.etcd().txn(txn).await.unwrap();
+    let c1 = tokio::time::timeout(Duration::from_secs(2), changes.next()).await.unwrap().unwrap().unwrap();
+    assert!(view.get("app/t1").is_some() && view.get("app/t2").is_some(), "half a transaction visible");
+    let c2 = tokio::time::timeout(Duration::from_secs(2), changes.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(c1.revision, c2.revision);
+    // Close: subscriptions end, values stay readable.
+    view.close();
+    assert!(tokio::time::timeout(Duration::from_secs(1), changes.next()).await.unwrap().is_none());
+    assert!(view.subscribe().next().await.is_none());
+    assert_eq!(view.get_str("app/a").unwrap().as_deref(), Some("2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converges_after_many_rapid_puts() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(etcd.endpoints()).await;
+    let writer = client(etcd.endpoints()).await;
+    let view = ConfigView::key(&c, "cfg/k", ConfigOptions::default()).await.unwrap();
+    let prefix = ConfigView::prefix(&c, "cfg/", ConfigOptions::default()).await.unwrap();
+    let seen = record(view.subscribe());
+    // 4 writers, 150 puts each, as fast as etcd takes them; the last write (by revision) wins.
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let writer = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = 0;
+            for i in 0..150 {
+                last = writer.put("cfg/k", format!("{w}-{i}")).await.unwrap();
+                writer.put(&format!("cfg/other{w}"), format!("{i}")).await.unwrap();
+            }
+            last
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let final_value = writer.get("cfg/k").await.unwrap().unwrap();
+    let final_value = String::from_utf8(final_value).unwrap();
+    wait_value(&view, "cfg/k", &final_value, Duration::from_secs(3)).await;
+    wait_value(&prefix, "cfg/k", &final_value, Duration::from_secs(3)).await;
+    for w in 0..4 {
+        wait_value(&prefix, &format!("cfg/other{w}"), "149", Duration::from_secs(3)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 600, "every put to the key is one change");
+    assert_monotonic(&seen);
+    assert_eq!(seen.last().unwrap().new.as_deref(), Some(final_value.as_bytes()));
+    // Consecutive changes chain: each old is the previous new.
+    for w in seen.windows(2) {
+        assert_eq!(w[1].old, w[0].new);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converges_after_sigstop_then_put_and_compact() {
+    init_tracing();
+    let mut etcd = EtcdCluster::start(1).unwrap();
+    let c = client(etcd.endpoints()).await;
+    c.put("cfg/k", "v0").await.unwrap();
+    let view = ConfigView::prefix(&c, "cfg/", no_reconcile()).await.unwrap();
+    let seen = record(view.subscribe());
+    // Hold the watch back long enough for the client to give up on the connection
+    // (keep-alive 2 s + 2 s), then write and compact as soon as the member runs again.
+    etcd.pause(0).unwrap();
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    etcd.resume(0).unwrap();
+    let writer = client(etcd.endpoints()).await;
+    for i in 1..=20 {
+        writer.put("cfg/k", format!("v{i}")).await.unwrap();
+    }
+    writer.put("cfg/new", "n").await.unwrap();
+    writer.delete("cfg/gone").await.unwrap();
+    etcd.compact().await.unwrap();
+    writer.put("cfg/after", "a").await.unwrap();
+    wait_value(&view, "cfg/k", "v20", Duration::from_secs(8)).await;
+    wait_value(&view, "cfg/after", "a", Duration::from_secs(3)).await;
+    assert_eq!(view.keys(), ["cfg/after", "cfg/k", "cfg/new"]);
+    let seen = seen.lock().unwrap().clone();
+    assert_monotonic(&seen);
+    assert_eq!(view.revision(), writer.revision().await.unwrap());
+}
+
+/// A TCP proxy whose forwarding can be frozen: the client's connection stays open
+/// but nothing flows, so etcd's sender backs up and its watcher falls behind.
+struct Proxy {
+    addr: String,
+    frozen: watch::Sender<bool>,
+}
+
+async fn start_proxy(target: String) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let target = target.trim_start_matches("http://").to_string();
+    let (frozen, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = TcpStream::connect(&target).await else { continue };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            tokio::spawn(pump(ri, wo, rx.clone()));
+            tokio::spawn(pump(ro, wi, rx.clone()));
+        }
+    });
+    Proxy { addr, frozen }
+}
+
+async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, mut frozen: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The watch itself is cancelled by compaction (etcd's slow watcher falls behind a
+/// compaction) and the view must re-read: this fails if that recovery is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_when_its_watch_is_cancelled_by_compaction() {
+    let captured = init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let proxy = start_proxy(etcd.endpoint(0)).await;
+    let c = client(vec![proxy.addr.clone()]).await;
+    let writer = client(etcd.endpoints()).await;
+    writer.put("big/k", "v0").await.unwrap();
+    let view = ConfigView::prefix(&c, "big/", no_reconcile()).await.unwrap();
+    let seen = record(view.subscribe());
+    writer.put("big/k", "v1").await.unwrap();
+    wait_value(&view, "big/k", "v1", Duration::from_secs(2)).await;
+
+    // Freeze the view's connection, flood the key so etcd's watcher for it falls behind
+    // (flow control, then its 128-response buffer), and compact past it. All within the
+    // client's keep-alive (about 4 s), so the connection itself survives.
+    let t = Instant::now();
+    proxy.frozen.send_replace(true);
+    let blob = "x".repeat(64 * 1024);
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (writer, blob) = (writer.clone(), blob.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..16 {
+                writer.put("big/k", format!("{w}-{i}-{blob}")).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    writer.put("big/k", "final").await.unwrap();
+    writer.put("big/side", "s").await.unwrap();
+    let compacted = etcd.compact().await.unwrap();
+    let frozen_for = t.elapsed();
+    proxy.frozen.send_replace(false);
+    println!("config: froze the view's connection for {frozen_for:?}, compacted at {compacted}");
+
+    wait_value(&view, "big/k", "final", Duration::from_secs(10)).await;
+    wait_value(&view, "big/side", "s", Duration::from_secs(2)).await;
+    assert!(view.revision() >= compacted);
+    let seen = seen.lock().unwrap().clone();
+    assert_monotonic(&seen);
+    assert!(seen.iter().any(|c| c.key == "big/side" && c.new.as_deref() == Some(&b"s"[..])), "{seen:?}");
+    // The view still follows new writes.
+    writer.put("big/k", "later").await.unwrap();
+    wait_value(&view, "big/k", "later", Duration::from_secs(2)).await;
+    if captured {
+        let logs = logs();
+        assert!(
+            logs.contains("watch cancelled by compaction"),
+            "the compaction path did not run (froze for {frozen_for:?}); logs:\n{logs}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converges_after_member_restart() {
+    init_tracing();
+    let mut etcd = EtcdCluster::start(1).unwrap();
+    let c = client(etcd.endpoints()).await;
+    c.put("cfg/k", "before").await.unwrap();
+    let view = ConfigView::prefix(&c, "cfg/", no_reconcile()).await.unwrap();
+    let seen = record(view.subscribe());
+    let before = view.revision();
+    tokio::task::block_in_place(|| etcd.restart(0)).unwrap();
+    let writer = client(etcd.endpoints()).await;
+    writer.put("cfg/k", "after").await.unwrap();
+    writer.put("cfg/k2", "new").await.unwrap();
+    wait_value(&view, "cfg/k", "after", Duration::from_secs(8)).await;
+    wait_value(&view, "cfg/k2", "new", Duration::from_secs(2)).await;
+    assert!(view.revision() > before);
+    // And keeps following.
+    writer.put("cfg/k", "again").await.unwrap();
+    wait_value(&view, "cfg/k", "again", Duration::from_secs(2)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_monotonic(&seen);
+    let values: Vec<_> = seen.iter().filter(|c| c.key == "cfg/k").filter_map(|c| c.new.clone()).collect();
+    assert_eq!(values, [b"after".to_vec(), b"again".to_vec()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_reconcile_runs_without_disturbing_the_view() {
+    let captured = init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(etcd.endpoints()).await;
+    c.put("cfg/k", "1").await.unwrap();
+    let view = ConfigView::prefix(&c, "cfg/", ConfigOptions::new().reconcile_interval(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    let seen = record(view.subscribe());
+    for i in 2..=5 {
+        c.put("cfg/k", format!("{i}")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Compaction makes the reconcile read at the view's revision fail: it re-reads instead.
+    etcd.compact().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_value(&view, "cfg/k", "5", Duration::from_secs(2)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "reconcile must not invent changes: {seen:?}");
+    if captured {
+        assert!(!logs().contains("differs from etcd"), "false drift reported");
+    }
+}
+
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct Limits {
+    max: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_values_give_decode_errors_naming_the_key_and_the_view_keeps_working() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(etcd.endpoints()).await;
+    c.put("cfg/limits", r#"{"max": 3}"#).await.unwrap();
+    c.put("cfg/bytes", vec![0xff, 0xfe, 0x00]).await.unwrap();
+    c.put("cfg/broken", "{not json").await.unwrap();
+    let view = ConfigView::prefix(&c, "cfg/", ConfigOptions::default()).await.unwrap();
+    assert_eq!(view.get_json::<Limits>("cfg/limits").unwrap(), Some(Limits { max: 3 }));
+    assert_eq!(view.get_json_value("cfg/limits").unwrap(), Some(serde_json::json!({"max": 3})));
+    assert_eq!(view.get_json::<Limits>("cfg/missing").unwrap(), None);
+    let e = view.get_json::<Limits>("cfg/broken").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decode);
+    assert!(e.to_string().contains("cfg/broken"), "{e}");
+    let e = view.get_json_value("cfg/broken").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decode);
+    // Valid JSON, wrong shape: also a decode error.
+    let e = view.get_json::<Limits>("cfg/bytes").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decode);
+    let e = view.get_str("cfg/bytes").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decode);
+    assert!(e.to_string().contains("cfg/bytes"), "{e}");
+    assert_eq!(view.get("cfg/bytes").as_deref(), Some(&[0xff, 0xfe, 0x00][..]));
+    // The view keeps working: a fix is picked up.
+    c.put("cfg/broken", r#"{"max": 7}"#).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(2);
+    while view.get_json::<Limits>("cfg/broken").is_err() {
+        assert!(Instant::now() < until, "fixed value not seen");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(view.get_json::<Limits>("cfg/broken").unwrap(), Some(Limits { max: 7 }));
+    // Bad names.
+    for bad in ["", "a\0b"] {
+        assert_eq!(ConfigView::key(&c, bad, ConfigOptions::default()).await.unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(ConfigView::prefix(&c, bad, ConfigOptions::default()).await.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    }
+    // Dropping the last clone stops the watch: subscriptions end.
+    let mut sub = view.subscribe();
+    let clone = view.clone();
+    drop(view);
+    c.put("cfg/limits", r#"{"max": 4}"#).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(2), sub.next()).await.unwrap().is_some());
+    drop(clone);
+    assert!(tokio::time::timeout(Duration::from_secs(1), sub.next()).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_is_applied_and_stripped() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = Client::connect(ClientOptions::new(etcd.endpoints()).with_namespace("ns1/")).await.unwrap();
+    c.etcd().put("cfg/x", "outside namespace", None).await.unwrap();
+    c.put("cfg/x", "inside").await.unwrap();
+    let view = ConfigView::prefix(&c, "cfg/", ConfigOptions::default()).await.unwrap();
+    assert_eq!(view.keys(), ["cfg/x"]);
+    assert_eq!(view.get_str("cfg/x").unwrap().as_deref(), Some("inside"));
+    let mut sub = view.subscribe();
+    c.put("cfg/y", "1").await.unwrap();
+    let ch = tokio::time::timeout(Duration::from_secs(2), sub.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(ch.key, "cfg/y");
+}

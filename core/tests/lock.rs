@@ -1,0 +1,344 @@
+//! The distributed lock against a real etcd: contention, faults, cancellation, interop.
+
+use std::io::BufRead;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{GetOptions, LockOptions};
+use etcd_recipes::lock::Lock;
+use etcd_recipes::testing::EtcdCluster;
+use etcd_recipes::{Client, ClientOptions, ErrorKind, Session};
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+async fn client(etcd: &EtcdCluster) -> Client {
+    Client::connect(ClientOptions::new(etcd.endpoints()).with_connect_timeout(Duration::from_secs(3)))
+        .await
+        .expect("connect")
+}
+
+/// How many keys exist under `prefix` (raw, not namespaced).
+async fn count(c: &Client, prefix: &str) -> i64 {
+    c.etcd().get(prefix, Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count()
+}
+
+async fn exists(c: &Client, key: &str) -> bool {
+    !c.etcd().get(key, None).await.unwrap().kvs().is_empty()
+}
+
+/// Poll until `cond` holds, or panic after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < until, "not true within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_exclusion_800_increments_and_tokens_increase() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for w in 0..8 {
+        let eps = etcd.endpoints();
+        tasks.push(tokio::spawn(async move {
+            // Each worker: its own connection and its own session (lease).
+            let c = Client::connect(ClientOptions::new(eps)).await.unwrap();
+            let s = Session::new(&c, 10).await.unwrap();
+            let lock = Lock::new(&s, "counter-lock").unwrap();
+            for _ in 0..100 {
+                let g = lock.acquire().await.unwrap();
+                assert!(g.key().starts_with("counter-lock/"), "{}", g.key());
+                // Plain get / +1 / put: only correct under mutual exclusion.
+                let raw = c.get("counter").await.unwrap().unwrap_or_else(|| b"0 0".to_vec());
+                let text = String::from_utf8(raw).unwrap();
+                let (n, last_token) = text.split_once(' ').unwrap();
+                let (n, last_token): (u64, i64) = (n.parse().unwrap(), last_token.parse().unwrap());
+                assert!(
+                    g.fencing_token() > last_token,
+                    "worker {w}: token {} not above the previous holder's {last_token}",
+                    g.fencing_token()
+                );
+                c.put("counter", format!("{} {}", n + 1, g.fencing_token())).await.unwrap();
+                g.release().await.unwrap();
+                assert!(!g.is_held());
+            }
+            s.close().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let c = client(&etcd).await;
+    let raw = String::from_utf8(c.get("counter").await.unwrap().unwrap()).unwrap();
+    println!("800 lock cycles by 8 sessions took {:?}", started.elapsed());
+    assert_eq!(raw.split_once(' ').unwrap().0, "800", "lost updates: counter is {raw}");
+    assert_eq!(count(&c, "counter-lock/").await, 0, "stale lock keys left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guarded_put_rejected_after_lease_revoked_mid_section() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let admin = client(&etcd).await;
+    let s = Session::new(&c, 10).await.unwrap();
+    let lock = Lock::new(&s, "fenced").unwrap();
+    let g = lock.acquire().await.unwrap();
+    assert_eq!(g.key(), format!("fenced/{:x}", s.lease_id()));
+    assert_eq!(g.fence().key(), g.key());
+    assert_eq!(g.fence().token(), g.fencing_token());
+    assert!(g.is_held());
+    g.fence().put("data", "first").await.unwrap();
+    // Mid-section, the lease is revoked from outside (an operator, or an expiry).
+    admin.revoke_lease(s.lease_id()).await.unwrap();
+    let err = g.fence().put("data", "second").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
+    assert_eq!(c.get("data").await.unwrap().as_deref(), Some(&b"first"[..]));
+    // The guard learns it too (at the session's next renewal, every TTL/3).
+    let reason = tokio::time::timeout(Duration::from_secs(5), g.lost()).await.expect("lost() never fired");
+    assert!(!g.is_held(), "still held after loss: {reason}");
+    // Someone else gets the lock right away, with a higher token.
+    let s2 = Session::new(&c, 10).await.unwrap();
+    let g2 = Lock::new(&s2, "fenced").unwrap().try_acquire().await.unwrap();
+    assert!(g2.fencing_token() > g.fencing_token());
+    g2.fence().put("data", "third").await.unwrap();
+    // Releasing the lost guard is harmless and does not touch the new holder's key.
+    g.release().await.unwrap();
+    assert!(exists(&c, g2.key()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_that_expire_time_out_or_are_cancelled_leave_no_key() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let holder_s = Session::new(&c, 10).await.unwrap();
+    let holder = Lock::new(&holder_s, "q").unwrap().acquire().await.unwrap();
+
+    // try_acquire fails at once while held, and leaves no key.
+    let s1 = Session::new(&c, 10).await.unwrap();
+    let l1 = Lock::new(&s1, "q").unwrap();
+    let t = Instant::now();
+    let err = l1.try_acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockTimeout, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(1), "try_acquire took {:?}", t.elapsed());
+    assert_eq!(count(&c, "q/").await, 1, "try_acquire left its key");
+
+    // acquire_timeout times out with LockTimeout; the key is gone when it returns.
+    let t = Instant::now();
+    let err = l1.acquire_timeout(Duration::from_millis(300)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockTimeout, "{err}");
+    assert!(t.elapsed() >= Duration::from_millis(300) && t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(count(&c, "q/").await, 1, "timed-out waiter left its key");
+
+    // A waiter cancelled by dropping its future (tokio timeout) leaves no key.
+    let r = tokio::time::timeout(Duration::from_millis(300), l1.acquire()).await;
+    assert!(r.is_err(), "acquired a held lock");
+    eventually(Duration::from_secs(2), "cancelled waiter's key deleted", || async { count(&c, "q/").await == 1 }).await;
+
+    // A waiter in an aborted task leaves no key.
+    let l1b = l1.clone();
+    let task = tokio::spawn(async move { l1b.acquire().await });
+    eventually(Duration::from_secs(2), "waiter queued", || async { count(&c, "q/").await == 2 }).await;
+    task.abort();
+    eventually(Duration::from_secs(2), "aborted waiter's key deleted", || async { count(&c, "q/").await == 1 }).await;
+
+    // A waiter whose session expires while waiting gets SessionLost, never a lock.
+    let s2 = Session::new(&c, 10).await.unwrap();
+    let l2 = Lock::new(&s2, "q").unwrap();
+    let waiter = tokio::spawn(async move { l2.acquire().await });
+    let key2 = format!("q/{:x}", s2.lease_id());
+    eventually(Duration::from_secs(2), "second waiter queued", || async { exists(&c, &key2).await }).await;
+    c.revoke_lease(s2.lease_id()).await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(6), waiter).await.expect("waiter never returned").unwrap();
+    let err = res.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionLost, "{err}");
+    assert!(!exists(&c, &key2).await, "expired waiter left its key");
+
+    // The holder was never disturbed; after release the next contender gets it at once.
+    assert!(holder.is_held());
+    assert_eq!(count(&c, "q/").await, 1);
+    holder.release().await.unwrap();
+    holder.release().await.unwrap(); // idempotent
+    assert_eq!(holder.lost().await, "lock released");
+    let g = l1.try_acquire().await.unwrap();
+    assert!(g.fencing_token() > holder.fencing_token());
+    drop(g); // released on drop
+    eventually(Duration::from_secs(2), "dropped guard released", || async { count(&c, "q/").await == 0 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_lost_while_waiting_via_deleted_key_ahead() {
+    // The holder leaves just as our lease is revoked: the wait ends, but the re-read of our
+    // own key must turn it into SessionLost rather than a lock.
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let hs = Session::new(&c, 10).await.unwrap();
+    let holder = Lock::new(&hs, "r").unwrap().acquire().await.unwrap();
+    let ws = Session::new(&c, 30).await.unwrap(); // long TTL: renewals come late
+    let wl = Lock::new(&ws, "r").unwrap();
+    let waiter = tokio::spawn(async move { wl.acquire().await });
+    let wkey = format!("r/{:x}", ws.lease_id());
+    eventually(Duration::from_secs(2), "waiter queued", || async { exists(&c, &wkey).await }).await;
+    // Revoke the waiter's lease, then release the holder at once.
+    c.revoke_lease(ws.lease_id()).await.unwrap();
+    holder.release().await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(3), waiter).await.expect("waiter hung").unwrap();
+    assert_eq!(res.unwrap_err().kind(), ErrorKind::SessionLost);
+    assert_eq!(count(&c, "r/").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_sharing_one_session_exclude_each_other() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let s = Session::new(&c, 10).await.unwrap();
+    let lock = Lock::new(&s, "shared").unwrap();
+    let g = lock.acquire().await.unwrap();
+    assert_eq!(lock.try_acquire().await.unwrap_err().kind(), ErrorKind::LockTimeout);
+    let l2 = lock.clone();
+    let second = tokio::spawn(async move { l2.acquire().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "second task acquired while the first holds");
+    let t1 = g.fencing_token();
+    g.release().await.unwrap();
+    let g2 = tokio::time::timeout(Duration::from_secs(3), second).await.expect("second never acquired").unwrap().unwrap();
+    assert!(g2.fencing_token() > t1);
+    assert_eq!(g2.key(), format!("shared/{:x}", s.lease_id()));
+}
+
+fn term(child: &mut Child) {
+    // SAFETY: signalling a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+/// Lines of a child's stdout, delivered through a channel.
+fn lines_of(child: &mut Child) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let out = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            match line {
+                Ok(l) => {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_and_ours_exclude_each_other() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let s = Session::new(&c, 10).await.unwrap();
+    let lock = Lock::new(&s, "interop").unwrap();
+
+    // etcdctl holds: we cannot.
+    let mut ctl = etcd.etcdctl().args(["lock", "interop"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = lines_of(&mut ctl);
+    let held = tokio::time::timeout(Duration::from_secs(5), lines.recv()).await.expect("etcdctl never locked").unwrap();
+    assert!(held.starts_with("interop/"), "etcdctl printed {held:?}");
+    let err = lock.try_acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockTimeout, "{err}");
+    // A waiter queues behind etcdctl and gets the lock when etcdctl lets go.
+    let l2 = lock.clone();
+    let waiting = tokio::spawn(async move { l2.acquire().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished());
+    term(&mut ctl);
+    let g = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("not acquired after etcdctl quit").unwrap().unwrap();
+
+    // We hold: etcdctl waits, printing nothing, until we release.
+    let mut ctl = etcd.etcdctl().args(["lock", "interop"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = lines_of(&mut ctl);
+    let early = tokio::time::timeout(Duration::from_millis(1500), lines.recv()).await;
+    assert!(early.is_err(), "etcdctl took the lock we hold: {early:?}");
+    g.release().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), lines.recv()).await.expect("etcdctl never got the lock").unwrap();
+    assert!(got.starts_with("interop/"), "{got:?}");
+    term(&mut ctl);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_lock_rpc_and_ours_exclude_each_other() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let mut raw = c.etcd();
+    let lease = raw.lease_grant(10, None).await.unwrap().id();
+    // The server's Lock RPC holds "rpc": our try_acquire fails.
+    let resp = raw.lock("rpc", Some(LockOptions::new().with_lease(lease))).await.unwrap();
+    let rpc_key = String::from_utf8(resp.key().to_vec()).unwrap();
+    assert_eq!(rpc_key, format!("rpc/{lease:x}"));
+    let s = Session::new(&c, 10).await.unwrap();
+    let lock = Lock::new(&s, "rpc").unwrap();
+    assert_eq!(lock.try_acquire().await.unwrap_err().kind(), ErrorKind::LockTimeout);
+    raw.unlock(rpc_key).await.unwrap();
+    let g = lock.try_acquire().await.unwrap();
+    // We hold: the Lock RPC blocks until we release.
+    let mut raw2 = c.etcd();
+    let rpc = tokio::spawn(async move { raw2.lock("rpc", Some(LockOptions::new().with_lease(lease))).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!rpc.is_finished(), "Lock RPC granted a lock we hold");
+    g.release().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rpc).await.expect("Lock RPC never granted").unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_names_and_documented_prefix_behaviour() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let s = Session::new(&c, 10).await.unwrap();
+    let long = "x".repeat(4097);
+    for bad in ["", long.as_str(), "a\0b", "a/", "/"] {
+        let err = Lock::new(&s, bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}: {err}");
+    }
+    assert!(Lock::new(&s, &"x".repeat(4096)).is_ok());
+
+    // Nested names share a queue one way: the keys of "a/b" lie under "a/".
+    let s2 = Session::new(&c, 10).await.unwrap();
+    let nested = Lock::new(&s, "a/b").unwrap().acquire().await.unwrap();
+    let outer = Lock::new(&s2, "a").unwrap();
+    let err = outer.try_acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockTimeout, "lock \"a\" must queue behind a holder of \"a/b\"");
+    nested.release().await.unwrap();
+    let outer_g = outer.try_acquire().await.unwrap();
+    // ...but a holder of "a" does not block "a/b".
+    let nested2 = Lock::new(&s, "a/b").unwrap().try_acquire().await.unwrap();
+    assert!(outer_g.is_held() && nested2.is_held());
+    // Sibling names that are not '/'-prefixes are independent.
+    let ab = Lock::new(&s2, "a-b").unwrap().try_acquire().await.unwrap();
+    assert!(ab.is_held());
+
+    // Namespaces apply: same name, different namespace = different lock.
+    let cn = Client::connect(ClientOptions::new(etcd.endpoints()).with_namespace("ns1/")).await.unwrap();
+    let sn = Session::new(&cn, 10).await.unwrap();
+    let gn = Lock::new(&sn, "a-b").unwrap().try_acquire().await.unwrap();
+    assert_eq!(gn.key(), format!("ns1/a-b/{:x}", sn.lease_id()));
+}
