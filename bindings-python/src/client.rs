@@ -188,6 +188,78 @@ impl PyClient {
         spawn_py(py, async move { Ok(PySession::new(Session::new(&c, ttl).await?)) })
     }
 
+    /// A distributed lock called `name`. Each acquisition runs on its own session of
+    /// `ttl` seconds (or on `session` if given); `timeout` bounds the wait (None: forever).
+    #[pyo3(signature = (name, *, ttl=10, timeout=None, session=None))]
+    fn lock(
+        &self,
+        py: Python<'_>,
+        name: String,
+        ttl: i64,
+        timeout: Option<f64>,
+        session: Option<PyRef<'_, PySession>>,
+    ) -> PyResult<crate::lock::PyLock> {
+        crate::lock::make_lock(py, self.core_py(py)?, name, ttl, timeout, session)
+    }
+
+    /// The election called `name`; each campaign runs on its own session of `ttl`
+    /// seconds (or on `session` if given).
+    #[pyo3(signature = (name, *, ttl=10, session=None))]
+    fn election(
+        &self,
+        py: Python<'_>,
+        name: String,
+        ttl: i64,
+        session: Option<PyRef<'_, PySession>>,
+    ) -> PyResult<crate::election::PyElection> {
+        let c = self.core_py(py)?;
+        let source = crate::lock::SessionSource::from_args(c.clone(), ttl, session)?;
+        crate::election::PyElection::new(py, c, source, name)
+    }
+
+    /// The current leader of election `name` (no session needed), or None.
+    fn leader<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        crate::election::leader_py(py, self.core_py(py)?, name)
+    }
+
+    /// Observe election `name` without a session: `async for leader in client.observe_leader(name)`.
+    fn observe_leader(&self, py: Python<'_>, name: &str) -> PyResult<crate::election::PyLeaderObserver> {
+        crate::election::observe_py(py, &self.core_py(py)?, name)
+    }
+
+    /// Register an instance of `service` (kept alive, self-healing). Await it for a
+    /// `Registration`, or `async with client.register(...) as registration:` to
+    /// deregister on exit.
+    #[pyo3(signature = (service, id, addr, *, metadata=None, ttl=10))]
+    fn register(
+        &self,
+        py: Python<'_>,
+        service: String,
+        id: String,
+        addr: String,
+        metadata: Option<&Bound<'_, PyAny>>,
+        ttl: i64,
+    ) -> PyResult<crate::registry::PyRegistering> {
+        crate::registry::PyRegistering::new(self.core_py(py)?, service, id, addr, metadata, ttl)
+    }
+
+    /// The instances of `service` now (one read).
+    fn list_instances<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
+        crate::registry::list_py(py, self.core_py(py)?, service)
+    }
+
+    /// A live view of `service`'s instances.
+    fn discover<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
+        crate::registry::discover_py(py, self.core_py(py)?, service)
+    }
+
+    /// A local, watched copy of `key` (or of every key under it, with `prefix=True`).
+    /// `reconcile_interval`: seconds between full comparisons with etcd (None/0: off).
+    #[pyo3(signature = (key, *, prefix=false, reconcile_interval=Some(30.0)))]
+    fn config<'py>(&self, py: Python<'py>, key: String, prefix: bool, reconcile_interval: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        crate::config::config_py(py, self.core_py(py)?, key, prefix, reconcile_interval)
+    }
+
     /// Drop this handle's connection. Sessions, locks and views made from it keep
     /// their own reference and are closed by their own `close()` / `async with`.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

@@ -5,11 +5,16 @@
 //! asyncio future bridged by [`runtime::spawn_py`].
 
 mod client;
+mod config;
 mod convert;
+mod election;
 mod errors;
+mod lock;
 mod logging;
 mod runtime;
+mod registry;
 mod session;
+mod stream;
 mod testing;
 
 use pyo3::prelude::*;
@@ -30,6 +35,23 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyClient>()?;
     m.add_class::<session::PySession>()?;
     m.add_class::<testing::PyEtcdCluster>()?;
+    m.add_class::<lock::PyLock>()?;
+    m.add_class::<lock::PyLockGuard>()?;
+    m.add_class::<election::PyElection>()?;
+    m.add_class::<election::PyCampaign>()?;
+    m.add_class::<election::PyLeadership>()?;
+    m.add_class::<election::PyLeaderInfo>()?;
+    m.add_class::<election::PyLeaderObserver>()?;
+    m.add_class::<registry::PyInstance>()?;
+    m.add_class::<registry::PyRegistration>()?;
+    m.add_class::<registry::PyRegistering>()?;
+    m.add_class::<registry::PyServiceView>()?;
+    m.add_class::<registry::PyInstanceSets>()?;
+    m.add_class::<registry::PyInstanceEvent>()?;
+    m.add_class::<registry::PyInstanceEvents>()?;
+    m.add_class::<config::PyConfigView>()?;
+    m.add_class::<config::PyConfigChange>()?;
+    m.add_class::<config::PyConfigChanges>()?;
     m.add_function(wrap_pyfunction!(testing::etcd_binary_path, m)?)?;
     m.add_function(wrap_pyfunction!(testing::etcd_binary_version, m)?)?;
     let at_exit = wrap_pyfunction!(_at_exit, m)?;
