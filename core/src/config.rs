@@ -378,6 +378,7 @@ impl Sink for Inner {
             *data = fresh;
             self.revision.store(revision, Ordering::Release);
         }
+        changes.sort_by(|a, b| a.key.cmp(&b.key));
         if !changes.is_empty() {
             info!(revision, changes = changes.len(), "re-read found changes");
         }

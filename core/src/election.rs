@@ -423,7 +423,11 @@ async fn watch_own_key(
         r = watcher => r,
         r = session.lost() => r,
     };
-    warn!(%reason, "leadership lost");
+    if shared.state.borrow().is_some() {
+        debug!(%reason, "leadership ended (already resigned or lost)");
+    } else {
+        warn!(%reason, "leadership lost");
+    }
     shared.mark(reason);
 }
 
@@ -455,7 +459,9 @@ async fn watch_key_once(client: &Client, key: &str, rev: i64, start: i64) -> Res
 
 /// A stream of an election's leaders: the current leader (or `None`) first, then every
 /// change (a new leader, a new value, no leader). Never yields the same leader twice in a
-/// row. Survives compaction and reconnects (re-reads, then watches again). Ends only when
+/// row. Changes that reach the observer together (one watch response, or while it
+/// re-reads) are coalesced into the latest leader. Survives compaction and reconnects
+/// (re-reads, then watches again). Ends only when
 /// dropped, or after yielding an error that retrying cannot fix (e.g. permission denied).
 pub struct LeaderObserver {
     inner: Pin<Box<dyn Stream<Item = Result<Option<LeaderInfo>>> + Send>>,

@@ -406,21 +406,22 @@ impl Lock {
                 let entered = enter(&client, &self.prefix, &self.key, Vec::new(), self.session.lease_id()).await?;
                 let rev = entered.rev;
                 if entered.owner_rev.is_none_or(|o| o == rev) {
-                    return Ok(Some(rev));
+                    // The transaction itself saw our key as the owner: no wait, nothing to re-check.
+                    return Ok(Some((rev, false)));
                 }
                 if mode == Mode::Try {
                     return Ok(None);
                 }
                 wait_deletes(&client, &self.prefix, rev).await?;
-                Ok::<_, Error>(Some(rev))
+                Ok::<_, Error>(Some((rev, true)))
             };
             let outcome = tokio::select! {
                 r = work => r,
                 r = self.session.lost() => Err(self.session_lost(r)),
                 _ = sleep_opt(deadline) => Ok(None),
             };
-            let rev = match outcome {
-                Ok(Some(rev)) => rev,
+            let (rev, waited) = match outcome {
+                Ok(Some(r)) => r,
                 Ok(None) => {
                     cleanup.run().await;
                     return Err(self.busy(if mode == Mode::Try { "held by another owner" } else { "timed out" }));
@@ -431,7 +432,8 @@ impl Lock {
                 }
             };
             // After every wait: is our key still there (the session did not expire meanwhile)?
-            match key_has_rev(&client, &self.key, rev).await {
+            let recheck = if waited { key_has_rev(&client, &self.key, rev).await } else { Ok((true, 0)) };
+            match recheck {
                 Ok((true, _)) => {}
                 Ok((false, _)) => {
                     cleanup.run().await;

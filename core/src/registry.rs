@@ -819,8 +819,10 @@ impl ServiceView {
 /// A subscriber that falls more than 4096 events behind gets one `Err` (kind `Etcd`,
 /// "lagged behind") and continues with newer events. Ends (`None`) when the view closes.
 pub struct InstanceEvents {
-    inner: Pin<Box<dyn Stream<Item = Result<(InstanceEvent, i64)>> + Send>>,
+    inner: BoxedEvents,
 }
+
+type BoxedEvents = Pin<Box<dyn Stream<Item = Result<(InstanceEvent, i64)>> + Send>>;
 
 impl std::fmt::Debug for InstanceEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use etcd_recipes::etcd_client;
 use etcd_recipes::testing::EtcdCluster;
-use etcd_recipes::{Client, ClientOptions};
+use etcd_recipes::election::Election;
+use etcd_recipes::lock::Lock;
+use etcd_recipes::{Client, ClientOptions, Session};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 
@@ -105,6 +107,175 @@ async fn k3_raw(c: &etcd_client::Client) -> f64 {
     median(lat)
 }
 
+/// L1: acquire+release cycles of one lock by one client, uncontended.
+async fn l1_ours(c: &Client) -> f64 {
+    let session = Session::new(c, 10).await.expect("session");
+    let lock = Lock::new(&session, "bench/l1").expect("lock");
+    let t = Instant::now();
+    for _ in 0..500 {
+        let g = lock.acquire().await.expect("acquire");
+        g.release().await.expect("release");
+    }
+    let r = 500.0 / t.elapsed().as_secs_f64();
+    session.close().await.ok();
+    r
+}
+
+/// L1 with the raw crate's Lock RPC (the etcd server's lock), on a kept-alive lease.
+async fn l1_raw(c: &etcd_client::Client) -> f64 {
+    let mut c = c.clone();
+    let lease = c.lease_grant(10, None).await.expect("grant").id();
+    let t = Instant::now();
+    for _ in 0..500 {
+        let key = c
+            .lock("bench/l1raw", Some(etcd_client::LockOptions::new().with_lease(lease)))
+            .await
+            .expect("lock")
+            .key()
+            .to_vec();
+        c.unlock(key).await.expect("unlock");
+    }
+    let r = 500.0 / t.elapsed().as_secs_f64();
+    c.lease_revoke(lease).await.ok();
+    r
+}
+
+/// L2: 8 workers, each its own client and session, 100 cycles each; inside: get, +1, put.
+async fn l2_ours(endpoints: &[String]) -> (f64, bool) {
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(Client::connect(ClientOptions::new(endpoints.to_vec())).await.expect("connect"));
+    }
+    clients[0].put("bench/l2-counter", "0").await.expect("put");
+    let t = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                let session = Session::new(&c, 10).await.expect("session");
+                let lock = Lock::new(&session, "bench/l2").expect("lock");
+                for _ in 0..100 {
+                    let g = lock.acquire().await.expect("acquire");
+                    let v: u64 = String::from_utf8(c.get("bench/l2-counter").await.expect("get").unwrap_or_default())
+                        .expect("utf8")
+                        .parse()
+                        .expect("number");
+                    c.put("bench/l2-counter", (v + 1).to_string()).await.expect("put");
+                    g.release().await.expect("release");
+                }
+                session.close().await.ok();
+                c
+            })
+        })
+        .collect();
+    let mut last = None;
+    for t in tasks {
+        last = Some(t.await.expect("worker"));
+    }
+    let rate = 800.0 / t.elapsed().as_secs_f64();
+    let end = last.expect("clients").get("bench/l2-counter").await.expect("get").unwrap_or_default();
+    (rate, end == b"800")
+}
+
+/// L2 with the server Lock RPC.
+async fn l2_raw(endpoints: &[String]) -> (f64, bool) {
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(etcd_client::Client::connect(endpoints, None).await.expect("connect"));
+    }
+    clients[0].put("bench/l2raw-counter", "0", None).await.expect("put");
+    let t = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let lease = c.lease_grant(10, None).await.expect("grant").id();
+                let (mut keeper, mut stream) = c.lease_keep_alive(lease).await.expect("keepalive");
+                let ka = tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        if keeper.keep_alive().await.is_err() || stream.message().await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                for _ in 0..100 {
+                    let key = c
+                        .lock("bench/l2raw", Some(etcd_client::LockOptions::new().with_lease(lease)))
+                        .await
+                        .expect("lock")
+                        .key()
+                        .to_vec();
+                    let resp = c.get("bench/l2raw-counter", None).await.expect("get");
+                    let v: u64 = std::str::from_utf8(resp.kvs()[0].value()).expect("utf8").parse().expect("number");
+                    c.put("bench/l2raw-counter", (v + 1).to_string(), None).await.expect("put");
+                    c.unlock(key).await.expect("unlock");
+                }
+                ka.abort();
+                c.lease_revoke(lease).await.ok();
+                c
+            })
+        })
+        .collect();
+    let mut last = None;
+    for t in tasks {
+        last = Some(t.await.expect("worker"));
+    }
+    let rate = 800.0 / t.elapsed().as_secs_f64();
+    let resp = last.expect("clients").get("bench/l2raw-counter", None).await.expect("get");
+    (rate, resp.kvs()[0].value() == b"800")
+}
+
+/// E1: two candidates; the leader resigns; ms until the other leads (median over 30).
+async fn e1_ours(c: &Client) -> f64 {
+    let s1 = Session::new(c, 10).await.expect("session");
+    let s2 = Session::new(c, 10).await.expect("session");
+    let (e1, e2) = (Election::new(&s1, "bench/e1").expect("e"), Election::new(&s2, "bench/e1").expect("e"));
+    let mut times = Vec::new();
+    let mut leader = e1.campaign("a").await.expect("campaign");
+    let mut next_is_e2 = true;
+    for _ in 0..30 {
+        let other = if next_is_e2 { e2.clone() } else { e1.clone() };
+        let waiting = tokio::spawn(async move { let l = other.campaign("b").await.expect("campaign"); (l, Instant::now()) });
+        tokio::time::sleep(Duration::from_millis(20)).await; // the other is queued
+        let t = Instant::now();
+        leader.resign().await.expect("resign");
+        let (l, at) = waiting.await.expect("task");
+        times.push(at.duration_since(t).as_secs_f64() * 1e3);
+        leader = l;
+        next_is_e2 = !next_is_e2;
+    }
+    leader.resign().await.ok();
+    median(times)
+}
+
+/// E1 with the server Election RPC (campaign blocks server-side until leader).
+async fn e1_raw(c: &etcd_client::Client) -> f64 {
+    let mut c = c.clone();
+    let l1 = c.lease_grant(10, None).await.expect("grant").id();
+    let l2 = c.lease_grant(10, None).await.expect("grant").id();
+    let mut times = Vec::new();
+    let mut leader = c.campaign("bench/e1raw", "a", l1).await.expect("campaign").take_leader().expect("leader");
+    let mut next = l2;
+    for _ in 0..30 {
+        let mut c2 = c.clone();
+        let waiting = tokio::spawn(async move {
+            let r = c2.campaign("bench/e1raw", "b", next).await.expect("campaign");
+            (r.leader().cloned().expect("leader"), Instant::now())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t = Instant::now();
+        c.resign(Some(etcd_client::ResignOptions::new().with_leader(leader))).await.expect("resign");
+        let (l, at) = waiting.await.expect("task");
+        times.push(at.duration_since(t).as_secs_f64() * 1e3);
+        leader = l;
+        next = if next == l1 { l2 } else { l1 };
+    }
+    c.lease_revoke(l1).await.ok();
+    c.lease_revoke(l2).await.ok();
+    median(times)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wanted: Vec<String> = std::env::args().skip(1).map(|s| s.to_uppercase()).collect();
@@ -147,6 +318,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let o = k3_ours(&ours).await;
         emit("raw-etcd-client", "K3", r, "us", true, None);
         emit("ours", "K3", o, "us", true, Some(o / r));
+    }
+    if run("L1") {
+        let r = l1_raw(&raw).await;
+        let o = l1_ours(&ours).await;
+        emit("raw-etcd-client-lock-rpc", "L1", r, "cycles/s", true, None);
+        emit("ours", "L1", o, "cycles/s", true, Some(o / r));
+    }
+    if run("L2") {
+        let (o, ook) = l2_ours(&etcd.endpoints()).await;
+        let (r, rok) = l2_raw(&etcd.endpoints()).await;
+        emit("raw-etcd-client-lock-rpc", "L2", r, "handoffs/s", rok, None);
+        emit("ours", "L2", o, "handoffs/s", ook, Some(o / r));
+    }
+    if run("E1") {
+        let r = e1_raw(&raw).await;
+        let o = e1_ours(&ours).await;
+        emit("raw-etcd-client-election-rpc", "E1", r, "ms", true, None);
+        emit("ours", "E1", o, "ms", true, Some(o / r));
     }
     drop(etcd);
     Ok(())

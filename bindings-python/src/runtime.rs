@@ -1,0 +1,170 @@
+//! The one tokio runtime of the process, and the bridge from Rust futures to asyncio.
+//!
+//! Every awaitable this package returns is made by [`spawn_py`]: the Rust future runs
+//! on the shared runtime; an asyncio future on the caller's loop receives the result.
+//! Cancelling the asyncio future aborts the tokio task, which drops the Rust future
+//! (so core's drop-cleanup runs: a cancelled lock waiter deletes its key).
+//!
+//! Interpreter exit: an `atexit` hook closes a gate ([`python_gate`]) before CPython
+//! starts finalizing. Background threads (future completions, the logging bridge) only
+//! attach to Python while holding the gate open, so no Rust thread ever touches a
+//! finalizing interpreter (the classic shutdown segfault of Rust-backed Python packages).
+
+use std::future::Future;
+use std::sync::RwLock;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyCFunction;
+use tokio::runtime::Runtime;
+
+/// The shared runtime (created on first use, which is module init).
+pub fn rt() -> &'static Runtime {
+    pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// Configure the runtime pyo3-async-runtimes builds for us: multi-thread, all drivers,
+/// named threads. Called once at module init, before anything spawns.
+pub fn init_runtime() {
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 4);
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all().worker_threads(workers).thread_name("etcd-recipes");
+    pyo3_async_runtimes::tokio::init(b);
+    let _ = rt();
+}
+
+/// `true` while background threads may attach to the interpreter.
+static PY_OPEN: RwLock<bool> = RwLock::new(true);
+
+/// Run `f` attached to the interpreter, unless interpreter exit has begun (then `None`).
+pub fn python_gate<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
+    let open = PY_OPEN.read().unwrap_or_else(|p| p.into_inner());
+    if !*open {
+        return None;
+    }
+    // Holding the read lock while attached: the exit hook waits for us (it detaches first).
+    Python::try_attach(f)
+}
+
+/// `atexit` hook: close the gate. Waits (detached) for threads currently attached.
+pub fn _shutdown(py: Python<'_>) {
+    py.detach(|| {
+        *PY_OPEN.write().unwrap_or_else(|p| p.into_inner()) = false;
+    });
+}
+
+/// Drop `T` inside the runtime's context, so core's spawned drop-cleanups (delete a lock
+/// key, revoke a lease) find a runtime even when Python's GC drops us on the main thread.
+pub struct InRt<T>(Option<T>);
+
+impl<T> InRt<T> {
+    pub fn new(t: T) -> Self {
+        InRt(Some(t))
+    }
+}
+
+impl<T> std::ops::Deref for InRt<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("InRt is only emptied in drop")
+    }
+}
+
+impl<T> Drop for InRt<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            let _g = rt().enter();
+            drop(t);
+        }
+    }
+}
+
+static RESOLVE: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
+
+/// Called on the event loop thread: set the result unless the future is already done
+/// (cancelled by its awaiter).
+#[pyfunction]
+fn _resolve(fut: &Bound<'_, PyAny>, ok: bool, value: Bound<'_, PyAny>) -> PyResult<()> {
+    if fut.call_method0("done")?.is_truthy()? {
+        return Ok(());
+    }
+    if ok {
+        fut.call_method1("set_result", (value,))?;
+    } else {
+        fut.call_method1("set_exception", (value,))?;
+    }
+    Ok(())
+}
+
+/// Aborts the tokio task when the asyncio future is cancelled.
+#[pyclass(frozen)]
+struct CancelOnDone {
+    abort: tokio::task::AbortHandle,
+}
+
+#[pymethods]
+impl CancelOnDone {
+    fn __call__(&self, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        if fut.call_method0("cancelled")?.is_truthy()? {
+            self.abort.abort();
+        }
+        Ok(())
+    }
+}
+
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Run `fut` on the shared runtime; return an asyncio future (on the running loop) for it.
+pub fn spawn_py<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = crate::errors::FResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let get_loop = GET_RUNNING_LOOP.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("asyncio")?.getattr("get_running_loop")?.unbind())
+    })?;
+    let event_loop = get_loop.bind(py).call0().map_err(|_| {
+        PyRuntimeError::new_err("etcd_recipes: this call must be made from a coroutine running on an asyncio event loop")
+    })?;
+    let py_fut = event_loop.call_method0("create_future")?;
+    let resolve = RESOLVE
+        .get_or_try_init(py, || Ok::<_, PyErr>(wrap_pyfunction!(_resolve, py)?.cast_into::<PyCFunction>()?.unbind()))?
+        .clone_ref(py);
+    let loop_ref = event_loop.unbind();
+    let fut_ref = py_fut.clone().unbind();
+    let task = rt().spawn(async move {
+        let result = fut.await;
+        // Attaching may wait for the GIL: do it off the async workers.
+        drop(tokio::task::spawn_blocking(move || {
+            python_gate(|py| {
+                let converted = match result {
+                    Ok(v) => v.into_py_any(py),
+                    Err(f) => Err(f.into_py(py)),
+                };
+                let (ok, value) = match converted {
+                    Ok(v) => (true, v),
+                    Err(e) => (false, e.into_value(py).into_any()),
+                };
+                // RuntimeError when the loop is closed: nobody is waiting any more.
+                let _ = loop_ref.bind(py).call_method1("call_soon_threadsafe", (resolve.bind(py), fut_ref.bind(py), ok, value));
+                drop(fut_ref);
+                drop(loop_ref);
+            });
+        }));
+    });
+    py_fut.call_method1("add_done_callback", (CancelOnDone { abort: task.abort_handle() },))?;
+    Ok(py_fut)
+}
+
+/// An asyncio future on the running loop that is already resolved with `value`
+/// (for `__aenter__` returning self: no trip through tokio).
+pub fn ready_py<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let get_loop = GET_RUNNING_LOOP.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("asyncio")?.getattr("get_running_loop")?.unbind())
+    })?;
+    let fut = get_loop.bind(py).call0()?.call_method0("create_future")?;
+    fut.call_method1("set_result", (value,))?;
+    Ok(fut)
+}

@@ -1,0 +1,243 @@
+"""Client, Session, errors, logging and interpreter exit, against a real etcd."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+
+import pytest
+
+import etcd_recipes
+from etcd_recipes import Client
+from etcd_recipes.testing import EtcdCluster
+
+
+async def test_kv_roundtrip_and_namespace(etcd: EtcdCluster, client: Client, ns: str) -> None:
+    rev = await client.put("greeting", "hello")
+    assert rev > 0
+    assert await client.get("greeting") == b"hello"
+    await client.put("raw", b"\x00\xff")
+    assert await client.get("raw") == b"\x00\xff"
+    assert await client.get("missing") is None
+    # The namespace is a real prefix in etcd.
+    async with await Client.connect(etcd.endpoints) as plain:
+        assert await plain.get(ns + "greeting") == b"hello"
+    assert await client.delete("greeting") is True
+    assert await client.delete("greeting") is False
+    assert await client.revision() >= rev
+
+
+async def test_async_with_closes_client(etcd: EtcdCluster) -> None:
+    async with await Client.connect(etcd.endpoints[0]) as c:
+        assert c.is_open
+    assert not c.is_open
+    with pytest.raises(etcd_recipes.ClosedError) as ei:
+        await c.get("k")
+    assert ei.value.code == "CLOSED"
+    await c.close()  # idempotent
+
+
+async def test_session_stays_alive_then_close_revokes(client: Client) -> None:
+    session = await client.session(ttl=2)
+    assert session.ttl == 2 and session.is_alive and session.state == "alive"
+    await asyncio.sleep(4.5)  # more than two TTLs: renewals must have happened
+    assert session.is_alive
+    assert await client.lease_exists(session.lease_id)
+    await session.close()
+    assert session.state in ("closed",) and not session.is_alive
+    assert not await client.lease_exists(session.lease_id)
+    await session.close()  # idempotent
+
+
+async def test_session_context_manager_and_lost_on_revoke(client: Client) -> None:
+    async with await client.session(ttl=5) as session:
+        waiter = asyncio.ensure_future(session.lost())
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        await client.revoke_lease(session.lease_id)
+        reason = await asyncio.wait_for(waiter, 5)
+        assert "revoked" in reason or "expired" in reason
+        assert session.state in ("lost",)
+    # closing a lost session is fine
+
+
+async def test_session_lost_before_expiry_when_member_frozen(etcd_factory: Callable[..., EtcdCluster]) -> None:
+    cluster = etcd_factory(1)
+    client = await Client.connect(cluster.endpoints, request_timeout=2.0)
+    session = await client.session(ttl=3)
+    cluster.pause(0)
+    try:
+        t0 = time.monotonic()
+        await asyncio.wait_for(session.lost(), 6)
+        assert time.monotonic() - t0 < 3.0, "lost must be signalled within the TTL"
+    finally:
+        cluster.resume(0)
+    await client.close()
+
+
+async def test_cancelled_await_does_not_break_the_session(client: Client) -> None:
+    session = await client.session(ttl=3)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(session.lost(), 0.1)
+    assert session.is_alive
+    await session.close()
+    assert await asyncio.wait_for(session.lost(), 2) == "session closed"
+
+
+# ------------------------------------------------------------------ bad input
+
+
+async def test_bad_connect_arguments() -> None:
+    with pytest.raises(etcd_recipes.InvalidArgumentError) as ei:
+        await Client.connect([])
+    assert isinstance(ei.value, ValueError) and ei.value.code == "INVALID_ARGUMENT"
+    assert "empty" in str(ei.value)
+    with pytest.raises(ValueError, match="malformed"):
+        await Client.connect(["localhost"])
+    with pytest.raises(ValueError, match="malformed"):
+        await Client.connect("ftp://x:1")
+    with pytest.raises(TypeError, match="endpoints"):
+        await Client.connect(123)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="endpoints"):
+        await Client.connect([b"127.0.0.1:2379"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="connect_timeout"):
+        await Client.connect("127.0.0.1:2379", connect_timeout=0)
+    with pytest.raises(ValueError, match="request_timeout"):
+        await Client.connect("127.0.0.1:2379", request_timeout=float("nan"))
+    with pytest.raises(TypeError):
+        await Client.connect("127.0.0.1:2379", namespace=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="https"):
+        await Client.connect("https://127.0.0.1:2379")
+    with pytest.raises(FileNotFoundError):
+        await Client.connect("https://127.0.0.1:2379", ca_cert="/nonexistent/ca.pem")
+
+
+async def test_unreachable_endpoint_fails_within_connect_timeout() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(etcd_recipes.ConnectError) as ei:
+        await Client.connect("127.0.0.1:1", connect_timeout=1.0)
+    assert time.monotonic() - t0 < 3.0
+    assert isinstance(ei.value, ConnectionError) and ei.value.code == "CONNECT"
+    assert "127.0.0.1:1" in str(ei.value)
+
+
+async def test_bad_values_and_ttls(client: Client) -> None:
+    with pytest.raises(TypeError, match="bytes or str"):
+        await client.put("k", 12)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await client.put(b"k", "v")  # type: ignore[arg-type]
+    with pytest.raises(etcd_recipes.InvalidArgumentError, match="empty"):
+        await client.put("", "v")
+    with pytest.raises(etcd_recipes.InvalidArgumentError, match="NUL"):
+        await client.get("a\0b")
+    with pytest.raises(etcd_recipes.InvalidArgumentError, match="at least 1"):
+        await client.session(ttl=0)
+    with pytest.raises(etcd_recipes.InvalidArgumentError, match="maximum"):
+        await client.session(ttl=10**10)
+    with pytest.raises(TypeError):
+        await client.session(ttl=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await client.session(10)  # type: ignore[call-arg]  # ttl is keyword-only
+    with pytest.raises(OverflowError):
+        await client.session(ttl=10**30)
+
+
+def test_error_hierarchy() -> None:
+    classes = [
+        etcd_recipes.InvalidArgumentError, etcd_recipes.ConnectError, etcd_recipes.EtcdTimeoutError,
+        etcd_recipes.SessionLostError, etcd_recipes.LockTimeoutError, etcd_recipes.LockLostError,
+        etcd_recipes.NotLeaderError, etcd_recipes.FencedError, etcd_recipes.CompactedError,
+        etcd_recipes.PermissionDeniedError, etcd_recipes.DecodeError, etcd_recipes.ClosedError,
+        etcd_recipes.EtcdError,
+    ]
+    codes = {c.code for c in classes}
+    assert len(codes) == len(classes)
+    for c in classes:
+        assert issubclass(c, etcd_recipes.EtcdRecipesError)
+        assert c.__module__ == "etcd_recipes"
+    assert issubclass(etcd_recipes.EtcdTimeoutError, TimeoutError)
+    assert issubclass(etcd_recipes.ConnectError, ConnectionError)
+    assert issubclass(etcd_recipes.InvalidArgumentError, ValueError)
+
+
+def test_awaitables_need_a_running_loop() -> None:
+    with pytest.raises(RuntimeError, match="event loop"):
+        Client.connect("127.0.0.1:2379")  # type: ignore[unused-coroutine]
+
+
+# ------------------------------------------------------------------ logging
+
+
+async def test_tracing_events_reach_python_logging(etcd: EtcdCluster, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="etcd_recipes")
+    async with await Client.connect(etcd.endpoints) as c:  # connect re-reads the level
+        session = await c.session(ttl=5)
+        await session.close()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        msgs = [r.getMessage() for r in caplog.records if r.name.startswith("etcd_recipes")]
+        if any("lease revoked" in m for m in msgs):
+            break
+        await asyncio.sleep(0.02)
+    assert any("connected to etcd" in m for m in msgs), msgs
+    assert any("lease granted" in m and f"{session.lease_id:x}" in m for m in msgs), msgs
+    assert any("lease revoked" in m for m in msgs), msgs
+
+
+# ------------------------------------------------------------------ interpreter exit
+
+EXIT_SCRIPT = """
+import asyncio, sys, etcd_recipes
+
+async def main():
+    client = await etcd_recipes.Client.connect(sys.argv[1:])
+    session = await client.session(ttl=30)
+    asyncio.ensure_future(session.lost())           # a pending Rust future
+    await client.put("exit-test", "x")
+    print("ready", flush=True)
+    # return without closing anything
+
+asyncio.run(main())
+"""
+
+EXIT_SCRIPT_NO_LOOP_CLEANUP = """
+import asyncio, sys, logging, etcd_recipes
+logging.basicConfig(level=logging.DEBUG)          # keep the log bridge busy at exit
+
+async def main():
+    global client, session
+    client = await etcd_recipes.Client.connect(sys.argv[1:])
+    session = await client.session(ttl=30)
+    for _ in range(20):
+        asyncio.ensure_future(client.get("k"))      # in flight at exit
+    print("ready", flush=True)
+    sys.exit(0)
+
+loop = asyncio.new_event_loop()
+loop.run_until_complete(main())
+"""
+
+
+@pytest.mark.parametrize("script", [EXIT_SCRIPT, EXIT_SCRIPT_NO_LOOP_CLEANUP], ids=["asyncio.run", "sys.exit"])
+def test_exit_without_closing_is_clean_and_quick(etcd: EtcdCluster, script: str) -> None:
+    for _ in range(3):
+        t0 = time.monotonic()
+        p = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(script), *etcd.endpoints],
+            capture_output=True, text=True, timeout=30, env=dict(os.environ),
+        )
+        elapsed = time.monotonic() - t0
+        assert p.returncode == 0, f"rc={p.returncode}\nstdout={p.stdout}\nstderr={p.stderr}"
+        assert "ready" in p.stdout
+        assert "panick" not in p.stderr and "Fatal" not in p.stderr, p.stderr
+        assert elapsed < 5, f"exit took {elapsed:.1f}s"
+
+
+def test_pytest_plugin_fixture_is_registered(pytestconfig: pytest.Config) -> None:
+    assert pytestconfig.pluginmanager.has_plugin("etcd_recipes")
