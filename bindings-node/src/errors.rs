@@ -6,7 +6,7 @@ use std::future::Future;
 
 use etcd_recipes::{Error as CoreError, ErrorKind};
 use napi::bindgen_prelude::{JsError, JsTypeError, PromiseRaw, ToNapiValue};
-use napi::{Env, Status};
+use napi::Env;
 
 /// The message of a core error with its whole `caused by` chain.
 pub fn message(e: &CoreError) -> String {
@@ -47,12 +47,6 @@ pub fn invalid(env: &Env, msg: impl Into<String>) -> napi::Error {
 /// A synchronous error for a core error (e.g. a decode failure in a local read).
 pub fn sync(env: &Env, e: CoreError) -> napi::Error {
     to_js(env, &e)
-}
-
-/// An error with no JS object yet (used where no `Env` is at hand): status `GenericFailure`.
-#[allow(dead_code)]
-pub fn plain(msg: impl Into<String>) -> napi::Error {
-    napi::Error::new(Status::GenericFailure, msg.into())
 }
 
 /// Run `fut` on the shared runtime and return a Promise that resolves with its value, or

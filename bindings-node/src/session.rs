@@ -154,8 +154,3 @@ impl Session {
         errors::promise(env, async move { inner.core().close().await })
     }
 }
-
-#[allow(dead_code)]
-pub(crate) fn scope_of(s: &Session) -> Arc<Scope> {
-    s.scope.clone()
-}
