@@ -13,13 +13,13 @@ const NAPI_TYPE_CODES = new Set([
   'ArrayBufferExpected', 'DetachableArraybufferExpected',
 ])
 
-function fixError (e) {
+function fixError (e, method) {
   if (e instanceof TypeError && e.code === undefined) {
     e.code = 'INVALID_ARGUMENT'
     return e
   }
   if (e instanceof Error && !(e instanceof TypeError) && NAPI_TYPE_CODES.has(e.code)) {
-    const t = new TypeError(e.message)
+    const t = new TypeError(`${method}(): bad argument: ${e.message}`)
     t.code = 'INVALID_ARGUMENT'
     return t
   }
@@ -31,22 +31,18 @@ function guard (fn) {
     try {
       return fn.apply(this, args)
     } catch (e) {
-      throw fixError(e)
+      throw fixError(e, fn.name)
     }
   }
   Object.defineProperty(wrapped, 'name', { value: fn.name })
   return wrapped
 }
 
-// Hot synchronous local reads stay unwrapped: napi still rejects a non-string key, with
-// a plain Error (code 'StringExpected') instead of a TypeError.
-const HOT = new Set(['get', 'getString', 'getJson', 'has', 'instances', 'pickRoundRobin', 'pickRandom'])
-
 for (const cls of Object.values(native)) {
   if (typeof cls !== 'function' || !cls.prototype) continue
   for (const target of [cls, cls.prototype]) {
     for (const name of Object.getOwnPropertyNames(target)) {
-      if (['constructor', 'prototype', 'length', 'name'].includes(name) || HOT.has(name)) continue
+      if (['constructor', 'prototype', 'length', 'name'].includes(name)) continue
       const d = Object.getOwnPropertyDescriptor(target, name)
       if (d && typeof d.value === 'function' && d.configurable) {
         Object.defineProperty(target, name, { ...d, value: guard(d.value) })

@@ -98,4 +98,8 @@ test('bad config input', async () => {
   await assert.rejects(client.config(''), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
   assert.throws(() => client.config('k', { reconcileIntervalMs: -1 }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
   assert.throws(() => client.config(3), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  const view = await client.config('k')
+  assert.throws(() => view.get(5), { name: 'TypeError', code: 'INVALID_ARGUMENT', message: /get\(\): bad argument/ })
+  assert.throws(() => view.getJson({}), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  view.close()
 })
