@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use etcd_recipes::etcd_client;
 use etcd_recipes::testing::EtcdCluster;
+use etcd_recipes::config::{ConfigOptions, ConfigView};
 use etcd_recipes::election::Election;
+use etcd_recipes::registry::{RegisterOptions, Registration, ServiceView};
 use etcd_recipes::lock::Lock;
 use etcd_recipes::{Client, ClientOptions, Session};
 use futures::stream::{self, StreamExt};
@@ -276,6 +278,125 @@ async fn e1_raw(c: &etcd_client::Client) -> f64 {
     median(times)
 }
 
+/// D1: a discovery view runs; one instance registers; ms until the view has it (median over 200).
+async fn d1_ours(c: &Client) -> f64 {
+    let view = ServiceView::start(c, "bench-d1").await.expect("view");
+    let mut events = view.events();
+    let mut times = Vec::new();
+    for i in 0..200 {
+        let id = format!("i{i}");
+        let t = Instant::now();
+        let reg = Registration::register(c, RegisterOptions::new("bench-d1", id.clone(), "127.0.0.1:1").ttl(30))
+            .await
+            .expect("register");
+        loop {
+            let (ev, _) = events.next().await.expect("stream").expect("event");
+            if matches!(&ev, etcd_recipes::registry::InstanceEvent::Up(x) if x.id == id) {
+                break;
+            }
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(view.instances().iter().any(|x| x.id == id));
+        reg.close().await.expect("close");
+        loop {
+            let (ev, _) = events.next().await.expect("stream").expect("event");
+            if matches!(&ev, etcd_recipes::registry::InstanceEvent::Down { id: d } if *d == id) {
+                break;
+            }
+        }
+    }
+    view.close();
+    median(times)
+}
+
+/// D1 peer: a raw prefix watch, a lease grant + put in the endpoints format.
+async fn d1_raw(c: &etcd_client::Client) -> f64 {
+    let mut c = c.clone();
+    let mut stream = c
+        .watch("bench-d1raw/", Some(etcd_client::WatchOptions::new().with_prefix()))
+        .await
+        .expect("watch");
+    stream.message().await.expect("created");
+    let mut times = Vec::new();
+    for i in 0..200 {
+        let t = Instant::now();
+        let lease = c.lease_grant(30, None).await.expect("grant").id();
+        c.put(
+            format!("bench-d1raw/i{i}"),
+            r#"{"Op":0,"Addr":"127.0.0.1:1","Metadata":null}"#,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .expect("put");
+        stream.message().await.expect("event");
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        c.lease_revoke(lease).await.expect("revoke");
+        stream.message().await.expect("delete event");
+    }
+    median(times)
+}
+
+/// C1: a config view of one key; the key is put; ms until the view returns it (median over 200).
+async fn c1_ours(c: &Client) -> f64 {
+    let view = ConfigView::key(c, "bench/c1", ConfigOptions::default()).await.expect("view");
+    let mut changes = view.subscribe();
+    let mut times = Vec::new();
+    for i in 0..200 {
+        let v = format!("v{i}");
+        let t = Instant::now();
+        c.put("bench/c1", v.clone()).await.expect("put");
+        loop {
+            changes.next().await.expect("stream").expect("change");
+            if view.get("bench/c1").as_deref() == Some(v.as_bytes()) {
+                break;
+            }
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    view.close();
+    median(times)
+}
+
+/// C1 peer: a raw watch on the key.
+async fn c1_raw(c: &etcd_client::Client) -> f64 {
+    let mut c = c.clone();
+    let mut stream = c.watch("bench/c1raw", None).await.expect("watch");
+    stream.message().await.expect("created");
+    let mut times = Vec::new();
+    for i in 0..200 {
+        let t = Instant::now();
+        c.put("bench/c1raw", format!("v{i}"), None).await.expect("put");
+        stream.message().await.expect("event");
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    median(times)
+}
+
+/// C2: local reads of one key from a config view, vs a RwLock<HashMap> fed by a watch.
+async fn c2(c: &Client) -> (f64, f64) {
+    c.put("bench/c2", "value").await.expect("put");
+    let view = ConfigView::key(c, "bench/c2", ConfigOptions::default()).await.expect("view");
+    let n = 5_000_000u64;
+    let t = Instant::now();
+    let mut hits = 0u64;
+    for _ in 0..n {
+        hits += view.get(std::hint::black_box("bench/c2")).is_some() as u64;
+    }
+    let ours = n as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(hits, n);
+    let map = std::sync::RwLock::new(std::collections::HashMap::<String, Arc<[u8]>>::new());
+    map.write().expect("lock").insert("bench/c2".into(), Arc::from(&b"value"[..]));
+    let t = Instant::now();
+    let mut hits = 0u64;
+    for _ in 0..n {
+        hits += map.read().expect("lock").get(std::hint::black_box("bench/c2")).cloned().is_some() as u64;
+    }
+    let plain = n as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(hits, n);
+    view.close();
+    (ours, plain)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wanted: Vec<String> = std::env::args().skip(1).map(|s| s.to_uppercase()).collect();
@@ -336,6 +457,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let o = e1_ours(&ours).await;
         emit("raw-etcd-client-election-rpc", "E1", r, "ms", true, None);
         emit("ours", "E1", o, "ms", true, Some(o / r));
+    }
+    if run("D1") {
+        let r = d1_raw(&raw).await;
+        let o = d1_ours(&ours).await;
+        emit("raw-etcd-client-watch", "D1", r, "ms", true, None);
+        emit("ours", "D1", o, "ms", true, Some(o / r));
+    }
+    if run("C1") {
+        let r = c1_raw(&raw).await;
+        let o = c1_ours(&ours).await;
+        emit("raw-etcd-client-watch", "C1", r, "ms", true, None);
+        emit("ours", "C1", o, "ms", true, Some(o / r));
+    }
+    if run("C2") {
+        let (o, plain) = c2(&ours).await;
+        emit("rwlock-hashmap", "C2", plain, "reads/s", true, None);
+        emit("ours", "C2", o, "reads/s", true, Some(o / plain));
     }
     drop(etcd);
     Ok(())
