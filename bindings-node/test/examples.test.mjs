@@ -134,3 +134,11 @@ test('the usage block in bindings-node/README.md works when pasted', async () =>
     rmSync(file, { force: true })
   }
 })
+
+test('the top-level README shows the same, tested, Node usage block', async () => {
+  const { readFileSync } = await import('node:fs')
+  const usage = (file) => readFileSync(file, 'utf8').match(/```js\n(\/\/ usage\.mjs[\s\S]*?)```/)?.[1]
+  const ours = usage(path.join(pkgDir, 'README.md'))
+  assert.ok(ours, 'bindings-node/README.md has a usage block')
+  assert.equal(usage(path.join(pkgDir, '..', 'README.md')), ours)
+})

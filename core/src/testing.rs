@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> etcd_recipes::Result<()> {
-//! let etcd = etcd_recipes::testing::EtcdCluster::start(1)?;
+//! let mut etcd = etcd_recipes::testing::EtcdCluster::start(1)?;
 //! let client = etcd_recipes::Client::connect_to(etcd.endpoints()).await?;
 //! etcd.pause(0)?;   // SIGSTOP
 //! etcd.resume(0)?;  // SIGCONT
