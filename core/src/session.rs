@@ -271,6 +271,7 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
     };
     let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
     let margin = margin(ttl);
+    let attempt_budget = (period / 2).max(Duration::from_millis(250));
     let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
     let mut next = Instant::now() + period;
     loop {
@@ -302,12 +303,20 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
                 None => Err(etcd_client::Error::LeaseKeepAliveError("keep-alive stream ended".into())),
             }
         };
-        match timeout_at(lost_at, attempt).await {
-            Err(_) => {
+        // One attempt may hang on a member that died or froze (the balancer can still pick
+        // it); give up on it early enough to try another member before the deadline.
+        let attempt_until = lost_at.min(Instant::now() + attempt_budget);
+        match timeout_at(attempt_until, attempt).await {
+            Err(_) if Instant::now() >= lost_at => {
                 if let Some(s) = weak.upgrade() {
                     s.mark_lost(format!("no renewal confirmed within its {ttl} s TTL"));
                 }
                 return;
+            }
+            Err(_) => {
+                debug!("lease renewal attempt timed out; retrying on a fresh stream");
+                stream = None;
+                next = Instant::now();
             }
             Ok(Ok((_, granted))) if granted <= 0 => {
                 if let Some(s) = weak.upgrade() {

@@ -1,5 +1,6 @@
 //! The watched configuration cache against a real etcd started by the testing harness.
 
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

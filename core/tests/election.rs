@@ -1,6 +1,9 @@
 //! Leader election against a real etcd: failover, loss signals, observers across
 //! compaction and restart, etcdctl interop.
 
+mod common;
+use common::{client, init_tracing};
+
 use std::io::BufRead;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,20 +13,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{GetOptions, PutOptions};
 use etcd_recipes::election::{self, Election, LeaderInfo};
 use etcd_recipes::testing::EtcdCluster;
-use etcd_recipes::{Client, ClientOptions, ErrorKind, Session};
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-async fn client(etcd: &EtcdCluster) -> Client {
-    Client::connect(ClientOptions::new(etcd.endpoints()).with_connect_timeout(Duration::from_secs(3)))
-        .await
-        .expect("connect")
-}
+use etcd_recipes::{Client, ErrorKind, Session};
 
 async fn count(c: &Client, prefix: &str) -> i64 {
     c.etcd().get(prefix, Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count()

@@ -1,19 +1,12 @@
 //! Client and Session against a real etcd started by the testing harness.
 
+mod common;
+use common::{client, init_tracing};
+
 use std::time::{Duration, Instant};
 
 use etcd_recipes::testing::EtcdCluster;
 use etcd_recipes::{Client, ClientOptions, ErrorKind, Session, SessionState};
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
-}
-
-async fn client(etcd: &EtcdCluster) -> Client {
-    Client::connect(ClientOptions::new(etcd.endpoints()).with_connect_timeout(Duration::from_secs(3)))
-        .await
-        .expect("connect")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_stays_alive_then_close_revokes_lease() {

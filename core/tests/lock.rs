@@ -1,5 +1,8 @@
 //! The distributed lock against a real etcd: contention, faults, cancellation, interop.
 
+mod common;
+use common::{client, init_tracing};
+
 use std::io::BufRead;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -8,19 +11,6 @@ use etcd_client::{GetOptions, LockOptions};
 use etcd_recipes::lock::Lock;
 use etcd_recipes::testing::EtcdCluster;
 use etcd_recipes::{Client, ClientOptions, ErrorKind, Session};
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-async fn client(etcd: &EtcdCluster) -> Client {
-    Client::connect(ClientOptions::new(etcd.endpoints()).with_connect_timeout(Duration::from_secs(3)))
-        .await
-        .expect("connect")
-}
 
 /// How many keys exist under `prefix` (raw, not namespaced).
 async fn count(c: &Client, prefix: &str) -> i64 {

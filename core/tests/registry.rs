@@ -1,5 +1,8 @@
 //! Service registry and discovery against a real etcd started by the testing harness.
 
+mod common;
+use common::{client, init_tracing, median};
+
 use std::time::{Duration, Instant};
 
 use etcd_recipes::registry::{
@@ -7,26 +10,8 @@ use etcd_recipes::registry::{
     ServiceView,
 };
 use etcd_recipes::testing::EtcdCluster;
-use etcd_recipes::{Client, ClientOptions, ErrorKind};
+use etcd_recipes::ErrorKind;
 use serde_json::json;
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-async fn client(etcd: &EtcdCluster) -> Client {
-    Client::connect(ClientOptions::new(etcd.endpoints()).with_connect_timeout(Duration::from_secs(3)))
-        .await
-        .expect("connect")
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 /// Wait for the first event matching `f`, at most `within`.
 async fn wait_event(events: &mut InstanceEvents, within: Duration, f: impl Fn(&InstanceEvent) -> bool) -> (InstanceEvent, i64) {
@@ -163,7 +148,7 @@ async fn heals_by_itself_after_etcd_is_wiped() {
     let limit = Duration::from_secs(ttl as u64 + 2);
     loop {
         let (list, _) = list_instances(&fresh, "svc").await.unwrap();
-        if list.len() == 1 && view.instances().len() == 1 {
+        if list.len() == 1 && view.instances().len() == 1 && matches!(reg.state(), RegistrationState::Registered { .. }) {
             break;
         }
         assert!(back.elapsed() < limit, "not back within TTL + 2 s: etcd has {list:?}, view has {:?}, state {:?}", view.instances(), reg.state());
@@ -174,8 +159,9 @@ async fn heals_by_itself_after_etcd_is_wiped() {
         back.elapsed().as_secs_f64() * 1e3,
         t0.elapsed().as_secs_f64() * 1e3
     );
-    assert_eq!(reg.reregistrations(), 1);
-    assert!(matches!(reg.state(), RegistrationState::Registered { .. }));
+    // At least one self-healing; two are possible when the key's deletion and the lease's
+    // loss are noticed separately during the restart.
+    assert!(reg.reregistrations() >= 1, "healed without re-registering?");
     assert!(fresh.lease_exists(reg.lease_id()).await.unwrap());
     reg.close().await.unwrap();
 }
