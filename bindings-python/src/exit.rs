@@ -114,9 +114,9 @@ pub fn revoke_all() {
             let _ = client.revoke_lease(id).await;
         }));
         if tokio::time::timeout(EXIT_BUDGET, all).await.is_err() {
-            tracing::warn!(leases = n, "interpreter exit: not every lease could be revoked in time; the rest expire with their TTL");
+            tracing::warn!(target: "etcd_recipes::exit", leases = n, "interpreter exit: not every lease could be revoked in time; the rest expire with their TTL");
         } else {
-            tracing::debug!(leases = n, "interpreter exit: leases revoked");
+            tracing::debug!(target: "etcd_recipes::exit", leases = n, "interpreter exit: leases revoked");
         }
     });
 }

@@ -295,6 +295,7 @@ impl PyInstanceSets {
             }
         })
     }
+    /// Stop iterating: a pending and every later `__anext__` raise `StopAsyncIteration`.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.closed.send_replace(true);
         spawn_py(py, async move { FResult::Ok(()) })
@@ -347,6 +348,7 @@ impl PyInstanceEvents {
             Ok(PyInstanceEvent { kind, id, instance, revision })
         })
     }
+    /// Stop iterating: a pending and every later `__anext__` raise `StopAsyncIteration`.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.cell.aclose_py(py)
     }

@@ -6,6 +6,8 @@ view reports never goes backwards."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -50,7 +52,6 @@ async def retrying(op: Callable[[], Awaitable[T]], timeout: float = 15) -> T:
     deadline = loop.time() + timeout
     while True:
         try:
-            # Bounded: the harness's compaction has no request timeout of its own.
             return await asyncio.wait_for(op(), 5)
         except (etcd_recipes.EtcdRecipesError, asyncio.TimeoutError):
             if loop.time() > deadline:
@@ -58,7 +59,34 @@ async def retrying(op: Callable[[], Awaitable[T]], timeout: float = 15) -> T:
             await asyncio.sleep(0.1)
 
 
-async def converge(view: etcd_recipes.ConfigView, key: str, value: bytes, timeout: float = 15) -> None:
+async def is_leader(cluster: EtcdCluster, i: int) -> bool:
+    p = await asyncio.create_subprocess_exec(
+        *cluster.etcdctl[:1], f"--endpoints={cluster.endpoint(i)}", "endpoint", "status", "-w", "json",
+        env=dict(os.environ, ETCDCTL_API="3"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await p.communicate()
+    assert p.returncode == 0, err
+    status = json.loads(out)[0]["Status"]
+    return bool(status["header"]["member_id"] == status["leader"])
+
+
+async def compact(cluster: EtcdCluster, via: int) -> None:
+    """Compact at the current revision through member `via` (the harness's own
+    compaction may pick the frozen member and hang)."""
+    env = dict(os.environ, ETCDCTL_API="3")
+    ep = f"--endpoints={cluster.endpoint(via)}"
+    p = await asyncio.create_subprocess_exec(cluster.etcdctl[0], ep, "endpoint", "status", "-w", "json", env=env,
+                                             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await p.communicate()
+    assert p.returncode == 0, err
+    rev = json.loads(out)[0]["Status"]["header"]["revision"]
+    p = await asyncio.create_subprocess_exec(cluster.etcdctl[0], ep, "compaction", "--physical", str(rev), env=env,
+                                             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await p.communicate()
+    assert p.returncode == 0, err
+
+
+async def converge(view: etcd_recipes.ConfigView, key: str, value: bytes, timeout: float = 30) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while view.get(key) != value:
@@ -70,16 +98,20 @@ async def test_config_converges_after_freeze_missed_writes_and_compaction(
     etcd_factory: Callable[..., EtcdCluster],
 ) -> None:
     cluster = etcd_factory(3)
-    writer = await Client.connect(cluster.endpoint(0), request_timeout=10.0)
-    # The view talks to member 1 only, so freezing member 1 freezes its watch.
-    reader = await Client.connect(cluster.endpoint(1), request_timeout=2.0)
+    # The view talks to one follower only, so freezing that member freezes its watch.
+    # (Not the leader: etcd 3.5.1 has been seen serving stale reads for 20+ s from a
+    # member frozen and resumed while it led, which would test etcd, not the view.)
+    followers = [i for i in range(3) if not await is_leader(cluster, i)]
+    frozen = followers[0]
+    writer = await Client.connect(cluster.endpoint((frozen + 1) % 3), request_timeout=10.0)
+    reader = await Client.connect(cluster.endpoint(frozen), request_timeout=2.0)
     await writer.put("cfg/v", "0")
     await writer.put("cfg/gone", "x")
     view = await reader.config("cfg/", prefix=True, reconcile_interval=None)
     assert view.get("cfg/v") == b"0"
     log = RevisionLog(view)
     try:
-        cluster.pause(1)
+        cluster.pause(frozen)
         try:
             for i in range(1, 21):
                 await retrying(lambda: writer.put("cfg/v", str(i)))
@@ -87,9 +119,9 @@ async def test_config_converges_after_freeze_missed_writes_and_compaction(
             await retrying(lambda: writer.put("cfg/new", "n"))
             final_rev = await retrying(writer.revision)
             # Everything the frozen member's watcher has not seen is compacted away.
-            await retrying(cluster.compact)
+            await compact(cluster, via=(frozen + 1) % 3)
         finally:
-            cluster.resume(1)
+            cluster.resume(frozen)
         await converge(view, "cfg/v", b"20")
         await converge(view, "cfg/new", b"n")
         assert view.get("cfg/gone") is None and view.keys() == ["cfg/new", "cfg/v"]
@@ -97,7 +129,7 @@ async def test_config_converges_after_freeze_missed_writes_and_compaction(
         # Right after resuming: more writes, compacted at once, while the view recovers.
         for i in range(21, 31):
             await writer.put("cfg/v", str(i))
-        await retrying(cluster.compact)
+        await compact(cluster, via=(frozen + 1) % 3)
         await converge(view, "cfg/v", b"30")
         assert view.revision >= await writer.revision()
     finally:
