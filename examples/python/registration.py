@@ -27,8 +27,8 @@ async def main(instance_id: str, addr: str, serve_for: float) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
+        stop.set()  # first: printing fails if stdout is gone
         print(f"received {sig.name}: shutting down", flush=True)
-        stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
