@@ -12,6 +12,9 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 echo "== python: build (maturin develop --release)"
 (cd "$here" && "$VENV/bin/maturin" develop --release --quiet)
 
+echo "== python: build the Rust lock example (interop tests)"
+(cd "$root" && cargo build -q -p etcd-recipes-examples --bin lock)
+
 echo "== python: pytest ($("$VENV/bin/python" -c 'import etcd_recipes.testing as t; print("etcd", t.etcd_binary_version())'))"
 status=0
 (cd "$here" && "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider) || status=1

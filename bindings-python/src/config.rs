@@ -129,18 +129,22 @@ pub struct PyConfigChange {
 
 #[pymethods]
 impl PyConfigChange {
+    /// The key that changed (namespace-relative).
     #[getter]
     fn key(&self) -> &str {
         &self.c.key
     }
+    /// The value before the change, or None if the key did not exist.
     #[getter]
     fn old(&self) -> Option<Bytes> {
         self.c.old.clone().map(Bytes)
     }
+    /// The value after the change, or None if the key was deleted.
     #[getter]
     fn new(&self) -> Option<Bytes> {
         self.c.new.clone().map(Bytes)
     }
+    /// The etcd revision of the change.
     #[getter]
     fn revision(&self) -> i64 {
         self.c.revision
@@ -169,6 +173,7 @@ impl PyConfigChanges {
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.cell.next_py(py, |item| Ok(PyConfigChange { c: item? }))
     }
+    /// Stop iterating: a pending and every later `__anext__` raise `StopAsyncIteration`.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.cell.aclose_py(py)
     }

@@ -123,6 +123,8 @@ pub fn observe_py(py: Python<'_>, client: &Client, name: &str) -> PyResult<PyLea
 struct Held {
     leadership: InRt<Leadership>,
     session: Option<InRt<Session>>,
+    /// Revoke the lease at interpreter exit (only for a session we own).
+    _exit: Option<crate::exit::ExitHook>,
 }
 
 impl Held {
@@ -137,9 +139,10 @@ impl Held {
 
 async fn campaign(source: SessionSource, name: String, value: Vec<u8>) -> FResult<Arc<Held>> {
     let (session, owned) = source.get().await?;
+    let hook = owned.then(|| crate::exit::track_session(&session));
     let r = async { Election::new(&session, &name)?.campaign(value).await }.await;
     match r {
-        Ok(l) => Ok(Arc::new(Held { leadership: InRt::new(l), session: owned.then(|| InRt::new(session)) })),
+        Ok(l) => Ok(Arc::new(Held { leadership: InRt::new(l), session: owned.then(|| InRt::new(session)), _exit: hook })),
         Err(e) => {
             if owned {
                 let _ = session.close().await;

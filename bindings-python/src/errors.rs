@@ -32,6 +32,25 @@ fn class_of(kind: ErrorKind) -> (&'static str, ExtraBase) {
     }
 }
 
+/// The docstring of each class.
+fn doc_of(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidArgument => "A bad argument: empty or malformed key, name, endpoint, TTL... (also a ValueError).",
+        ErrorKind::Connect => "etcd could not be reached (also a ConnectionError).",
+        ErrorKind::Timeout => "An etcd request did not finish within the request timeout (also a TimeoutError).",
+        ErrorKind::SessionLost => "The session's lease expired or was revoked: what depended on it is gone.",
+        ErrorKind::LockTimeout => "The lock was not acquired in time (or at once, for try_acquire).",
+        ErrorKind::LockLost => "The lock was lost while held (its session ended).",
+        ErrorKind::NotLeader => "This candidate is no longer the leader.",
+        ErrorKind::Fenced => "A guarded write was refused: the lock or leadership behind it is no longer ours.",
+        ErrorKind::Compacted => "The requested revision has been compacted away.",
+        ErrorKind::PermissionDenied => "etcd refused the request: authentication or permission failure.",
+        ErrorKind::Decode => "A stored value could not be decoded (not UTF-8 / not JSON); the message names the key.",
+        ErrorKind::Closed => "The client, session, view or stream was already closed.",
+        _ => "Any other error reported by etcd or the transport.",
+    }
+}
+
 struct Classes {
     base: Py<PyType>,
     kinds: Vec<(ErrorKind, Py<PyType>)>,
@@ -55,6 +74,7 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
             let ns = PyDict::new(py);
             ns.set_item("__module__", module)?;
             ns.set_item("code", kind.code())?;
+            ns.set_item("__doc__", doc_of(kind))?;
             let mut b = vec![base.clone()];
             if let Some(f) = extra {
                 b.push(f(py));

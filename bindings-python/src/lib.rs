@@ -9,6 +9,7 @@ mod config;
 mod convert;
 mod election;
 mod errors;
+mod exit;
 mod lock;
 mod logging;
 mod runtime;
@@ -19,9 +20,11 @@ mod testing;
 
 use pyo3::prelude::*;
 
-/// Interpreter exit: close the gate to Python for background threads, stop test clusters.
+/// Interpreter exit: revoke the leases we still own (bounded), stop test clusters,
+/// close the gate to Python for background threads.
 #[pyfunction]
 fn _at_exit(py: Python<'_>) {
+    py.detach(exit::revoke_all);
     testing::stop_all();
     runtime::_shutdown(py);
 }

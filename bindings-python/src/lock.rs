@@ -78,6 +78,8 @@ impl SessionSource {
 pub struct HeldLock {
     guard: InRt<LockGuard>,
     session: Option<InRt<Session>>,
+    /// Revoke the lease at interpreter exit (only for a session we own).
+    _exit: Option<crate::exit::ExitHook>,
 }
 
 impl HeldLock {
@@ -124,6 +126,8 @@ impl PyLock {
 
 async fn acquire(source: SessionSource, name: String, mode: Mode) -> FResult<Arc<HeldLock>> {
     let (session, owned) = source.get().await?;
+    // If the interpreter exits while we wait, the lease (and so our queued key) is revoked.
+    let hook = owned.then(|| crate::exit::track_session(&session));
     let result = async {
         let lock = Lock::new(&session, &name)?;
         match mode {
@@ -134,7 +138,7 @@ async fn acquire(source: SessionSource, name: String, mode: Mode) -> FResult<Arc
     }
     .await;
     match result {
-        Ok(g) => Ok(Arc::new(HeldLock { guard: InRt::new(g), session: owned.then(|| InRt::new(session)) })),
+        Ok(g) => Ok(Arc::new(HeldLock { guard: InRt::new(g), session: owned.then(|| InRt::new(session)), _exit: hook })),
         Err(e) => {
             if owned {
                 let _ = session.close().await;

@@ -47,10 +47,45 @@ fn instances(v: Vec<Instance>) -> Vec<PyInstance> {
     v.into_iter().map(|inner| PyInstance { inner }).collect()
 }
 
+/// A registration, its client, and its place on the revoke-at-exit list: at interpreter
+/// exit its current lease is revoked (the instance disappears at once, not one TTL later).
+pub struct RegCell {
+    reg: InRt<Registration>,
+    client: Client,
+    _exit: crate::exit::ExitHook,
+}
+
+impl RegCell {
+    fn new(client: Client, reg: Registration) -> Arc<Self> {
+        Arc::new_cyclic(|me: &std::sync::Weak<RegCell>| {
+            let (me, c) = (me.clone(), client.clone());
+            let hook = crate::exit::track(move || me.upgrade().map(|r| (c.clone(), r.reg.lease_id())));
+            RegCell { reg: InRt::new(reg), client, _exit: hook }
+        })
+    }
+}
+
+impl std::ops::Deref for RegCell {
+    type Target = Registration;
+    fn deref(&self) -> &Registration {
+        &self.reg
+    }
+}
+
+impl Drop for RegCell {
+    fn drop(&mut self) {
+        // The drop-time cleanup of `Registration` runs in the background; if the
+        // interpreter exits right after, revoke the lease then.
+        if self.reg.state() != RegistrationState::Closed {
+            crate::exit::recently_ended((self.client.clone(), self.reg.lease_id()));
+        }
+    }
+}
+
 /// A registered instance, kept alive (and re-registered after a lease loss) until closed.
 #[pyclass(module = "etcd_recipes._native", name = "Registration", frozen)]
 pub struct PyRegistration {
-    inner: Arc<InRt<Registration>>,
+    inner: Arc<RegCell>,
 }
 
 #[pymethods]
@@ -112,7 +147,7 @@ impl PyRegistration {
 pub struct PyRegistering {
     client: Client,
     opts: RegisterOptions,
-    entered: Mutex<Option<Arc<InRt<Registration>>>>,
+    entered: Mutex<Option<Arc<RegCell>>>,
 }
 
 impl PyRegistering {
@@ -127,7 +162,7 @@ impl PyRegistering {
     fn start<'py>(&self, py: Python<'py>, keep: Option<Py<PyRegistering>>) -> PyResult<Bound<'py, PyAny>> {
         let (client, opts) = (self.client.clone(), self.opts.clone());
         spawn_py(py, async move {
-            let r = Arc::new(InRt::new(Registration::register(&client, opts).await?));
+            let r = RegCell::new(client.clone(), Registration::register(&client, opts).await?);
             if let Some(me) = keep {
                 *me.get().entered.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.clone());
             }
@@ -260,6 +295,7 @@ impl PyInstanceSets {
             }
         })
     }
+    /// Stop iterating: a pending and every later `__anext__` raise `StopAsyncIteration`.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.closed.send_replace(true);
         spawn_py(py, async move { FResult::Ok(()) })
@@ -312,6 +348,7 @@ impl PyInstanceEvents {
             Ok(PyInstanceEvent { kind, id, instance, revision })
         })
     }
+    /// Stop iterating: a pending and every later `__anext__` raise `StopAsyncIteration`.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.cell.aclose_py(py)
     }

@@ -12,11 +12,13 @@ use crate::runtime::{spawn_py, InRt};
 #[pyclass(module = "etcd_recipes._native", name = "Session", frozen)]
 pub struct PySession {
     pub inner: InRt<Session>,
+    _exit: crate::exit::ExitHook,
 }
 
 impl PySession {
     pub fn new(s: Session) -> Self {
-        PySession { inner: InRt::new(s) }
+        let hook = crate::exit::track_session(&s);
+        PySession { inner: InRt::new(s), _exit: hook }
     }
 }
 

@@ -1,10 +1,15 @@
-"""Shared by the examples: connect to ETCD_ENDPOINTS, or start a throwaway etcd."""
+"""Shared by the examples: connect to ETCD_ENDPOINTS, or start a throwaway etcd.
+
+``ETCD_ENDPOINTS``: comma-separated ``host:port`` list (unset: start a local etcd
+for the duration of the example; needs the ``etcd`` binary on PATH or ``$ETCD_BIN``).
+``ETCD_NAMESPACE``: optional key prefix for everything the example touches.
+"""
 
 from __future__ import annotations
 
 import os
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import etcd_recipes
 from etcd_recipes.testing import EtcdCluster
@@ -15,8 +20,9 @@ async def connect() -> AsyncIterator[etcd_recipes.Client]:
     endpoints = os.environ.get("ETCD_ENDPOINTS", "")
     cluster = None if endpoints else EtcdCluster.start(1)
     eps = endpoints.split(",") if endpoints else cluster.endpoints if cluster else []
+    namespace = os.environ.get("ETCD_NAMESPACE", "")
     try:
-        async with await etcd_recipes.Client.connect(eps) as client:
+        async with await etcd_recipes.Client.connect(eps, namespace=namespace) as client:
             yield client
     finally:
         if cluster is not None:

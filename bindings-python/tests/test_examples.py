@@ -1,0 +1,160 @@
+"""Every example under examples/python runs to completion against the test etcd, and the
+long-running ones (registration, web app) shut down gracefully on SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+import etcd_recipes
+from etcd_recipes.testing import EtcdCluster
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "python"
+
+pytestmark = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"examples not found at {EXAMPLES}")
+
+# example -> (arguments, lines (regular expressions) its output must contain)
+CASES: dict[str, tuple[list[str], list[str]]] = {
+    "lock.py": ([], [r"^worker-\d holds the lock \(fencing token \d+\), counter -> 1$", r"^final counter: 4$"]),
+    "config_manager.py": ([], [r"^feature = off$", r"^changed app/feature: b'off' -> b'on'", r"^feature = on$"]),
+    "registration.py": (
+        ["--id", "api-7"],
+        [r"^registered \S*demo-api/api-7 -> 127.0.0.1:8080 \(lease [0-9a-f]+\)$", r"^served for 2 s",
+         r"^deregistered api-7 \(state: closed\)$", r"^demo-api instances now: \[\]$"],
+    ),
+    "discovery.py": (
+        [],
+        [r"^demo-api: \(none\)", r"^\s+up api-1 10.0.0.1:8080 \{'zone': 'a'\}", r"^\s+up api-3 ",
+         r"^\s*updated api-1 10.0.0.1:8080 \{'draining': True, 'zone': 'a'\}", r"^\s+down api-3",
+         r"next request goes to 10.0.0.\d:8080", r"^done: demo-api has 0 instances$"],
+    ),
+    "election.py": (
+        [],
+        [r"^observer: no leader$", r"^node-a is the leader \(fencing token \d+\)$", r"^node-b waiting: True$",
+         r"^current value: node-a:ready$", r"^node-a resigned$", r"^node-a can no longer proclaim: NOT_LEADER$",
+         r"^node-b is the leader", r"^observer: leader is node-b", r"^node-b resigned$", r"^done$"],
+    ),
+    "webapp.py": (
+        [],
+        [r"^startup complete: web-\d+ registered at 127.0.0.1:\d+$", r"^GET /config -> 200 \{'greeting': 'hello'\}$",
+         r"^POST /report -> 200 \{'report': 3, 'fencing_token': \d+\}$", r"^web-\d+ is the leader$",
+         r"^GET /peers -> 200 \{'peers': \['web-\d+'\], 'leader': True\}$", r"^GET /nope -> 404",
+         r"^shutdown complete$"],
+    ),
+    "quickstart.py": (
+        [],
+        [r"^lock held, fencing token \d+$", r"^leader: b'node-1' True$",
+         r"^instances: \[\('api-1', '10.0.0.1:8080', \{'zone': 'a'\}\)\]$", r"^pick: Instance\(id=\"api-1\"",
+         r"^feature-x: on limits: \{'rps': 100\}$", r"^busy: LOCK_TIMEOUT$"],
+    ),
+}
+
+
+def example_env(etcd: EtcdCluster, namespace: str) -> dict[str, str]:
+    return dict(os.environ, ETCD_ENDPOINTS=",".join(etcd.endpoints), ETCD_NAMESPACE=namespace, PYTHONUNBUFFERED="1")
+
+
+def test_every_example_is_tested() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")) == sorted(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_example_runs(etcd: EtcdCluster, name: str) -> None:
+    args, expected = CASES[name]
+    ns = f"ex-{uuid.uuid4().hex[:8]}/"
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=EXAMPLES, env=example_env(etcd, ns),
+                       capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 0, f"rc={p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    for pattern in expected:
+        assert re.search(pattern, p.stdout, re.M), f"no line matching {pattern!r} in:\n{p.stdout}"
+    assert "Traceback" not in p.stderr and "panicked" not in p.stderr, p.stderr
+    assert elapsed < 20, f"{name} took {elapsed:.1f} s"
+
+
+def read_line_matching(p: subprocess.Popen[str], pattern: str, timeout: float = 20) -> re.Match[str]:
+    """Read `p`'s stdout (written unbuffered) until a line matches; fail after `timeout` s."""
+    assert p.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = p.stdout
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+            if re.search(pattern, line):
+                return  # leave the rest to communicate()
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if not line:
+            break
+        seen.append(line)
+        m = re.search(pattern, line)
+        if m:
+            return m
+    p.kill()
+    pytest.fail(f"no line matching {pattern!r} within {timeout} s; got:\n{''.join(seen)}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_registration_deregisters_on_signal(etcd: EtcdCluster, sig: signal.Signals) -> None:
+    ns = f"ex-{uuid.uuid4().hex[:8]}/"
+    p = subprocess.Popen([sys.executable, str(EXAMPLES / "registration.py"), "--id", "api-sig", "--serve-for", "0"],
+                         cwd=EXAMPLES, env=example_env(etcd, ns), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        read_line_matching(p, r"^registered \S*demo-api/api-sig")
+        async with await etcd_recipes.Client.connect(etcd.endpoints, namespace=ns) as client:
+            assert [i.id for i in await client.list_instances("demo-api")] == ["api-sig"]
+            p.send_signal(sig)
+            out, err = p.communicate(timeout=10)
+            assert p.returncode == 0, f"rc={p.returncode}\n{out}\n{err}"
+            assert f"received {sig.name}: shutting down" in out and "deregistered api-sig" in out, out
+            # Gone now, not one TTL (10 s) later: the example deregistered before exiting.
+            assert await client.list_instances("demo-api") == []
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_webapp_serves_http_until_sigterm(etcd: EtcdCluster) -> None:
+    ns = f"ex-{uuid.uuid4().hex[:8]}/"
+    p = subprocess.Popen([sys.executable, str(EXAMPLES / "webapp.py"), "--serve", "0"], cwd=EXAMPLES,
+                         env=example_env(etcd, ns), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = read_line_matching(p, r"^serving on (http://127.0.0.1:\d+)").group(1)
+        with urllib.request.urlopen(url + "/config", timeout=5) as r:
+            assert r.status == 200 and json.loads(r.read()) == {"greeting": "hello"}
+        req = urllib.request.Request(url + "/report", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert json.loads(r.read())["report"] == 1
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=10)
+        assert p.returncode == 0, f"rc={p.returncode}\n{out}\n{err}"
+        assert "shutting down" in out and "shutdown complete" in out, out
+        assert "Traceback" not in err, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
