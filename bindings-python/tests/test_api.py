@@ -99,3 +99,17 @@ def test_readme_pytest_example_runs_as_pasted(tmp_path: Path) -> None:
                        cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "1 passed" in p.stdout
+
+
+def test_top_level_readme_shows_the_tested_python_code() -> None:
+    """The repository README's Python blocks are, verbatim, files this suite runs."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    quickstart = (root / "examples" / "python" / "quickstart.py").read_text()
+    pytest_example = (pathlib.Path(__file__).parent / "readme" / "test_my_service.py").read_text()
+    assert any(b.strip() in quickstart for b in blocks if "asyncio.run(main())" in b)
+    assert any(b.strip() in pytest_example for b in blocks if "def test_my_service" in b)

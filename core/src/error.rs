@@ -80,7 +80,7 @@ impl ErrorKind {
 pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    #[error("cannot connect to etcd at {endpoints}: {message}")]
+    #[error("cannot connect to etcd{}: {message}", if endpoints.is_empty() { String::new() } else { format!(" at {endpoints}") })]
     Connect {
         endpoints: String,
         message: String,
