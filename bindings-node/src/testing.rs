@@ -50,7 +50,7 @@ fn blocking<'env>(
 }
 
 fn internal(msg: String) -> etcd_recipes::Error {
-    etcd_recipes::Error::Etcd(etcd_client::Error::Internal(msg))
+    etcd_recipes::Error::Etcd(etcd_recipes::etcd_client::Error::Internal(msg))
 }
 
 #[napi]
@@ -148,20 +148,7 @@ impl EtcdCluster {
         let inner = self.inner.clone();
         errors::promise(env, async move {
             with(&inner, |_| Ok(()))?;
-            let t = std::time::Duration::from_secs(10);
-            let run = async {
-                let opts = etcd_client::ConnectOptions::new().with_timeout(std::time::Duration::from_secs(5));
-                let mut c = etcd_client::Client::connect(endpoints, Some(opts)).await?;
-                let rev = c
-                    .get("\0", Some(etcd_client::GetOptions::new().with_count_only()))
-                    .await?
-                    .header()
-                    .map(|h| h.revision())
-                    .unwrap_or(0);
-                c.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical())).await?;
-                Ok::<_, etcd_recipes::Error>(rev)
-            };
-            tokio::time::timeout(t, run).await.map_err(|_| etcd_recipes::Error::Timeout { what: "compact".into(), after: t })?
+            etcd_recipes::testing::compact_endpoints(endpoints).await
         })
     }
 

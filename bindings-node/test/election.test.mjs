@@ -37,6 +37,8 @@ test('failover: the second candidate leads once the first loses its session; obs
   assert.equal((await client.election('failover').leader()).value, 'a')
   let lostReason = null
   la.onLost((r) => { lostReason = r })
+  // The observer reports the latest leader when it is read, so let it see 'a' first.
+  await until(() => seen.includes('a'), 5000, 'observer to see a')
   await client.revokeLease(sa.leaseId)
   const lb = await within(lbPending, 8000, 'b elected')
   assert.equal(lb.isLeader, true)

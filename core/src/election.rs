@@ -45,7 +45,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::client::Client;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fence::Fence;
-use crate::lock::{check_name, enter, first_under, guarded_delete, key_has_rev, member_key, wait_deletes, Cleanup};
+use crate::lock::{check_name, enter, first_under, guarded_delete, key_has_rev, queue_keys, wait_deletes, Cleanup};
 use crate::session::Session;
 
 /// Who leads an election.
@@ -85,9 +85,7 @@ impl Election {
     /// The election called `name` (namespaced by the session's client). Same name rules
     /// as [`crate::lock::Lock::new`].
     pub fn new(session: &Session, name: &str) -> Result<Election> {
-        check_name("election name", name)?;
-        let prefix = session.client().full_key(&format!("{name}/"));
-        let key = member_key(&prefix, session.lease_id());
+        let (prefix, key) = queue_keys(session, "election name", name)?;
         Ok(Election { session: session.clone(), name: name.to_string(), prefix, key })
     }
 

@@ -345,9 +345,7 @@ impl Lock {
     /// [`Error::InvalidArgument`] for an empty name, one over 4096 bytes, one with NUL,
     /// or one ending in `/`.
     pub fn new(session: &Session, name: &str) -> Result<Lock> {
-        check_name("lock name", name)?;
-        let prefix = session.client().full_key(&format!("{name}/"));
-        let key = member_key(&prefix, session.lease_id());
+        let (prefix, key) = queue_keys(session, "lock name", name)?;
         Ok(Lock { session: session.clone(), name: name.to_string(), prefix, key })
     }
 
@@ -466,6 +464,15 @@ impl Lock {
     fn session_lost(&self, reason: String) -> Error {
         Error::SessionLost { lease_id: self.session.lease_id(), reason }
     }
+}
+
+/// The queue prefix `<ns><name>/` and this session's key in it, after checking `name`.
+/// Shared by locks and elections, whose key layouts are the same.
+pub(crate) fn queue_keys(session: &Session, what: &str, name: &str) -> Result<(String, String)> {
+    check_name(what, name)?;
+    let prefix = session.client().full_key(&format!("{name}/"));
+    let key = member_key(&prefix, session.lease_id());
+    Ok((prefix, key))
 }
 
 pub(crate) async fn sleep_opt(deadline: Option<Instant>) {

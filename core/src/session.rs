@@ -86,11 +86,11 @@ impl Drop for Owner {
         });
         if was_alive {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                let mut lease = self.0.client.etcd().lease_client();
+                let client = self.0.client.clone();
                 let id = self.0.lease_id;
-                let t = self.0.client.request_timeout().min(Duration::from_secs(2));
+                let t = client.request_timeout().min(Duration::from_secs(2));
                 handle.spawn(async move {
-                    let _ = timeout(t, lease.revoke(id)).await;
+                    let _ = timeout(t, client.retry(|mut c| async move { c.lease_revoke(id).await })).await;
                 });
             }
         }
@@ -140,8 +140,7 @@ impl Session {
             return Err(Error::invalid(format!("ttl {ttl_secs} s is above etcd's maximum of {MAX_TTL_SECS} s")));
         }
         let sent = Instant::now();
-        let mut lease = client.etcd().lease_client();
-        let grant = timeout(client.request_timeout(), lease.grant(ttl_secs, None))
+        let grant = timeout(client.request_timeout(), client.retry(|mut c| async move { c.lease_grant(ttl_secs, None).await }))
             .await
             .map_err(|_| Error::timeout("lease grant", client.request_timeout()))??;
         if !grant.error().is_empty() {
@@ -234,8 +233,8 @@ impl Session {
         }
         let id = self.shared.lease_id;
         let t = self.shared.client.request_timeout();
-        let mut lease = self.shared.client.etcd().lease_client();
-        match timeout(t, lease.revoke(id)).await {
+        let client = &self.shared.client;
+        match timeout(t, client.retry(|mut c| async move { c.lease_revoke(id).await })).await {
             Err(_) => Err(Error::timeout("lease revoke", t)),
             Ok(Ok(_)) => {
                 info!(lease = format_args!("{id:x}"), "lease revoked; session closed");

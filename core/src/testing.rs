@@ -342,23 +342,7 @@ impl EtcdCluster {
     /// Compact the store at its current revision (physically); returns that revision.
     /// Fails after 10 s (for instance when every member is paused) instead of hanging.
     pub async fn compact(&self) -> Result<i64> {
-        let limit = Duration::from_secs(10);
-        tokio::time::timeout(limit, self.compact_now())
-            .await
-            .map_err(|_| Error::Timeout { what: "test etcd compaction".into(), after: limit })?
-    }
-
-    async fn compact_now(&self) -> Result<i64> {
-        let opts = etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(5));
-        let mut c = etcd_client::Client::connect(self.endpoints(), Some(opts)).await?;
-        let rev = c
-            .get("\0", Some(etcd_client::GetOptions::new().with_count_only()))
-            .await?
-            .header()
-            .map(|h| h.revision())
-            .unwrap_or(0);
-        c.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical())).await?;
-        Ok(rev)
+        compact_endpoints(self.endpoints()).await
     }
 
     /// An `etcdctl` command aimed at this cluster (API v3), ready for more args.
@@ -380,6 +364,28 @@ impl Drop for EtcdCluster {
             }
         }
     }
+}
+
+/// Compact the store behind `endpoints` (for instance one chosen member of a cluster) at
+/// its current revision, physically; returns that revision. Fails after 10 s instead of
+/// hanging when no member answers.
+pub async fn compact_endpoints(endpoints: Vec<String>) -> Result<i64> {
+    let limit = Duration::from_secs(10);
+    let run = async {
+        let opts = etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(5));
+        let mut c = etcd_client::Client::connect(endpoints, Some(opts)).await?;
+        let rev = c
+            .get("\0", Some(etcd_client::GetOptions::new().with_count_only()))
+            .await?
+            .header()
+            .map(|h| h.revision())
+            .unwrap_or(0);
+        c.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical())).await?;
+        Ok(rev)
+    };
+    tokio::time::timeout(limit, run)
+        .await
+        .map_err(|_| Error::Timeout { what: "test etcd compaction".into(), after: limit })?
 }
 
 /// GET /health on a client port; true when etcd says `"health":"true"`.
