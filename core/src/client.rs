@@ -49,6 +49,7 @@ pub struct ClientOptions {
     endpoints: Vec<String>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    keep_alive: (Duration, Duration),
     user: Option<(String, String)>,
     tls: Option<TlsConfig>,
     namespace: String,
@@ -65,6 +66,7 @@ impl ClientOptions {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            keep_alive: (Duration::from_secs(2), Duration::from_secs(2)),
             user: None,
             tls: None,
             namespace: String::new(),
@@ -81,6 +83,14 @@ impl ClientOptions {
     /// and are bounded by their own timeouts.
     pub fn with_request_timeout(mut self, t: Duration) -> Self {
         self.request_timeout = t;
+        self
+    }
+
+    /// HTTP/2 keep-alive: a ping every `interval`, and a connection that has not answered
+    /// one within `timeout` is dropped (default 2 s and 2 s). Pings are what find a dead or
+    /// frozen member, so that watches and lease keep-alives move to a healthy one.
+    pub fn with_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keep_alive = (interval, timeout);
         self
     }
 
@@ -134,6 +144,9 @@ impl ClientOptions {
         if self.request_timeout.is_zero() {
             return Err(Error::invalid("request_timeout must be positive"));
         }
+        if self.keep_alive.0.is_zero() || self.keep_alive.1.is_zero() {
+            return Err(Error::invalid("keep-alive interval and timeout must be positive"));
+        }
         if self.namespace.len() > MAX_KEY_LEN {
             return Err(Error::invalid("namespace is longer than 4096 bytes"));
         }
@@ -151,7 +164,7 @@ impl ClientOptions {
             .with_timeout(self.request_timeout)
             // HTTP/2 pings find a dead or frozen member quickly, so watches and
             // keep-alives move to a healthy one instead of hanging on a silent socket.
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive(self.keep_alive.0, self.keep_alive.1)
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         if let Some((u, p)) = &self.user {

@@ -29,8 +29,12 @@ impl Write for Capture {
 
 /// Install the capturing subscriber; false if another one was installed first.
 fn init_tracing() -> bool {
+    init_tracing_at("etcd_recipes=info")
+}
+
+fn init_tracing_at(filter: &str) -> bool {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("etcd_recipes=info"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_ansi(false)
         .with_writer(|| Capture)
         .try_init()
@@ -42,7 +46,7 @@ fn logs() -> String {
 }
 
 async fn client(endpoints: Vec<String>) -> Client {
-    Client::connect(ClientOptions::new(endpoints).with_connect_timeout(Duration::from_secs(3)))
+    Client::connect(ClientOptions::new(endpoints).with_connect_timeout(Duration::from_secs(10)))
         .await
         .expect("connect")
 }
@@ -51,22 +55,88 @@ fn no_reconcile() -> ConfigOptions {
     ConfigOptions { reconcile_interval: Duration::ZERO }
 }
 
-/// Collect every change a subscriber sees, in a background task.
-fn record(mut changes: ConfigChanges) -> Arc<Mutex<Vec<ConfigChange>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+/// Every change a subscriber has received so far, recorded by a background task.
+/// Tests wait on it for what they assert; the subscriber runs behind the view itself.
+#[derive(Clone)]
+struct Seen {
+    changes: Arc<Mutex<Vec<ConfigChange>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Seen {
+    fn now(&self) -> Vec<ConfigChange> {
+        self.changes.lock().unwrap().clone()
+    }
+
+    /// Wait until the recorded changes satisfy `done`; fail with a summary otherwise.
+    async fn wait(&self, what: &str, within: Duration, done: impl Fn(&[ConfigChange]) -> bool) -> Vec<ConfigChange> {
+        let until = Instant::now() + within;
+        loop {
+            let seen = self.now();
+            if done(&seen) {
+                return seen;
+            }
+            let errors = self.errors.lock().unwrap().clone();
+            assert!(
+                Instant::now() < until,
+                "subscriber never saw {what} within {within:?}; it saw {} (errors: {errors:?})",
+                summary(&seen)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Record every change a subscriber sees, in a background task.
+fn record(mut changes: ConfigChanges) -> Seen {
+    let seen = Seen { changes: Arc::default(), errors: Arc::default() };
     let s = seen.clone();
     tokio::spawn(async move {
         while let Some(c) = changes.next().await {
-            s.lock().unwrap().push(c.expect("change stream error"));
+            match c {
+                Ok(c) => s.changes.lock().unwrap().push(c),
+                Err(e) => s.errors.lock().unwrap().push(e.to_string()),
+            }
         }
     });
     seen
 }
 
+/// A few KiB at most: the count, then key, value size and revision of the last few changes.
+fn summary(seen: &[ConfigChange]) -> String {
+    let tail: Vec<String> = seen
+        .iter()
+        .rev()
+        .take(8)
+        .rev()
+        .map(|c| format!("{}={}@{}", c.key, c.new.as_ref().map_or("<deleted>".to_string(), |v| format!("{}B", v.len())), c.revision))
+        .collect();
+    format!("{} changes, last: [{}]", seen.len(), tail.join(", "))
+}
+
+fn has(seen: &[ConfigChange], key: &str, value: &str) -> bool {
+    seen.iter().any(|c| c.key == key && c.new.as_deref() == Some(value.as_bytes()))
+}
+
 fn assert_monotonic(seen: &[ConfigChange]) {
     for w in seen.windows(2) {
-        assert!(w[1].revision >= w[0].revision, "revision went backwards: {:?} then {:?}", w[0], w[1]);
+        assert!(
+            w[1].revision >= w[0].revision,
+            "revision went backwards: {} at {} then {} at {}",
+            w[0].key,
+            w[0].revision,
+            w[1].key,
+            w[1].revision
+        );
     }
+}
+
+/// The last lines of the captured log, at most 4 KiB.
+fn log_tail() -> String {
+    let logs = logs();
+    let start = logs.len().saturating_sub(4096);
+    let start = (start..logs.len()).find(|&i| logs.is_char_boundary(i)).unwrap_or(logs.len());
+    logs[start..].to_string()
 }
 
 async fn wait_value(view: &ConfigView, key: &str, want: &str, within: Duration) {
@@ -77,8 +147,9 @@ async fn wait_value(view: &ConfigView, key: &str, want: &str, within: Duration) 
         }
         assert!(
             Instant::now() < until,
-            "{key} is {:?}, expected {want:?} within {within:?}",
-            view.get_str(key)
+            "{key} is {} bytes ({:?}...), expected {want:?} within {within:?}",
+            view.get(key).map_or(0, |v| v.len()),
+            view.get(key).map(|v| String::from_utf8_lossy(&v[..v.len().min(16)]).into_owned())
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -102,15 +173,15 @@ async fn loads_then_follows_puts_and_deletes() {
     assert!(loaded >= 3);
     let mut changes = view.subscribe();
     let r = c.put("app/a", "2").await.unwrap();
-    let ch = tokio::time::timeout(Duration::from_secs(2), changes.next()).await.unwrap().unwrap().unwrap();
+    let ch = tokio::time::timeout(Duration::from_secs(10), changes.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(ch, ConfigChange { key: "app/a".into(), old: Some(b"1".to_vec()), new: Some(b"2".to_vec()), revision: r });
     assert_eq!(view.revision(), r);
     let r = c.delete("app/b").await.unwrap();
     assert_eq!(r, 1);
-    let ch = tokio::time::timeout(Duration::from_secs(2), changes.next()).await.unwrap().unwrap().unwrap();
+    let ch = tokio::time::timeout(Duration::from_secs(10), changes.next()).await.unwrap().unwrap().unwrap();
     assert_eq!((ch.key.as_str(), ch.old.as_deref(), ch.new.as_deref()), ("app/b", Some(&b"x"[..]), None));
     assert_eq!(view.get("app/b"), None);
-    wait_value(&one, "app/a", "2", Duration::from_secs(2)).await;
+    wait_value(&one, "app/a", "2", Duration::from_secs(20)).await;
     assert_eq!(view.snapshot().len(), 1);
     // A multi-key transaction is applied whole: one revision, both keys.
     let txn = etcd_client::Txn::new().and_then(vec![
@@ -118,13 +189,13 @@ async fn loads_then_follows_puts_and_deletes() {
         etcd_client::TxnOp::put("app/t2", "b", None),
     ]);
     c.etcd().txn(txn).await.unwrap();
-    let c1 = tokio::time::timeout(Duration::from_secs(2), changes.next()).await.unwrap().unwrap().unwrap();
+    let c1 = tokio::time::timeout(Duration::from_secs(10), changes.next()).await.unwrap().unwrap().unwrap();
     assert!(view.get("app/t1").is_some() && view.get("app/t2").is_some(), "half a transaction visible");
-    let c2 = tokio::time::timeout(Duration::from_secs(2), changes.next()).await.unwrap().unwrap().unwrap();
+    let c2 = tokio::time::timeout(Duration::from_secs(10), changes.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(c1.revision, c2.revision);
     // Close: subscriptions end, values stay readable.
     view.close();
-    assert!(tokio::time::timeout(Duration::from_secs(1), changes.next()).await.unwrap().is_none());
+    assert!(tokio::time::timeout(Duration::from_secs(10), changes.next()).await.unwrap().is_none());
     assert!(view.subscribe().next().await.is_none());
     assert_eq!(view.get_str("app/a").unwrap().as_deref(), Some("2"));
 }
@@ -156,19 +227,20 @@ async fn converges_after_many_rapid_puts() {
     }
     let final_value = writer.get("cfg/k").await.unwrap().unwrap();
     let final_value = String::from_utf8(final_value).unwrap();
-    wait_value(&view, "cfg/k", &final_value, Duration::from_secs(3)).await;
-    wait_value(&prefix, "cfg/k", &final_value, Duration::from_secs(3)).await;
+    wait_value(&view, "cfg/k", &final_value, Duration::from_secs(20)).await;
+    wait_value(&prefix, "cfg/k", &final_value, Duration::from_secs(20)).await;
     for w in 0..4 {
-        wait_value(&prefix, &format!("cfg/other{w}"), "149", Duration::from_secs(3)).await;
+        wait_value(&prefix, &format!("cfg/other{w}"), "149", Duration::from_secs(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 600, "every put to the key is one change");
+    let seen = seen
+        .wait("the final value", Duration::from_secs(20), |s| s.last().and_then(|c| c.new.as_deref()) == Some(final_value.as_bytes()))
+        .await;
+    assert_eq!(seen.len(), 600, "every put to the key is one change: {}", summary(&seen));
     assert_monotonic(&seen);
     assert_eq!(seen.last().unwrap().new.as_deref(), Some(final_value.as_bytes()));
     // Consecutive changes chain: each old is the previous new.
     for w in seen.windows(2) {
-        assert_eq!(w[1].old, w[0].new);
+        assert!(w[1].old == w[0].new, "changes do not chain at revision {}", w[1].revision);
     }
 }
 
@@ -193,10 +265,10 @@ async fn converges_after_sigstop_then_put_and_compact() {
     writer.delete("cfg/gone").await.unwrap();
     etcd.compact().await.unwrap();
     writer.put("cfg/after", "a").await.unwrap();
-    wait_value(&view, "cfg/k", "v20", Duration::from_secs(8)).await;
-    wait_value(&view, "cfg/after", "a", Duration::from_secs(3)).await;
+    wait_value(&view, "cfg/k", "v20", Duration::from_secs(20)).await;
+    wait_value(&view, "cfg/after", "a", Duration::from_secs(20)).await;
     assert_eq!(view.keys(), ["cfg/after", "cfg/k", "cfg/new"]);
-    let seen = seen.lock().unwrap().clone();
+    let seen = seen.wait("cfg/after", Duration::from_secs(20), |s| has(s, "cfg/after", "a")).await;
     assert_monotonic(&seen);
     assert_eq!(view.revision(), writer.revision().await.unwrap());
 }
@@ -248,17 +320,26 @@ async fn recovers_when_its_watch_is_cancelled_by_compaction() {
     let captured = init_tracing();
     let etcd = EtcdCluster::start(1).unwrap();
     let proxy = start_proxy(etcd.endpoint(0)).await;
-    let c = client(vec![proxy.addr.clone()]).await;
+    // The freeze must not look like a dead connection: with pings answered only after
+    // the thaw, a short keep-alive would drop the connection (the stream-broken path)
+    // instead of letting etcd cancel the lagging watch for compaction.
+    let c = Client::connect(
+        ClientOptions::new([proxy.addr.clone()])
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(60), Duration::from_secs(60)),
+    )
+    .await
+    .expect("connect");
     let writer = client(etcd.endpoints()).await;
     writer.put("big/k", "v0").await.unwrap();
     let view = ConfigView::prefix(&c, "big/", no_reconcile()).await.unwrap();
     let seen = record(view.subscribe());
     writer.put("big/k", "v1").await.unwrap();
-    wait_value(&view, "big/k", "v1", Duration::from_secs(2)).await;
+    wait_value(&view, "big/k", "v1", Duration::from_secs(20)).await;
 
     // Freeze the view's connection, flood the key so etcd's watcher for it falls behind
-    // (flow control, then its 128-response buffer), and compact past it. All within the
-    // client's keep-alive (about 4 s), so the connection itself survives.
+    // (flow control, then its 128-response buffer), and compact past it. The client's
+    // keep-alive is long, so the connection itself survives however long this takes.
     let t = Instant::now();
     proxy.frozen.send_replace(true);
     let blob = "x".repeat(64 * 1024);
@@ -281,20 +362,19 @@ async fn recovers_when_its_watch_is_cancelled_by_compaction() {
     proxy.frozen.send_replace(false);
     println!("config: froze the view's connection for {frozen_for:?}, compacted at {compacted}");
 
-    wait_value(&view, "big/k", "final", Duration::from_secs(10)).await;
-    wait_value(&view, "big/side", "s", Duration::from_secs(2)).await;
+    wait_value(&view, "big/k", "final", Duration::from_secs(20)).await;
+    wait_value(&view, "big/side", "s", Duration::from_secs(20)).await;
     assert!(view.revision() >= compacted);
-    let seen = seen.lock().unwrap().clone();
+    let seen = seen.wait("big/side", Duration::from_secs(20), |s| has(s, "big/side", "s")).await;
     assert_monotonic(&seen);
-    assert!(seen.iter().any(|c| c.key == "big/side" && c.new.as_deref() == Some(&b"s"[..])), "{seen:?}");
     // The view still follows new writes.
     writer.put("big/k", "later").await.unwrap();
-    wait_value(&view, "big/k", "later", Duration::from_secs(2)).await;
+    wait_value(&view, "big/k", "later", Duration::from_secs(20)).await;
     if captured {
-        let logs = logs();
         assert!(
-            logs.contains("watch cancelled by compaction"),
-            "the compaction path did not run (froze for {frozen_for:?}); logs:\n{logs}"
+            logs().contains("watch cancelled by compaction"),
+            "the compaction path did not run (froze for {frozen_for:?}); log tail:\n{}",
+            log_tail()
         );
     }
 }
@@ -312,21 +392,38 @@ async fn converges_after_member_restart() {
     let writer = client(etcd.endpoints()).await;
     writer.put("cfg/k", "after").await.unwrap();
     writer.put("cfg/k2", "new").await.unwrap();
-    wait_value(&view, "cfg/k", "after", Duration::from_secs(8)).await;
-    wait_value(&view, "cfg/k2", "new", Duration::from_secs(2)).await;
+    wait_value(&view, "cfg/k", "after", Duration::from_secs(20)).await;
+    wait_value(&view, "cfg/k2", "new", Duration::from_secs(20)).await;
     assert!(view.revision() > before);
     // And keeps following.
     writer.put("cfg/k", "again").await.unwrap();
-    wait_value(&view, "cfg/k", "again", Duration::from_secs(2)).await;
-    let seen = seen.lock().unwrap().clone();
+    wait_value(&view, "cfg/k", "again", Duration::from_secs(20)).await;
+    let seen = seen.wait("cfg/k = again", Duration::from_secs(20), |s| has(s, "cfg/k", "again")).await;
     assert_monotonic(&seen);
-    let values: Vec<_> = seen.iter().filter(|c| c.key == "cfg/k").filter_map(|c| c.new.clone()).collect();
-    assert_eq!(values, [b"after".to_vec(), b"again".to_vec()]);
+    let values: Vec<_> =
+        seen.iter().filter(|c| c.key == "cfg/k").filter_map(|c| c.new.as_deref().map(String::from_utf8_lossy)).collect();
+    assert_eq!(values, ["after", "again"], "{}", summary(&seen));
+}
+
+/// Wait until the captured log has more than `after` lines containing `needle`.
+async fn wait_log(needle: &str, after: usize, within: Duration) -> usize {
+    let until = Instant::now() + within;
+    loop {
+        let n = logs().matches(needle).count();
+        if n > after {
+            return n;
+        }
+        assert!(Instant::now() < until, "no new {needle:?} log line within {within:?}; log tail:\n{}", log_tail());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_reconcile_runs_without_disturbing_the_view() {
-    let captured = init_tracing();
+    // This test proves which path ran from the view's own log, so it needs the capture
+    // (nextest runs each test in its own process; scripts/test uses nextest).
+    assert!(init_tracing_at("etcd_recipes=debug"), "another tracing subscriber was installed first");
+    const CLEAN: &str = "reconciled: no drift";
     let etcd = EtcdCluster::start(1).unwrap();
     let c = client(etcd.endpoints()).await;
     c.put("cfg/k", "1").await.unwrap();
@@ -334,19 +431,24 @@ async fn periodic_reconcile_runs_without_disturbing_the_view() {
         .await
         .unwrap();
     let seen = record(view.subscribe());
+    // After each put, a reconcile runs against the new state and finds no drift.
+    let mut clean = 0;
     for i in 2..=5 {
         c.put("cfg/k", format!("{i}")).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        wait_value(&view, "cfg/k", &format!("{i}"), Duration::from_secs(20)).await;
+        clean = wait_log(CLEAN, clean, Duration::from_secs(20)).await;
     }
-    // Compaction makes the reconcile read at the view's revision fail: it re-reads instead.
+    // A write outside the view moves etcd past the view's revision; compacting there makes
+    // the reconcile's read at the view's revision fail, and the view re-reads instead.
+    c.put("elsewhere", "x").await.unwrap();
     etcd.compact().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    wait_value(&view, "cfg/k", "5", Duration::from_secs(2)).await;
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 4, "reconcile must not invent changes: {seen:?}");
-    if captured {
-        assert!(!logs().contains("differs from etcd"), "false drift reported");
-    }
+    wait_log("reconcile revision compacted; re-reading", 0, Duration::from_secs(20)).await;
+    let clean_before = logs().matches(CLEAN).count();
+    wait_log(CLEAN, clean_before, Duration::from_secs(20)).await;
+    assert_eq!(view.get_str("cfg/k").unwrap().as_deref(), Some("5"));
+    let seen = seen.wait("cfg/k = 5", Duration::from_secs(20), |s| has(s, "cfg/k", "5")).await;
+    assert_eq!(seen.len(), 4, "reconcile must not invent changes: {}", summary(&seen));
+    assert!(!logs().contains("differs from etcd"), "false drift reported; log tail:\n{}", log_tail());
 }
 
 #[derive(serde::Deserialize, Debug, PartialEq)]
@@ -380,7 +482,7 @@ async fn bad_values_give_decode_errors_naming_the_key_and_the_view_keeps_working
     assert_eq!(view.get("cfg/bytes").as_deref(), Some(&[0xff, 0xfe, 0x00][..]));
     // The view keeps working: a fix is picked up.
     c.put("cfg/broken", r#"{"max": 7}"#).await.unwrap();
-    let until = Instant::now() + Duration::from_secs(2);
+    let until = Instant::now() + Duration::from_secs(20);
     while view.get_json::<Limits>("cfg/broken").is_err() {
         assert!(Instant::now() < until, "fixed value not seen");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -396,9 +498,9 @@ async fn bad_values_give_decode_errors_naming_the_key_and_the_view_keeps_working
     let clone = view.clone();
     drop(view);
     c.put("cfg/limits", r#"{"max": 4}"#).await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_secs(2), sub.next()).await.unwrap().is_some());
+    assert!(tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().is_some());
     drop(clone);
-    assert!(tokio::time::timeout(Duration::from_secs(1), sub.next()).await.unwrap().is_none());
+    assert!(tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,6 +515,6 @@ async fn namespace_is_applied_and_stripped() {
     assert_eq!(view.get_str("cfg/x").unwrap().as_deref(), Some("inside"));
     let mut sub = view.subscribe();
     c.put("cfg/y", "1").await.unwrap();
-    let ch = tokio::time::timeout(Duration::from_secs(2), sub.next()).await.unwrap().unwrap().unwrap();
+    let ch = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(ch.key, "cfg/y");
 }

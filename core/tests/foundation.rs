@@ -13,8 +13,8 @@ async fn session_stays_alive_then_close_revokes_lease() {
     init_tracing();
     let etcd = EtcdCluster::start(1).unwrap();
     let c = client(&etcd).await;
-    let s = Session::new(&c, 2).await.unwrap();
-    assert_eq!(s.ttl(), 2);
+    let s = Session::new(&c, 3).await.unwrap();
+    assert_eq!(s.ttl(), 3);
     // Attach a key so that we can see the lease really is kept in etcd, not just locally.
     let mut kv = c.etcd();
     kv.put("alive", "x", Some(etcd_client::PutOptions::new().with_lease(s.lease_id()))).await.unwrap();
@@ -43,14 +43,14 @@ async fn paused_member_makes_session_lost_before_ttl() {
     assert!(s.is_alive());
     let paused_at = Instant::now();
     etcd.pause(0).unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(5), s.lost()).await;
+    let reason = tokio::time::timeout(Duration::from_secs(20), s.lost()).await;
     let lost_after = paused_at.elapsed();
     etcd.resume(0).unwrap();
     let reason = reason.expect("session never reported lost");
     assert!(matches!(s.state(), SessionState::Lost(_)), "{:?}", s.state());
-    assert!(lost_after < Duration::from_secs(3), "lost only after {lost_after:?}, TTL is 3 s: {reason}");
-    // It fired before the last confirmed deadline, which etcd's own expiry cannot precede.
-    assert!(paused_at + lost_after <= s.deadline().into_std(), "lost signalled after the deadline");
+    // It fired before the last confirmed deadline (the send time of the last confirmed
+    // renewal + TTL), which etcd's own expiry cannot precede.
+    assert!(paused_at + lost_after <= s.deadline().into_std(), "lost signalled after the deadline ({lost_after:?} after the pause): {reason}");
     assert_eq!(s.ensure_alive().unwrap_err().kind(), ErrorKind::SessionLost);
 }
 
@@ -62,7 +62,7 @@ async fn revoked_lease_makes_session_lost() {
     let s = Session::new(&c, 3).await.unwrap();
     c.revoke_lease(s.lease_id()).await.unwrap();
     // The next renewal (every TTL/3) learns the lease is gone.
-    let reason = tokio::time::timeout(Duration::from_secs(3), s.lost()).await.expect("not lost");
+    let reason = tokio::time::timeout(Duration::from_secs(20), s.lost()).await.expect("not lost");
     assert!(reason.contains("revoked") || reason.contains("expired"), "{reason}");
 }
 
@@ -77,7 +77,7 @@ async fn dropped_session_stops_and_revokes() {
     drop(s);
     assert!(c.lease_exists(id).await.unwrap(), "a live clone must keep the lease");
     drop(clone);
-    let until = Instant::now() + Duration::from_secs(3);
+    let until = Instant::now() + Duration::from_secs(20);
     while c.lease_exists(id).await.unwrap() {
         assert!(Instant::now() < until, "lease not revoked after the last handle was dropped");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -131,7 +131,8 @@ async fn bad_input_is_a_typed_error_fast() {
     .await
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
-    assert!(t.elapsed() < Duration::from_millis(1500), "took {:?}", t.elapsed());
+    // Within the connect timeout (plus slack for a busy machine), not the default 5 s or a hang.
+    assert!(t.elapsed() < Duration::from_millis(800 + 2000), "took {:?}", t.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,7 +100,7 @@ async fn guarded_put_rejected_after_lease_revoked_mid_section() {
     assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
     assert_eq!(c.get("data").await.unwrap().as_deref(), Some(&b"first"[..]));
     // The guard learns it too (at the session's next renewal, every TTL/3).
-    let reason = tokio::time::timeout(Duration::from_secs(5), g.lost()).await.expect("lost() never fired");
+    let reason = tokio::time::timeout(Duration::from_secs(20), g.lost()).await.expect("lost() never fired");
     assert!(!g.is_held(), "still held after loss: {reason}");
     // Someone else gets the lock right away, with a higher token.
     let s2 = Session::new(&c, 10).await.unwrap();
@@ -126,36 +126,36 @@ async fn waiters_that_expire_time_out_or_are_cancelled_leave_no_key() {
     let t = Instant::now();
     let err = l1.try_acquire().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::LockTimeout, "{err}");
-    assert!(t.elapsed() < Duration::from_secs(1), "try_acquire took {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5), "try_acquire waited: {:?}", t.elapsed());
     assert_eq!(count(&c, "q/").await, 1, "try_acquire left its key");
 
     // acquire_timeout times out with LockTimeout; the key is gone when it returns.
     let t = Instant::now();
     let err = l1.acquire_timeout(Duration::from_millis(300)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::LockTimeout, "{err}");
-    assert!(t.elapsed() >= Duration::from_millis(300) && t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(t.elapsed() >= Duration::from_millis(300) && t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(count(&c, "q/").await, 1, "timed-out waiter left its key");
 
     // A waiter cancelled by dropping its future (tokio timeout) leaves no key.
     let r = tokio::time::timeout(Duration::from_millis(300), l1.acquire()).await;
     assert!(r.is_err(), "acquired a held lock");
-    eventually(Duration::from_secs(2), "cancelled waiter's key deleted", || async { count(&c, "q/").await == 1 }).await;
+    eventually(Duration::from_secs(20), "cancelled waiter's key deleted", || async { count(&c, "q/").await == 1 }).await;
 
     // A waiter in an aborted task leaves no key.
     let l1b = l1.clone();
     let task = tokio::spawn(async move { l1b.acquire().await });
-    eventually(Duration::from_secs(2), "waiter queued", || async { count(&c, "q/").await == 2 }).await;
+    eventually(Duration::from_secs(20), "waiter queued", || async { count(&c, "q/").await == 2 }).await;
     task.abort();
-    eventually(Duration::from_secs(2), "aborted waiter's key deleted", || async { count(&c, "q/").await == 1 }).await;
+    eventually(Duration::from_secs(20), "aborted waiter's key deleted", || async { count(&c, "q/").await == 1 }).await;
 
     // A waiter whose session expires while waiting gets SessionLost, never a lock.
     let s2 = Session::new(&c, 10).await.unwrap();
     let l2 = Lock::new(&s2, "q").unwrap();
     let waiter = tokio::spawn(async move { l2.acquire().await });
     let key2 = format!("q/{:x}", s2.lease_id());
-    eventually(Duration::from_secs(2), "second waiter queued", || async { exists(&c, &key2).await }).await;
+    eventually(Duration::from_secs(20), "second waiter queued", || async { exists(&c, &key2).await }).await;
     c.revoke_lease(s2.lease_id()).await.unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(6), waiter).await.expect("waiter never returned").unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(20), waiter).await.expect("waiter never returned").unwrap();
     let err = res.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionLost, "{err}");
     assert!(!exists(&c, &key2).await, "expired waiter left its key");
@@ -169,7 +169,7 @@ async fn waiters_that_expire_time_out_or_are_cancelled_leave_no_key() {
     let g = l1.try_acquire().await.unwrap();
     assert!(g.fencing_token() > holder.fencing_token());
     drop(g); // released on drop
-    eventually(Duration::from_secs(2), "dropped guard released", || async { count(&c, "q/").await == 0 }).await;
+    eventually(Duration::from_secs(20), "dropped guard released", || async { count(&c, "q/").await == 0 }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,11 +185,11 @@ async fn session_lost_while_waiting_via_deleted_key_ahead() {
     let wl = Lock::new(&ws, "r").unwrap();
     let waiter = tokio::spawn(async move { wl.acquire().await });
     let wkey = format!("r/{:x}", ws.lease_id());
-    eventually(Duration::from_secs(2), "waiter queued", || async { exists(&c, &wkey).await }).await;
+    eventually(Duration::from_secs(20), "waiter queued", || async { exists(&c, &wkey).await }).await;
     // Revoke the waiter's lease, then release the holder at once.
     c.revoke_lease(ws.lease_id()).await.unwrap();
     holder.release().await.unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(3), waiter).await.expect("waiter hung").unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(20), waiter).await.expect("waiter hung").unwrap();
     assert_eq!(res.unwrap_err().kind(), ErrorKind::SessionLost);
     assert_eq!(count(&c, "r/").await, 0);
 }
@@ -209,7 +209,7 @@ async fn tasks_sharing_one_session_exclude_each_other() {
     assert!(!second.is_finished(), "second task acquired while the first holds");
     let t1 = g.fencing_token();
     g.release().await.unwrap();
-    let g2 = tokio::time::timeout(Duration::from_secs(3), second).await.expect("second never acquired").unwrap().unwrap();
+    let g2 = tokio::time::timeout(Duration::from_secs(20), second).await.expect("second never acquired").unwrap().unwrap();
     assert!(g2.fencing_token() > t1);
     assert_eq!(g2.key(), format!("shared/{:x}", s.lease_id()));
 }
@@ -250,7 +250,7 @@ async fn etcdctl_lock_and_ours_exclude_each_other() {
     // etcdctl holds: we cannot.
     let mut ctl = etcd.etcdctl().args(["lock", "interop"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut lines = lines_of(&mut ctl);
-    let held = tokio::time::timeout(Duration::from_secs(5), lines.recv()).await.expect("etcdctl never locked").unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(20), lines.recv()).await.expect("etcdctl never locked").unwrap();
     assert!(held.starts_with("interop/"), "etcdctl printed {held:?}");
     let err = lock.try_acquire().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::LockTimeout, "{err}");
@@ -260,7 +260,7 @@ async fn etcdctl_lock_and_ours_exclude_each_other() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished());
     term(&mut ctl);
-    let g = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("not acquired after etcdctl quit").unwrap().unwrap();
+    let g = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("not acquired after etcdctl quit").unwrap().unwrap();
 
     // We hold: etcdctl waits, printing nothing, until we release.
     let mut ctl = etcd.etcdctl().args(["lock", "interop"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
@@ -268,7 +268,7 @@ async fn etcdctl_lock_and_ours_exclude_each_other() {
     let early = tokio::time::timeout(Duration::from_millis(1500), lines.recv()).await;
     assert!(early.is_err(), "etcdctl took the lock we hold: {early:?}");
     g.release().await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), lines.recv()).await.expect("etcdctl never got the lock").unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), lines.recv()).await.expect("etcdctl never got the lock").unwrap();
     assert!(got.starts_with("interop/"), "{got:?}");
     term(&mut ctl);
 }
@@ -295,7 +295,7 @@ async fn server_lock_rpc_and_ours_exclude_each_other() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!rpc.is_finished(), "Lock RPC granted a lock we hold");
     g.release().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), rpc).await.expect("Lock RPC never granted").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), rpc).await.expect("Lock RPC never granted").unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

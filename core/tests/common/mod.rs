@@ -16,7 +16,7 @@ pub fn init_tracing() {
 
 /// A client of the test etcd, failing the test if it cannot connect.
 pub async fn client(etcd: &EtcdCluster) -> Client {
-    Client::connect(ClientOptions::new(etcd.endpoints()).with_connect_timeout(Duration::from_secs(3)))
+    Client::connect(ClientOptions::new(etcd.endpoints()).with_connect_timeout(Duration::from_secs(10)))
         .await
         .expect("connect")
 }
