@@ -53,7 +53,7 @@ impl PyClient {
 
 fn endpoints_arg(ob: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if let Ok(s) = ob.cast::<PyString>() {
-        return Ok(s.to_str()?.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect());
+        return Ok(s.to_cow()?.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect());
     }
     let err = || PyTypeError::new_err("endpoints must be a str (\"host:port\") or a list of str");
     if ob.is_instance_of::<PyBytes>() {

@@ -16,7 +16,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Value {
     type Error = PyErr;
     fn extract(ob: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         if let Ok(s) = ob.cast::<PyString>() {
-            return Ok(Value(s.to_str()?.as_bytes().to_vec()));
+            return Ok(Value(s.to_cow()?.as_bytes().to_vec()));
         }
         if let Ok(b) = ob.cast::<PyBytes>() {
             return Ok(Value(b.as_bytes().to_vec()));
@@ -101,7 +101,7 @@ pub fn py_to_json(ob: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
             .ok_or_else(|| PyValueError::new_err(format!("{v} cannot be represented in JSON")));
     }
     if let Ok(s) = ob.cast::<PyString>() {
-        return Ok(J::String(s.to_str()?.to_owned()));
+        return Ok(J::String(s.to_cow()?.into_owned()));
     }
     if let Ok(d) = ob.cast::<PyDict>() {
         let mut m = serde_json::Map::new();
@@ -109,8 +109,8 @@ pub fn py_to_json(ob: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
             let k = k
                 .cast::<PyString>()
                 .map_err(|_| PyTypeError::new_err("JSON object keys must be str"))?
-                .to_str()?
-                .to_owned();
+                .to_cow()?
+                .into_owned();
             m.insert(k, py_to_json(&v)?);
         }
         return Ok(J::Object(m));
