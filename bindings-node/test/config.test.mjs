@@ -27,16 +27,16 @@ test('a key view: sync get/getString/getJson, follows puts and deletes', async (
   assert.equal(view.getString('app/feature'), '{"enabled":true,"pct":10}')
   const rev = view.revision
   await client.put('app/feature', '{"enabled":false}')
-  await until(() => view.getJson()?.enabled === false, 5000, 'update')
+  await until(() => view.getJson()?.enabled === false, 15000, 'update')
   assert.ok(view.revision > rev)
   await client.delete('app/feature')
-  await until(() => view.get() === null, 5000, 'delete')
+  await until(() => view.get() === null, 15000, 'delete')
   assert.equal(view.getJson(), null)
   await client.put('app/feature', '{not json')
-  await until(() => view.get() !== null, 5000, 'bad json put')
+  await until(() => view.get() !== null, 15000, 'bad json put')
   assert.throws(() => view.getJson(), (e) => e.code === 'DECODE' && /app\/feature/.test(e.message))
   await client.put('app/feature', Buffer.from([0xff, 0xfe]))
-  await until(() => view.get()?.[0] === 0xff, 5000, 'binary put')
+  await until(() => view.get()?.[0] === 0xff, 15000, 'binary put')
   assert.throws(() => view.getString(), { code: 'DECODE' })
   view.close()
 })
@@ -47,23 +47,24 @@ test('a prefix view and for await over changes (break unsubscribes)', async () =
   assert.deepEqual(view.keys(), ['flags/a'])
   assert.equal(view.has('flags/a'), true)
   const seen = []
+  // changes() subscribes when called: every change after this line is delivered, in order.
+  const changes = view.changes()
   const watching = (async () => {
-    for await (const change of view.changes()) {
+    for await (const change of changes) {
       seen.push([change.key, change.old?.toString() ?? null, change.new?.toString() ?? null])
       if (change.new === null) break
     }
   })()
-  await new Promise((r) => setTimeout(r, 100))
   await client.put('flags/b', '2')
   await client.put('flags/a', '3')
   await client.delete('flags/b')
-  await within(watching, 5000, 'changes')
+  await within(watching, 15000, () => `the changes iterator (saw ${seen.length}: ${JSON.stringify(seen)})`)
   assert.deepEqual(seen, [['flags/b', null, '2'], ['flags/a', '1', '3'], ['flags/b', '2', null]])
   assert.deepEqual(Object.fromEntries(Object.entries(view.snapshot()).map(([k, v]) => [k, v.toString()])), { 'flags/a': '3' })
   await view[Symbol.asyncDispose]()
 })
 
-test('a view converges after its watch falls behind a compaction (3 members, one frozen)', { timeout: 90000 }, async () => {
+test('a view converges after its watch falls behind a compaction (3 members, one frozen)', { timeout: 150000 }, async () => {
   const cluster = await EtcdCluster.start({ members: 3 })
   try {
     const writer = await Client.connect({ endpoints: cluster.endpoints.slice(1), requestTimeoutMs: 5000 })
@@ -74,19 +75,18 @@ test('a view converges after its watch falls behind a compaction (3 members, one
     cluster.pause(0) // the reader's member stops answering
     await until(async () => {
       try { await writer.put('conv/k0', 'new0'); return true } catch { return false }
-    }, 15000, 'writes through the other members')
+    }, 30000, 'writes through the other members')
     for (let i = 1; i < 5; i++) await writer.put(`conv/k${i}`, `new${i}`)
     await writer.delete('conv/k4')
     await writer.put('conv/k5', 'new5')
     // compact past everything the frozen member's watcher has seen
     const compactedAt = await cluster.compact(1)
-    assert.ok(compactedAt > view.revision)
+    assert.ok(compactedAt > view.revision, `compacted at ${compactedAt}, view at ${view.revision}`)
     cluster.resume(0)
     const want = { 'conv/k0': 'new0', 'conv/k1': 'new1', 'conv/k2': 'new2', 'conv/k3': 'new3', 'conv/k5': 'new5' }
-    await until(() => {
-      const snap = Object.fromEntries(Object.entries(view.snapshot()).map(([k, v]) => [k, v.toString()]))
-      return JSON.stringify(snap) === JSON.stringify(want)
-    }, 20000, 'convergence after compaction')
+    const snap = () => JSON.stringify(Object.fromEntries(Object.entries(view.snapshot()).map(([k, v]) => [k, v.toString()])))
+    await until(() => snap() === JSON.stringify(want), 30000,
+      () => `convergence after compaction (compacted at ${compactedAt}; view at revision ${view.revision}: ${snap().slice(0, 500)})`)
     await reader.close()
     await writer.close()
   } finally {

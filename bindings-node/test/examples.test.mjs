@@ -1,13 +1,12 @@
 // The examples under examples/node run against a real etcd and do what they say.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import path from 'node:path'
 import http from 'node:http'
 import { Client } from 'etcd-recipes'
 import { EtcdCluster } from 'etcd-recipes/testing'
-import { pkgDir, until } from '../testlib/helpers.mjs'
+import { pkgDir, until, within, spawnChild, tail } from '../testlib/helpers.mjs'
 
 const dir = path.resolve(pkgDir, '..', 'examples', 'node')
 let etcd
@@ -23,15 +22,15 @@ after(async () => {
   await etcd?.close()
 })
 
-function run (file, { timeoutMs = 60000 } = {}) {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [file], { cwd: dir, env: { ...process.env, ETCD_ENDPOINTS: etcd.endpoints.join(',') }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
-    let out = ''
-    child.stdout.on('data', (d) => { out += d })
-    child.stderr.on('data', (d) => { out += d })
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.on('exit', (code) => { clearTimeout(t); resolve({ code, out }) })
-  })
+/** Run a command to its end (SIGKILL after `timeoutMs`: a hang catcher); resolves {code, out}. */
+async function runToEnd (cmd, args, { timeoutMs = 120000, ...options } = {}) {
+  const c = spawnChild(cmd, args, { timeoutMs, ...options })
+  const { code } = await c.exited
+  return { code, out: c.out() }
+}
+
+function run (file) {
+  return runToEnd(process.execPath, [file], { cwd: dir, env: { ...process.env, ETCD_ENDPOINTS: etcd.endpoints.join(',') } })
 }
 
 const cases = {
@@ -44,69 +43,60 @@ const cases = {
 for (const [file, expect] of Object.entries(cases)) {
   test(`example ${file}`, async () => {
     const r = await run(file)
-    assert.equal(r.code, 0, r.out)
-    for (const re of expect) assert.match(r.out, re)
+    assert.equal(r.code, 0, tail(r.out))
+    for (const re of expect) assert.match(r.out, re, tail(r.out))
   })
 }
 
 function getJson (url) {
   return new Promise((resolve, reject) => {
-    http.get(url, (res) => {
+    const req = http.get(url, { timeout: 10000 }, (res) => {
       let body = ''
       res.on('data', (d) => { body += d })
       res.on('end', () => resolve(JSON.parse(body)))
-    }).on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${url} within 10 s`)))
+    req.on('error', reject)
   })
 }
 
 test('example http-server.mjs: registers and leads at startup; SIGTERM resigns and deregisters', async () => {
-  const child = spawn(process.execPath, ['http-server.mjs'], {
-    cwd: dir, env: { ...process.env, ETCD_ENDPOINTS: etcd.endpoints.join(','), INSTANCE_ID: 'web-test' }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  const server = spawnChild(process.execPath, ['http-server.mjs'], {
+    cwd: dir, env: { ...process.env, ETCD_ENDPOINTS: etcd.endpoints.join(','), INSTANCE_ID: 'web-test' }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], timeoutMs: 120000,
   })
-  let out = ''
-  child.stdout.on('data', (d) => { out += d })
-  child.stderr.on('data', (d) => { out += d })
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
-  const addr = await new Promise((resolve, reject) => {
-    child.on('message', (m) => m.ready && resolve(m.ready))
-    setTimeout(() => reject(new Error(`not ready: ${out}`)), 15000)
-  })
-  const view = await client.discover('web')
-  await until(() => view.instances().some((i) => i.id === 'web-test' && i.addr === addr), 5000, 'registered')
-  await until(async () => (await getJson(`http://${addr}/`)).leader === true, 10000, 'leader')
-  assert.equal((await client.election('web-leader').leader()).value, 'web-test')
-  await until(async () => (await client.getString('web/last-job'))?.startsWith('web-test'), 5000, 'leader job ran')
-  child.kill('SIGTERM')
-  const { code, signal } = await exited
-  assert.equal(code, 0, out)
-  assert.equal(signal, null)
-  assert.match(out, /resigned and deregistered/)
-  assert.equal(await client.election('web-leader').leader(), null, 'resigned')
-  assert.equal(await client.get('web/web-test'), null, 'deregistered')
-  await until(() => view.instances().length === 0, 5000, 'discovery dropped it')
-  view.close()
+  const { child, out } = server
+  try {
+    const addr = await within(new Promise((resolve, reject) => {
+      child.on('message', (m) => m.ready && resolve(m.ready))
+      server.exited.then(({ code, signal }) => reject(new Error(`exited before ready (${code ?? signal}): ${tail(out())}`)))
+    }), 30000, () => `the ready message: ${tail(out())}`)
+    const view = await client.discover('web')
+    await until(() => view.instances().some((i) => i.id === 'web-test' && i.addr === addr), 15000,
+      () => `registered (discovery has ${view.instances().map((i) => `${i.id}@${i.addr}`).join(', ')})`)
+    await until(async () => (await getJson(`http://${addr}/`)).leader === true, 20000, () => `leader: ${tail(out(), 500)}`)
+    assert.equal((await client.election('web-leader').leader()).value, 'web-test')
+    await until(async () => (await client.getString('web/last-job'))?.startsWith('web-test'), 15000, () => `leader job ran: ${tail(out(), 500)}`)
+    child.kill('SIGTERM')
+    const { code, signal } = await within(server.exited, 30000, () => `exit after SIGTERM: ${tail(out())}`)
+    assert.equal(code, 0, tail(out()))
+    assert.equal(signal, null)
+    assert.match(out(), /resigned and deregistered/, tail(out()))
+    assert.equal(await client.election('web-leader').leader(), null, 'resigned')
+    assert.equal(await client.get('web/web-test'), null, 'deregistered')
+    await until(() => view.instances().length === 0, 15000, 'discovery dropped it')
+    view.close()
+  } finally {
+    child.kill('SIGKILL') // no-op once it exited
+  }
 })
 
 test('the TypeScript example compiles under --strict (await using downlevelled) and runs', async () => {
   const tsc = path.join(pkgDir, 'node_modules', '.bin', 'tsc')
-  const compiled = await new Promise((resolve) => {
-    const c = spawn(tsc, ['-p', 'tsconfig.json', '--noEmit', 'false', '--outDir', 'tsbuild'], { cwd: pkgDir, stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    c.stdout.on('data', (d) => { out += d })
-    c.stderr.on('data', (d) => { out += d })
-    c.on('exit', (code) => resolve({ code, out }))
-  })
-  assert.equal(compiled.code, 0, compiled.out)
-  const r = await new Promise((resolve) => {
-    const c = spawn(process.execPath, [path.join(pkgDir, 'tsbuild', 'typed.mjs')], { cwd: pkgDir, stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    c.stdout.on('data', (d) => { out += d })
-    c.stderr.on('data', (d) => { out += d })
-    const t = setTimeout(() => c.kill('SIGKILL'), 60000)
-    c.on('exit', (code) => { clearTimeout(t); resolve({ code, out }) })
-  })
-  assert.equal(r.code, 0, r.out)
-  for (const re of [/fencing token \d+/, /observed node-1 \(ready\)/, /now b-1/, /registration closed/, /ended: session closed/, /typed error ok/]) assert.match(r.out, re)
+  const compiled = await runToEnd(tsc, ['-p', 'tsconfig.json', '--noEmit', 'false', '--outDir', 'tsbuild'], { cwd: pkgDir, timeoutMs: 180000 })
+  assert.equal(compiled.code, 0, tail(compiled.out))
+  const r = await runToEnd(process.execPath, [path.join(pkgDir, 'tsbuild', 'typed.mjs')], { cwd: pkgDir })
+  assert.equal(r.code, 0, tail(r.out))
+  for (const re of [/fencing token \d+/, /observed node-1 \(ready\)/, /now b-1/, /registration closed/, /ended: session closed/, /typed error ok/]) assert.match(r.out, re, tail(r.out))
 })
 
 test('the usage block in bindings-node/README.md works when pasted', async () => {
@@ -118,18 +108,11 @@ test('the usage block in bindings-node/README.md works when pasted', async () =>
   mkdirSync(path.dirname(file), { recursive: true })
   writeFileSync(file, block)
   try {
-    const r = await new Promise((resolve) => {
-      const c = spawn(process.execPath, [file], { cwd: pkgDir, env: { ...process.env, ETCD_ENDPOINTS: etcd.endpoints.join(',') }, stdio: ['ignore', 'pipe', 'pipe'] })
-      let out = ''
-      c.stdout.on('data', (d) => { out += d })
-      c.stderr.on('data', (d) => { out += d })
-      const t = setTimeout(() => c.kill('SIGKILL'), 30000)
-      c.on('exit', (code) => { clearTimeout(t); resolve({ code, out }) })
-    })
-    assert.equal(r.code, 0, r.out)
-    assert.match(r.out, /leader: node-1 true/)
-    assert.match(r.out, /billing: \[ '10\.0\.0\.5:8080' \] b-1/)
-    assert.match(r.out, /feature enabled: true/)
+    const r = await runToEnd(process.execPath, [file], { cwd: pkgDir, env: { ...process.env, ETCD_ENDPOINTS: etcd.endpoints.join(',') } })
+    assert.equal(r.code, 0, tail(r.out))
+    assert.match(r.out, /leader: node-1 true/, tail(r.out))
+    assert.match(r.out, /billing: \[ '10\.0\.0\.5:8080' \] b-1/, tail(r.out))
+    assert.match(r.out, /feature enabled: true/, tail(r.out))
   } finally {
     rmSync(file, { force: true })
   }

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { Client } from 'etcd-recipes'
 import { EtcdCluster } from 'etcd-recipes/testing'
-import { pkgDir, until, within } from '../testlib/helpers.mjs'
+import { pkgDir, until, within, tail } from '../testlib/helpers.mjs'
 
 const candidates = [process.env.VENV && path.join(process.env.VENV, 'bin', 'python'), path.resolve(pkgDir, '..', '.venv', 'bin', 'python')].filter(Boolean)
 const python = candidates.find((p) => existsSync(p) && spawnSync(p, ['-c', 'import etcd_recipes; etcd_recipes.Client.lock']).status === 0)
@@ -48,15 +48,27 @@ test('a Node lock and a Python lock holder exclude each other', { skip: python ?
   py.stdout.on('data', (d) => { out += d })
   py.stderr.on('data', (d) => { out += d })
   const exited = new Promise((resolve) => py.on('exit', resolve))
-  await until(() => /held \d+/.test(out), 15000, `python to hold the lock: ${out}`)
-  const pyToken = Number(out.match(/held (\d+)/)[1])
-  await assert.rejects(client.lock('xlang').tryAcquire(), { code: 'LOCK_TIMEOUT' })
-  const waiting = client.lock('xlang', { ttl: 5 }).acquire()
-  await new Promise((r) => setTimeout(r, 300))
-  py.stdin.write('\n')
-  const g = await within(waiting, 10000, 'Node acquire after the Python release')
-  assert.ok(g.fencingToken > pyToken)
-  assert.equal(await within(exited, 15000, 'python exit'), 0, out)
-  assert.match(out, /python-timeout/, out)
-  await g.release()
+  let contenders
+  try {
+    await until(() => /held \d+/.test(out), 30000, () => `python to hold the lock: ${tail(out, 1000)}`)
+    const pyToken = Number(out.match(/held (\d+)/)[1])
+    // A failed tryAcquire deletes its key before it rejects, so this view, loaded after,
+    // holds Python's key and, once it is queued, the key of Node's waiting acquire.
+    await assert.rejects(client.lock('xlang').tryAcquire(), { code: 'LOCK_TIMEOUT' })
+    contenders = await client.config('xlang/', { prefix: true, reconcileIntervalMs: 0 })
+    assert.equal(contenders.keys().length, 1, `contenders: ${contenders.keys().join(', ')}`)
+    const waiting = client.lock('xlang', { ttl: 5 }).acquire()
+    // Python releases only once Node is queued: then Node is next, and Python's own
+    // tryAcquire afterwards must fail (not win a race against Node's first request).
+    await until(() => contenders.keys().length === 2, 15000, () => `Node to queue behind Python (contenders: ${contenders.keys().join(', ')})`)
+    py.stdin.write('\n')
+    const g = await within(waiting, 20000, 'Node acquire after the Python release')
+    assert.ok(g.fencingToken > pyToken, `Node token ${g.fencingToken}, Python token ${pyToken}`)
+    assert.equal(await within(exited, 30000, () => `python exit: ${tail(out, 1000)}`), 0, tail(out, 1000))
+    assert.match(out, /python-timeout/, tail(out, 1000))
+    await g.release()
+  } finally {
+    contenders?.close()
+    py.kill('SIGKILL') // no-op once it exited
+  }
 })

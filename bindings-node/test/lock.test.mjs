@@ -1,10 +1,9 @@
 // Distributed lock from Node, against a real etcd (and etcdctl for interop).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { Client } from 'etcd-recipes'
 import { EtcdCluster } from 'etcd-recipes/testing'
-import { within, until } from '../testlib/helpers.mjs'
+import { within, until, sleep, spawnChild, tail } from '../testlib/helpers.mjs'
 
 let etcd
 let client
@@ -27,7 +26,7 @@ test('mutual exclusion across 4 clients: an exact counter', async () => {
   await Promise.all(clients.map(async (c) => {
     const lock = c.lock('counter-lock', { ttl: 5 })
     for (let i = 0; i < rounds; i++) {
-      const guard = await lock.acquire({ timeoutMs: 20000 })
+      const guard = await lock.acquire({ timeoutMs: 60000 })
       inside++
       maxInside = Math.max(maxInside, inside)
       tokens.push(guard.fencingToken)
@@ -40,7 +39,7 @@ test('mutual exclusion across 4 clients: an exact counter', async () => {
   }))
   assert.equal(Number(await clients[0].getString('counter')), 4 * rounds)
   assert.equal(maxInside, 1)
-  for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], 'fencing tokens strictly increase')
+  for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], `fencing tokens strictly increase: #${i} ${tokens[i]} after ${tokens[i - 1]}`)
   await Promise.all(clients.map((c) => c.close()))
 })
 
@@ -51,12 +50,15 @@ test('tryAcquire and acquire timeout reject with LOCK_TIMEOUT while held', async
   assert.match(g.key, /^busy\/[0-9a-f]+$/)
   await assert.rejects(client.lock('busy').tryAcquire(), { code: 'LOCK_TIMEOUT' })
   const t0 = Date.now()
-  await assert.rejects(client.lock('busy').acquire({ timeoutMs: 300 }), (e) => e.code === 'LOCK_TIMEOUT' && e instanceof Error)
-  assert.ok(Date.now() - t0 < 2500)
+  await assert.rejects(within(client.lock('busy').acquire({ timeoutMs: 300 }), 15000, 'acquire with a 300 ms timeout'),
+    (e) => e.code === 'LOCK_TIMEOUT' && e instanceof Error)
+  // Gives up after its 300 ms (plus slack for a loaded machine), not when the holder lets go.
+  const ms = Date.now() - t0
+  assert.ok(ms < 5000, `LOCK_TIMEOUT after ${ms} ms`)
   const waiter = client.lock('busy').acquire()
   await g.release()
   assert.equal(g.isHeld, false)
-  const g2 = await within(waiter, 5000, 'waiter')
+  const g2 = await within(waiter, 15000, 'waiter')
   assert.ok(g2.fencingToken > g.fencingToken)
   await g2[Symbol.asyncDispose]() // what `await using` calls
   assert.equal(g2.isHeld, false)
@@ -71,12 +73,12 @@ test('a lost session makes the guard lost: lost(), onLost, isHeld, FENCED writes
   g.onLost((r) => { cb = r })
   await g.put('fragile-data', 'v1')
   await client.revokeLease(session.leaseId)
-  const reason = await within(g.lost(), 6000, 'guard.lost()')
+  const reason = await within(g.lost(), 15000, 'guard.lost()')
   assert.equal(typeof reason, 'string')
   assert.equal(g.isHeld, false)
   await assert.rejects(g.put('fragile-data', 'v2'), { code: 'FENCED' })
   await assert.rejects(g.txn([{ type: 'delete', key: 'fragile-data' }]), { code: 'FENCED' })
-  await until(() => cb !== null, 2000, 'onLost callback')
+  await until(() => cb !== null, 10000, 'onLost callback')
   assert.equal(await client.getString('fragile-data'), 'v1')
 })
 
@@ -99,31 +101,44 @@ async function using_ (p, f) {
 }
 
 function etcdctlLock (name) {
-  const child = spawn(etcd.etcdctlPath, [`--endpoints=${etcd.endpoints.join(',')}`, 'lock', name], {
-    env: { ...process.env, ETCDCTL_API: '3' }, stdio: ['ignore', 'pipe', 'pipe'],
+  return spawnChild(etcd.etcdctlPath, [`--endpoints=${etcd.endpoints.join(',')}`, 'lock', name], {
+    env: { ...process.env, ETCDCTL_API: '3' },
   })
-  child.out = ''
-  child.stdout.on('data', (d) => { child.out += d })
-  child.stderr.on('data', (d) => { child.out += d })
-  return child
+}
+
+async function stop (ctl) {
+  ctl.child.kill('SIGTERM')
+  return within(ctl.exited, 15000, 'etcdctl exit')
 }
 
 test('a Node lock and `etcdctl lock` exclude each other (same wire protocol)', async () => {
   // etcdctl holds: Node cannot take it until etcdctl lets go.
   const ctl = etcdctlLock('interop')
-  await until(() => /interop\//.test(ctl.out), 10000, 'etcdctl to hold the lock')
+  await until(() => /interop\//.test(ctl.out()), 20000, () => `etcdctl to hold the lock: ${tail(ctl.out(), 500)}`)
   await assert.rejects(client.lock('interop').tryAcquire(), { code: 'LOCK_TIMEOUT' })
   const waiting = client.lock('interop', { ttl: 5 }).acquire()
-  ctl.kill('SIGTERM')
-  const g = await within(waiting, 10000, 'Node acquire after etcdctl exit')
+  await stop(ctl)
+  const g = await within(waiting, 20000, 'Node acquire after etcdctl exit')
   assert.equal(g.isHeld, true)
-  // Node holds: etcdctl waits until Node releases.
+  // Node holds: etcdctl queues behind it and waits until Node releases. Loaded after Node
+  // got the lock, this view of the contenders holds Node's key and, once etcdctl queued,
+  // etcdctl's key (a later revision, under the same prefix: the same wire protocol).
+  const contenders = await client.config('interop/', { prefix: true, reconcileIntervalMs: 0 })
   const ctl2 = etcdctlLock('interop')
-  await new Promise((r) => setTimeout(r, 1000))
-  assert.doesNotMatch(ctl2.out, /interop\//, 'etcdctl must not get the lock while Node holds it')
-  await g.release()
-  await until(() => /interop\//.test(ctl2.out), 10000, 'etcdctl to get the lock after release')
-  ctl2.kill('SIGTERM')
+  try {
+    await until(() => contenders.keys().some((k) => k !== g.key), 20000,
+      () => `etcdctl to queue a key under interop/ (keys: ${contenders.keys().join(', ')}; etcdctl: ${tail(ctl2.out(), 500)})`)
+    // etcdctl is now waiting on Node's key. Give it a moment in which it must not take the
+    // lock (a negative can only be checked over a window; this cannot fail spuriously).
+    await sleep(1000)
+    assert.doesNotMatch(ctl2.out(), /interop\//, 'etcdctl must not get the lock while Node holds it')
+    assert.equal(g.isHeld, true)
+    await g.release()
+    await until(() => /interop\//.test(ctl2.out()), 20000, () => `etcdctl to get the lock after release: ${tail(ctl2.out(), 500)}`)
+  } finally {
+    contenders.close()
+    await stop(ctl2)
+  }
 })
 
 test('a pending acquire rejects with CLOSED when the client closes; held guards are released', async () => {
@@ -131,7 +146,7 @@ test('a pending acquire rejects with CLOSED when the client closes; held guards 
   const held = await c.lock('closing').acquire()
   const pending = c.lock('closing').acquire().then(() => 'acquired', (e) => e)
   await c.close()
-  const outcome = await within(pending, 3000, 'pending acquire')
+  const outcome = await within(pending, 15000, 'pending acquire')
   assert.equal(outcome.code, 'CLOSED')
   assert.equal(held.isHeld, false)
   assert.equal(await client.get(held.key), null)

@@ -27,15 +27,15 @@ test('register writes Go naming/endpoints JSON; discovery sees up, updated and d
   assert.deepEqual(JSON.parse(await client.getString('billing/b1')), { Op: 0, Addr: '10.0.0.1:80', Metadata: { zone: 'a' } })
   assert.equal(r1.state.state, 'registered')
   assert.equal(r1.state.leaseId, r1.leaseId)
-  const up = await within(events.next(), 5000, 'up event')
+  const up = await within(events.next(), 15000, 'up event')
   assert.equal(up.value.type, 'up')
   assert.deepEqual(up.value.instance, { id: 'b1', addr: '10.0.0.1:80', metadata: { zone: 'a' } })
   await r1.updateMetadata({ zone: 'b' })
-  const upd = await within(events.next(), 5000, 'updated event')
+  const upd = await within(events.next(), 15000, 'updated event')
   assert.equal(upd.value.type, 'updated')
   assert.deepEqual(upd.value.instance.metadata, { zone: 'b' })
   const r2 = await client.register({ service: 'billing', id: 'b2', addr: '10.0.0.2:80' })
-  await until(() => view.instances().length === 2, 5000, 'two instances')
+  await until(() => view.instances().length === 2, 15000, () => `two instances (have ${view.instances().map((i) => i.id).join(', ')})`)
   assert.deepEqual(view.instances().map((i) => i.id), ['b1', 'b2'])
   assert.equal(view.instances()[1].metadata, null)
   const picks = new Set([view.pickRoundRobin().id, view.pickRoundRobin().id])
@@ -46,7 +46,7 @@ test('register writes Go naming/endpoints JSON; discovery sees up, updated and d
   assert.equal(r2.state.state, 'closed')
   const ev = []
   for (;;) {
-    const e = await within(events.next(), 5000, 'down event')
+    const e = await within(events.next(), 15000, () => `down event (after ${ev.join(', ')})`)
     ev.push(e.value.type)
     if (e.value.type === 'down') { assert.equal(e.value.id, 'b2'); break }
   }
@@ -77,14 +77,14 @@ test('a registration heals itself after its lease is revoked', async () => {
   reg.onStateChange((s) => states.push(s.state))
   const lease1 = reg.leaseId
   await client.revokeLease(lease1)
-  await until(() => reg.reregistrations >= 1 && reg.state.state === 'registered', 10000, 're-registration')
+  await until(() => reg.reregistrations >= 1 && reg.state.state === 'registered', 20000, () => `re-registration (${reg.reregistrations}, ${reg.state.state})`)
   assert.notEqual(reg.leaseId, lease1)
   assert.equal(await client.leaseExists(reg.leaseId), true)
   assert.ok((await client.getString('healing/h1')) !== null, 'key is back')
-  await until(() => view.instances().length === 1, 5000, 'discovery sees the instance again')
-  await until(() => states.includes('registered'), 3000, 'state callback')
+  await until(() => view.instances().length === 1, 15000, 'discovery sees the instance again')
+  await until(() => states.includes('registered'), 10000, () => `state callback (saw ${states.join(', ')})`)
   await reg.close()
-  await until(() => view.instances().length === 0, 5000, 'gone after close')
+  await until(() => view.instances().length === 0, 15000, 'gone after close')
   view.close()
 })
 
@@ -94,7 +94,7 @@ test('a registration survives an etcd wipe (all leases and keys gone)', async ()
   await etcd.restartWiped()
   await until(async () => {
     try { return (await c.getString('svc/x')) !== null } catch { return false }
-  }, 15000, 'key re-put after wipe')
+  }, 30000, () => `key re-put after wipe (${reg.reregistrations} re-registrations, ${reg.state.state})`)
   assert.ok(reg.reregistrations >= 1)
   await c.close()
   assert.equal(reg.state.state, 'closed')

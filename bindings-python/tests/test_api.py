@@ -17,6 +17,8 @@ import pytest
 import etcd_recipes
 import etcd_recipes._native as native
 
+from waiting import tail
+
 STUB = Path(etcd_recipes.__file__).with_name("_native.pyi")
 PROTOCOL = {"__aenter__", "__aexit__", "__aiter__", "__anext__", "__await__", "__len__", "__contains__",
             "__enter__", "__exit__"}
@@ -86,19 +88,19 @@ def test_package_exports() -> None:
 
 def test_help_shows_docstrings() -> None:
     p = subprocess.run([sys.executable, "-c", "import etcd_recipes; help(etcd_recipes.Client)"],
-                       capture_output=True, text=True, timeout=30, env=dict(os.environ, PAGER="cat", TERM="dumb"))
-    assert p.returncode == 0, p.stderr
+                       capture_output=True, text=True, timeout=60, env=dict(os.environ, PAGER="cat", TERM="dumb"))
+    assert p.returncode == 0, tail(p.stderr)
     for text in ["A connection to etcd shared by every recipe", "Connect and wait until etcd answers",
                  "A distributed lock called `name`", "A local, watched copy of `key`"]:
-        assert text in p.stdout, p.stdout
+        assert text in p.stdout, f"{text!r} not in help() output of {len(p.stdout)} chars: {tail(p.stdout, 1000)}"
 
 
 def test_readme_pytest_example_runs_as_pasted(tmp_path: Path) -> None:
     shutil.copy(Path(__file__).parent / "readme" / "test_my_service.py", tmp_path)
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_service.py"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "1 passed" in p.stdout
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, tail(p.stdout + p.stderr)
+    assert "1 passed" in p.stdout, tail(p.stdout)
 
 
 def test_top_level_readme_shows_the_tested_python_code() -> None:

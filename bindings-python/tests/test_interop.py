@@ -17,6 +17,8 @@ import etcd_recipes
 from etcd_recipes import Client
 from etcd_recipes.testing import EtcdCluster
 
+from waiting import EVENTUALLY, tail
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,24 +56,24 @@ async def lock_entries(etcd: EtcdCluster, prefix: str) -> list[tuple[str, int]]:
                   key=lambda e: e[1])
 
 
-async def wait_for_entries(etcd: EtcdCluster, prefix: str, n: int, timeout: float = 10) -> list[tuple[str, int]]:
+async def wait_for_entries(etcd: EtcdCluster, prefix: str, n: int, timeout: float = EVENTUALLY) -> list[tuple[str, int]]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         entries = await lock_entries(etcd, prefix)
         if len(entries) == n:
             return entries
         if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"expected {n} keys under {prefix}, have {entries}")
+            pytest.fail(f"expected {n} keys under {prefix}, have {len(entries)}: {entries[:10]}")
         await asyncio.sleep(0.02)
 
 
-async def read_until(stream: asyncio.StreamReader | None, pattern: str, timeout: float = 15) -> re.Match[str]:
+async def read_until(stream: asyncio.StreamReader | None, pattern: str, timeout: float = EVENTUALLY) -> re.Match[str]:
     assert stream is not None
     seen: list[str] = []
     while True:
         line = (await asyncio.wait_for(stream.readline(), timeout)).decode()
         if not line:
-            pytest.fail(f"stream ended before a line matching {pattern!r}; got:\n{''.join(seen)}")
+            pytest.fail(f"stream ended before a line matching {pattern!r}; got:\n{tail(''.join(seen))}")
         seen.append(line)
         m = re.search(pattern, line)
         if m:
@@ -116,9 +118,9 @@ async def test_python_lock_excludes_rust_holder(etcd: EtcdCluster, client: Clien
             await guard.put("interop-a-owner", "python")  # fenced: proves we still own it
         m = await read_until(rust.stdout, r"^Holding (\S+) with fencing token (\d+)")
         assert m.group(1) == entries[1][0] and int(m.group(2)) == entries[1][1] > guard.fencing_token
-        out, err = await asyncio.wait_for(rust.communicate(), 15)
-        assert rust.returncode == 0, err.decode()
-        assert "Released." in out.decode()
+        out, err = await asyncio.wait_for(rust.communicate(), EVENTUALLY)
+        assert rust.returncode == 0, tail(err)
+        assert "Released." in out.decode(), tail(out)
         assert await lock_entries(etcd, prefix) == []
     finally:
         if rust is not None and rust.returncode is None:
@@ -142,17 +144,23 @@ async def test_rust_holder_excludes_python_lock(etcd: EtcdCluster, client: Clien
         waiter = asyncio.ensure_future(client.lock("interop-b", ttl=5).acquire())
         entries = await wait_for_entries(etcd, prefix, 2)  # our contender queued behind Rust's
         assert entries[0] == (rust_key, rust_token)
-        # The Rust holder keeps the lock 3 s after "Counter is now ..."; we must wait.
+        # The Rust holder keeps the lock 3 s after "Counter is now ..."; we must wait. As
+        # long as its key exists (it goes only when Rust releases), we must not hold the
+        # lock: sample our state first, then look the key up.
+        while True:
+            done = waiter.done()
+            if rust_key not in [k for k, _ in await lock_entries(etcd, prefix)]:
+                break
+            assert not done, "Python got the lock while the Rust example held it"
+            await asyncio.sleep(0.05)
         await read_until(rust.stdout, r"^Counter is now")
-        await asyncio.sleep(1.0)
-        assert not waiter.done(), "Python got the lock while the Rust example held it"
-        guard = await asyncio.wait_for(waiter, 10)
+        guard = await asyncio.wait_for(waiter, EVENTUALLY)
         assert guard.fencing_token == entries[1][1] > rust_token
         assert [k for k, _ in await lock_entries(etcd, prefix)] == [guard.key]
         await guard.release()
-        out, err = await asyncio.wait_for(rust.communicate(), 10)
-        assert rust.returncode == 0, err.decode()
-        assert "Released." in out.decode()
+        out, err = await asyncio.wait_for(rust.communicate(), EVENTUALLY)
+        assert rust.returncode == 0, tail(err)
+        assert "Released." in out.decode(), tail(out)
     finally:
         if rust.returncode is None:
             rust.kill()
@@ -175,12 +183,12 @@ async def test_etcdctl_holder_excludes_python_lock(etcd: EtcdCluster, client: Cl
         waiter = asyncio.ensure_future(client.lock("interop-c", ttl=5).acquire())
         entries = await wait_for_entries(etcd, prefix, 2)
         assert entries[0][0] == ctl_key
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # the window in which we must keep waiting (etcdctl holds until SIGINT)
         assert not waiter.done(), "Python got the lock while etcdctl held it"
         ctl.send_signal(signal.SIGINT)
-        guard = await asyncio.wait_for(waiter, 10)
+        guard = await asyncio.wait_for(waiter, EVENTUALLY)
         assert guard.fencing_token == entries[1][1] > entries[0][1]
-        await asyncio.wait_for(ctl.wait(), 10)
+        await asyncio.wait_for(ctl.wait(), EVENTUALLY)
         assert [k for k, _ in await lock_entries(etcd, prefix)] == [guard.key]
         await guard.release()
     finally:

@@ -26,3 +26,12 @@ export function say (msg) {
 }
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Poll `cond()` until it holds; throw after `ms` (watches deliver asynchronously). */
+export async function waitFor (cond, what, ms = 20_000) {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`gave up after ${ms} ms waiting for ${what}`)
+    await sleep(20)
+  }
+}

@@ -10,7 +10,7 @@ async function worker (name) {
   const c = await Client.connect({ endpoints, namespace: 'examples/' })
   const lock = c.lock('jobs/report', { ttl: 5 })
   for (let round = 0; round < 2; round++) {
-    const guard = await lock.acquire({ timeoutMs: 10_000 })
+    const guard = await lock.acquire({ timeoutMs: 30_000 })
     try {
       say(`${name} holds the lock (fencing token ${guard.fencingToken})`)
       // Keep data outside the lock's own prefix (`jobs/report/`): every key under it is a

@@ -26,8 +26,9 @@ def show(view: etcd_recipes.ServiceView) -> str:
     return ", ".join(f"{i.id}@{i.addr}" for i in view.instances()) or "(none)"
 
 
-async def simulate(client: etcd_recipes.Client) -> None:
-    """Three instances come up, one changes its metadata, then all go away."""
+async def simulate(client: etcd_recipes.Client, shown: asyncio.Event) -> None:
+    """Three instances come up, one changes its metadata, then all go away (once the
+    watcher has shown the full set: watchers run at their own pace)."""
     async with AsyncExitStack() as stack:
         regs = []
         for n in range(1, 4):
@@ -36,6 +37,7 @@ async def simulate(client: etcd_recipes.Client) -> None:
             )
             regs.append(reg)
         await regs[0].update_metadata({"zone": "a", "draining": True})
+        await shown.wait()
         for reg in regs:
             await reg.close()
 
@@ -45,7 +47,8 @@ async def main(watch_for: float) -> None:
         async with await client.discover(SERVICE) as view:
             print(f"{SERVICE}: {show(view)} at revision {view.revision}", flush=True)
             events = view.events()  # subscribe before anything changes
-            demo = None if watch_for > 0 else asyncio.ensure_future(simulate(client))
+            shown = asyncio.Event()  # the demo's instances were all up, and shown
+            demo = None if watch_for > 0 else asyncio.ensure_future(simulate(client, shown))
             loop = asyncio.get_running_loop()
             deadline = loop.time() + (watch_for if watch_for > 0 else 30.0)
             gone = 0
@@ -62,6 +65,8 @@ async def main(watch_for: float) -> None:
                     if picked is not None:
                         print(f"         next request goes to {picked.addr}", flush=True)
                     gone += event.kind == "down"
+                    if event.kind == "updated":
+                        shown.set()
                     if demo is not None and gone == 3:
                         break
             finally:

@@ -165,9 +165,16 @@ async def main(serve_port: int | None) -> None:
         reports = await asyncio.gather(*(http(port, "POST", "/report") for _ in range(3)))
         for status, body in sorted(reports, key=lambda r: str(r[1])):
             print("POST /report ->", status, body, flush=True)
-        for _ in range(50):  # the campaign runs in the background: give it a moment
-            if app.is_leader:
-                break
+        # The campaign runs in the background: wait until the election has a leader and,
+        # if that is this instance, until its job has taken over (a generous bound: it
+        # normally takes milliseconds).
+        assert app.client is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not app.is_leader and loop.time() < deadline:
+            leader = await app.client.leader(f"{APP}/leader")
+            if leader is not None and leader.value != app.instance_id.encode():
+                break  # another instance leads
             await asyncio.sleep(0.05)
         print("GET /peers ->", *await http(port, "GET", "/peers"), flush=True)
         print("GET /nope ->", *await http(port, "GET", "/nope"), flush=True)
