@@ -28,6 +28,7 @@ fn class_of(kind: ErrorKind) -> (&'static str, ExtraBase) {
         ErrorKind::PermissionDenied => ("PermissionDeniedError", None),
         ErrorKind::Decode => ("DecodeError", None),
         ErrorKind::Closed => ("ClosedError", None),
+        ErrorKind::UnknownOutcome => ("UnknownOutcomeError", None),
         _ => ("EtcdError", None),
     }
 }
@@ -47,6 +48,9 @@ fn doc_of(kind: ErrorKind) -> &'static str {
         ErrorKind::PermissionDenied => "etcd refused the request: authentication or permission failure.",
         ErrorKind::Decode => "A stored value could not be decoded (not UTF-8 / not JSON); the message names the key.",
         ErrorKind::Closed => "The client, session, view or stream was already closed.",
+        ErrorKind::UnknownOutcome => {
+            "A write was sent but no answer came back: it may or may not have been applied. Read before retrying."
+        }
         _ => "Any other error reported by etcd or the transport.",
     }
 }

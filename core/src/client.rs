@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::endpoints::{HealthCheck, MemberWatch, Members};
+
 use etcd_client::{Certificate, ConnectOptions, GetOptions, Identity, TlsOptions};
 use tracing::{debug, info, instrument};
 
@@ -50,6 +52,7 @@ pub struct ClientOptions {
     connect_timeout: Duration,
     request_timeout: Duration,
     keep_alive: (Duration, Duration),
+    health: HealthCheck,
     user: Option<(String, String)>,
     tls: Option<TlsConfig>,
     namespace: String,
@@ -67,6 +70,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             keep_alive: (Duration::from_secs(2), Duration::from_secs(2)),
+            health: HealthCheck::default(),
             user: None,
             tls: None,
             namespace: String::new(),
@@ -91,6 +95,14 @@ impl ClientOptions {
     /// frozen member, so that watches and lease keep-alives move to a healthy one.
     pub fn with_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.keep_alive = (interval, timeout);
+        self
+    }
+
+    /// How members are probed when the client has several endpoints: a probe every
+    /// `interval`, and a member that does not answer within `timeout` is taken out of
+    /// rotation until it answers again (defaults 250 ms and 750 ms).
+    pub fn with_health_check(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.health = HealthCheck { interval, timeout };
         self
     }
 
@@ -146,6 +158,9 @@ impl ClientOptions {
         }
         if self.keep_alive.0.is_zero() || self.keep_alive.1.is_zero() {
             return Err(Error::invalid("keep-alive interval and timeout must be positive"));
+        }
+        if self.health.interval.is_zero() || self.health.timeout.is_zero() {
+            return Err(Error::invalid("health check interval and timeout must be positive"));
         }
         if self.namespace.len() > MAX_KEY_LEN {
             return Err(Error::invalid("namespace is longer than 4096 bytes"));
@@ -227,14 +242,17 @@ fn normalise_endpoint(e: &str) -> String {
 
 struct Inner {
     options: ClientOptions,
+    members: Arc<Members>,
 }
 
 /// One connection to etcd, cheap to clone and shared by every recipe.
 ///
-/// Every key a recipe touches is prefixed with the client's namespace.
+/// With several endpoints, every member has a connection of its own and a health
+/// state (see [`crate::endpoints`]): a member that stops answering is out of rotation
+/// within about a second, and requests, watches and lease keep-alives move to the
+/// others. Every key a recipe touches is prefixed with the client's namespace.
 #[derive(Clone)]
 pub struct Client {
-    etcd: etcd_client::Client,
     inner: Arc<Inner>,
 }
 
@@ -247,42 +265,122 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Which requests may be sent again after a failure that leaves their outcome open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// A read: retried on another member after any connection trouble.
+    Read,
+    /// A write whose second application changes nothing (create-if-absent, delete of
+    /// one's own key, revoke, re-put of the same registration): retried like a read.
+    Idempotent,
+    /// Any other write: retried only when it provably was not sent; otherwise its
+    /// failure is [`Error::UnknownOutcome`].
+    Write,
+}
+
 impl Client {
-    /// Connect and wait until etcd answers (at most the connect timeout).
+    /// Connect and wait until a member answers (at most the connect timeout).
     ///
-    /// Fails fast with [`Error::InvalidArgument`] for bad options and with
-    /// [`Error::Connect`] when no endpoint answers in time.
+    /// Succeeds as soon as any listed endpoint serves. Fails fast with
+    /// [`Error::InvalidArgument`] for bad options, and with [`Error::Connect`] naming
+    /// each endpoint's failure when none answers in time.
     #[instrument(name = "etcd_recipes.connect", skip_all, fields(endpoints = ?options.endpoints))]
     pub async fn connect(options: ClientOptions) -> Result<Client> {
         options.validate()?;
         let eps: Vec<String> = options.endpoints.iter().map(|e| normalise_endpoint(e)).collect();
         let joined = eps.join(",");
         let timeout = options.connect_timeout;
-        let connect_err = |message: String, source| Error::Connect { endpoints: joined.clone(), message, source };
-        let attempt = async {
-            let mut etcd = etcd_client::Client::connect(&eps, Some(options.to_connect_options())).await?;
-            // The channel connects lazily; one tiny read proves that a member answers.
-            let probe = format!("{}\0probe", options.namespace);
-            match etcd.get(probe, Some(GetOptions::new().with_count_only())).await {
-                Ok(_) => Ok(etcd),
-                // Connected and authenticated, just not allowed to read there: fine.
-                Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::PermissionDenied => Ok(etcd),
-                Err(e) => Err(e),
+        let connect_options = options.to_connect_options();
+        // One channel per member (connecting lazily, except for authentication).
+        let mut clients = Vec::with_capacity(eps.len());
+        for ep in &eps {
+            clients.push(connect_member(ep, &connect_options));
+        }
+        let probe_key = format!("{}\0probe", options.namespace);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+        let mut attempts: futures::stream::FuturesUnordered<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (probe_key, tx) = (probe_key.clone(), tx.clone());
+                async move {
+                    // The channel connects lazily; one tiny read proves that the member
+                    // answers. A member that is starting, or whose cluster is electing a
+                    // leader, is asked again until the connect timeout.
+                    let mut c = match c.await {
+                        Ok(c) => c,
+                        Err(e) => return (i, Err(e)),
+                    };
+                    let mut backoff = Duration::from_millis(50);
+                    loop {
+                        match c.get(probe_key.clone(), Some(GetOptions::new().with_count_only())).await {
+                            Ok(_) => return (i, Ok(c)),
+                            // Connected and authenticated, just not allowed to read there: fine.
+                            Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::PermissionDenied => {
+                                return (i, Ok(c))
+                            }
+                            Err(e) if classify(&e) == Failure::Answer => return (i, Err(e)),
+                            Err(e) => {
+                                debug!(error = %e, "member not serving yet; asking again");
+                                let _ = tx.send((i, e.to_string()));
+                            }
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                }
+            })
+            .collect();
+        let mut failures: Vec<Option<String>> = vec![None; eps.len()];
+        let mut first: Option<(usize, etcd_client::Client)> = None;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while first.is_none() {
+            match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut attempts)).await {
+                Ok(Some((i, Ok(c)))) => first = Some((i, c)),
+                Ok(Some((i, Err(e)))) => failures[i] = Some(e.to_string()),
+                Ok(None) | Err(_) => break,
             }
-        };
-        let etcd = match tokio::time::timeout(timeout, attempt).await {
-            Err(_) => return Err(connect_err(format!("no member answered within {timeout:?}"), None)),
-            Ok(Err(e)) => {
-                return Err(match Error::from(e) {
-                    Error::Connect { message, source, .. } => connect_err(message, source),
-                    Error::Timeout { .. } => connect_err(format!("no member answered within {timeout:?}"), None),
-                    other => other,
-                })
+        }
+        // The last transient failure of the members still being asked.
+        let mut transient: Vec<Option<String>> = vec![None; eps.len()];
+        while let Ok((i, e)) = rx.try_recv() {
+            transient[i] = Some(e);
+        }
+        for (f, t) in failures.iter_mut().zip(transient) {
+            if f.is_none() {
+                *f = t;
             }
-            Ok(Ok(c)) => c,
+        }
+        let Some((i, c)) = first else {
+            let each: Vec<String> = eps
+                .iter()
+                .zip(&failures)
+                .map(|(ep, f)| format!("{ep}: {}", f.as_deref().unwrap_or("no answer")))
+                .collect();
+            let all_silent = failures.iter().all(Option::is_none);
+            let message = if all_silent {
+                format!("no member answered within {timeout:?}")
+            } else {
+                format!("no member answered within {timeout:?} ({})", each.join("; "))
+            };
+            // A definite refusal (bad password, no permission) is not a connection problem.
+            if let Some(denied) = failures.iter().flatten().find(|f| f.contains("authentication failed") || f.contains("invalid auth")) {
+                return Err(Error::Connect { endpoints: joined, message: format!("authentication failed: {denied}"), source: None });
+            }
+            return Err(Error::Connect { endpoints: joined, message, source: None });
         };
+        drop(attempts);
+        // Every member gets a client; those still unproven start out of rotation and
+        // are probed in.
+        let mut members = Vec::with_capacity(eps.len());
+        for (j, ep) in eps.iter().enumerate() {
+            let client = if j == i { Some(c.clone()) } else { connect_member_lazily(ep, &connect_options) };
+            members.push((ep.clone(), client, j == i));
+        }
+        let members = Members::new(members, connect_options);
+        members.start_probers(options.health);
         info!(endpoints = %joined, namespace = %options.namespace, "connected to etcd");
-        Ok(Client { etcd, inner: Arc::new(Inner { options }) })
+        Ok(Client { inner: Arc::new(Inner { options, members }) })
     }
 
     /// Connect to these endpoints with default options.
@@ -302,10 +400,25 @@ impl Client {
         &self.inner.options.namespace
     }
 
-    /// The underlying `etcd_client::Client` (a cheap clone), for anything the recipes
-    /// do not cover. Keys given to it are *not* namespaced.
+    /// An `etcd_client::Client` for a member in rotation (a cheap clone), for anything
+    /// the recipes do not cover. Keys given to it are *not* namespaced. Ask again for
+    /// each piece of work: a member that stops answering is taken out of rotation.
     pub fn etcd(&self) -> etcd_client::Client {
-        self.etcd.clone()
+        self.inner.members.pick().client
+    }
+
+    pub(crate) fn members(&self) -> &Arc<Members> {
+        &self.inner.members
+    }
+
+    /// Watch `key` on a member in rotation; the stream ends with an error if that member
+    /// stops answering (see [`MemberWatch`]).
+    pub(crate) async fn watch(
+        &self,
+        key: impl Into<Vec<u8>>,
+        options: etcd_client::WatchOptions,
+    ) -> std::result::Result<MemberWatch, etcd_client::Error> {
+        MemberWatch::open(self.members(), key, options, self.request_timeout()).await
     }
 
     /// The full etcd key for a recipe key: namespace + key.
@@ -321,26 +434,105 @@ impl Client {
         full.strip_prefix(self.namespace().as_bytes())
     }
 
-    /// Run `op`, retrying while the failure proves the request never left this process
-    /// (the connection to the chosen member could not be opened, e.g. it is down and the
-    /// balancer has not noticed yet). Such a retry is safe even for writes. Bounded by the
+    /// A read: sent to a member in rotation, and on any connection trouble (or when that
+    /// member is taken out of rotation meanwhile) sent again to another, within the
     /// request timeout.
-    pub(crate) async fn retry<T, F, Fut>(&self, mut op: F) -> std::result::Result<T, etcd_client::Error>
+    pub(crate) async fn read<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: FnMut(etcd_client::Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let until = tokio::time::Instant::now() + self.request_timeout();
+        self.call(Call::Read, op).await
+    }
+
+    /// A write that may safely be applied twice; retried like a read (see [`Call`]).
+    pub(crate) async fn idempotent<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnMut(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.call(Call::Idempotent, op).await
+    }
+
+    /// A write: retried only while the failure proves it was never sent (or never
+    /// applied: the member had no leader). When it may have been applied, the error is
+    /// [`Error::UnknownOutcome`].
+    pub(crate) async fn write<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnMut(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.call(Call::Write, op).await
+    }
+
+    async fn call<T, F, Fut>(&self, kind: Call, mut op: F) -> Result<T>
+    where
+        F: FnMut(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let members = self.members();
+        let timeout = self.request_timeout();
+        let until = tokio::time::Instant::now() + timeout;
         let mut backoff = Duration::from_millis(10);
+        let mut picked = members.pick();
         loop {
-            match op(self.etcd.clone()).await {
-                Err(e) if never_sent(&e) && tokio::time::Instant::now() + backoff < until => {
-                    debug!(error = %e, "request not sent; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
+            let down = members.wait_down(picked.index);
+            let outcome = tokio::select! {
+                r = op(picked.client.clone()) => Some(r),
+                _ = down => None,
+                _ = tokio::time::sleep_until(until) => {
+                    if kind != Call::Read {
+                        members.note_slow(picked.index, "request timed out");
+                        return Err(Error::UnknownOutcome(format!(
+                            "no answer from {} within {timeout:?}; the write may have been applied",
+                            members.endpoint(picked.index)
+                        )));
+                    }
+                    members.note_slow(picked.index, "request timed out");
+                    return Err(Error::timeout("etcd request", timeout));
                 }
-                r => return r,
+            };
+            let endpoint = members.endpoint(picked.index).to_string();
+            let retry_why = match outcome {
+                Some(Ok(v)) => return Ok(v),
+                // The member was taken out of rotation while the request was in flight.
+                None if kind == Call::Write => {
+                    return Err(Error::UnknownOutcome(format!(
+                        "{endpoint} stopped answering while the write was in flight; it may have been applied"
+                    )))
+                }
+                None => "member out of rotation".to_string(),
+                Some(Err(e)) => match classify(&e) {
+                    Failure::NotSent => {
+                        members.note_slow(picked.index, "connection refused");
+                        e.to_string()
+                    }
+                    Failure::NotApplied => e.to_string(),
+                    Failure::Broken if kind == Call::Write => {
+                        return Err(Error::UnknownOutcome(format!(
+                            "{endpoint}: {e}; the write may have been applied"
+                        )))
+                    }
+                    Failure::Broken => {
+                        members.note_slow(picked.index, "request failed");
+                        e.to_string()
+                    }
+                    Failure::Answer => return Err(Error::from(e)),
+                },
+            };
+            if tokio::time::Instant::now() + backoff >= until {
+                return Err(match kind {
+                    Call::Read => Error::timeout(format!("etcd request (last failure: {retry_why})"), timeout),
+                    _ => Error::UnknownOutcome(format!("gave up after {timeout:?}: {retry_why}")),
+                });
             }
+            debug!(endpoint = %endpoint, reason = %retry_why, ?kind, "retrying on another member");
+            // Straight to another member the first time; back off if they all fail.
+            if backoff > Duration::from_millis(10) {
+                tokio::time::sleep(backoff).await;
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+            picked = members.pick_other(picked.index);
         }
     }
 
@@ -352,7 +544,7 @@ impl Client {
     pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<i64> {
         check_key("key", key)?;
         let (k, v) = (self.full_key(key), value.into());
-        let resp = self.retry(|mut c| {
+        let resp = self.write(|mut c| {
             let (k, v) = (k.clone(), v.clone());
             async move { c.put(k, v, None).await }
         }).await?;
@@ -363,7 +555,7 @@ impl Client {
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         check_key("key", key)?;
         let k = self.full_key(key);
-        let mut resp = self.retry(|mut c| {
+        let mut resp = self.read(|mut c| {
             let k = k.clone();
             async move { c.get(k, None).await }
         }).await?;
@@ -374,7 +566,7 @@ impl Client {
     pub async fn delete(&self, key: &str) -> Result<i64> {
         check_key("key", key)?;
         let k = self.full_key(key);
-        let resp = self.retry(|mut c| {
+        let resp = self.write(|mut c| {
             let k = k.clone();
             async move { c.delete(k, None).await }
         }).await?;
@@ -384,7 +576,7 @@ impl Client {
     /// The current revision of the store.
     pub async fn revision(&self) -> Result<i64> {
         let k = format!("{}\0rev", self.namespace());
-        let resp = self.retry(|mut c| {
+        let resp = self.read(|mut c| {
             let k = k.clone();
             async move { c.get(k, Some(GetOptions::new().with_count_only())).await }
         }).await?;
@@ -393,30 +585,66 @@ impl Client {
 
     /// Does this lease still exist in etcd (remaining TTL > 0)?
     pub async fn lease_exists(&self, lease_id: i64) -> Result<bool> {
-        let resp = self.retry(|mut c| async move { c.lease_time_to_live(lease_id, None).await }).await?;
+        let resp = self.read(|mut c| async move { c.lease_time_to_live(lease_id, None).await }).await?;
         debug!(lease = format_args!("{lease_id:x}"), ttl = resp.ttl(), "lease time-to-live");
-        Ok(resp.ttl() > 0)
+        // etcd rounds the remaining time down to whole seconds (0 for under a second left)
+        // and answers -1 for a lease that does not exist.
+        Ok(resp.ttl() >= 0)
     }
 
     /// Revoke a lease by id (for operators and tests: revoking someone's lease
     /// makes their session lost).
     pub async fn revoke_lease(&self, lease_id: i64) -> Result<()> {
-        self.retry(|mut c| async move { c.lease_revoke(lease_id).await }).await?;
+        self.idempotent(|mut c| async move { c.lease_revoke(lease_id).await }).await?;
         Ok(())
     }
 }
 
-/// True when the error says the connection could not even be opened, so the request
-/// was never sent.
-pub(crate) fn never_sent(e: &etcd_client::Error) -> bool {
+/// What a failed request tells about its outcome.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The connection could not even be opened: the request never left this process.
+    NotSent,
+    /// The member refused before applying anything (it has no leader).
+    NotApplied,
+    /// The connection broke or timed out after the request may have been sent.
+    Broken,
+    /// A definite answer from etcd (not found, compacted, permission denied, ...).
+    Answer,
+}
+
+pub(crate) fn classify(e: &etcd_client::Error) -> Failure {
+    use tonic::Code;
     match e {
+        etcd_client::Error::TransportError(_) => Failure::NotSent,
+        etcd_client::Error::IoError(_) => Failure::Broken,
         etcd_client::Error::GRpcStatus(s) => {
-            s.code() == tonic::Code::Unavailable
-                && (s.message().contains("tcp connect error") || s.message().contains("connection refused"))
+            let m = s.message();
+            match s.code() {
+                Code::Unavailable if m.contains("tcp connect error") || m.contains("connection refused") => {
+                    Failure::NotSent
+                }
+                // With require-leader set, a member without a leader refuses at once.
+                Code::Unavailable if m.contains("no leader") || m.contains("not capable") => Failure::NotApplied,
+                Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal => Failure::Broken,
+                // tonic's own deadline ("Timeout expired") and broken HTTP/2 streams.
+                Code::Cancelled => Failure::Broken,
+                _ => Failure::Answer,
+            }
         }
-        etcd_client::Error::TransportError(_) => true,
-        _ => false,
+        _ => Failure::Answer,
     }
+}
+
+/// A client for one member (lazy: it connects on first use). Authentication needs a
+/// round trip, so with a user the member may have no client until it answers.
+async fn connect_member(endpoint: &str, options: &ConnectOptions) -> std::result::Result<etcd_client::Client, etcd_client::Error> {
+    etcd_client::Client::connect([endpoint], Some(options.clone())).await
+}
+
+fn connect_member_lazily(endpoint: &str, options: &ConnectOptions) -> Option<etcd_client::Client> {
+    // Without authentication, connecting does no I/O and cannot fail for a dead member.
+    futures::FutureExt::now_or_never(connect_member(endpoint, options)).and_then(|r| r.ok())
 }
 
 /// Validate a recipe name or key: non-empty, at most [`MAX_KEY_LEN`] bytes, no NUL.

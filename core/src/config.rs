@@ -126,12 +126,12 @@ pub(crate) async fn load(client: &Client, range: &Range, at: Option<i64>) -> Res
         opts = opts.with_revision(rev);
     }
     let mut resp = client
-        .retry(|mut c| {
+        .read(|mut c| {
             let (k, o) = (range.key.clone(), opts.clone());
             async move { c.get(k, Some(o)).await }
         })
         .await
-        .map_err(|e| match Error::from(e) {
+        .map_err(|e| match e {
             Error::Compacted { compact_revision, .. } => {
                 Error::Compacted { requested: at.unwrap_or(0), compact_revision }
             }
@@ -191,18 +191,12 @@ async fn mirror<S: Sink>(client: Client, range: Range, sink: Weak<S>, loaded_rev
         if range.prefix {
             opts = opts.with_prefix();
         }
-        let mut wc = client.etcd().watch_client();
-        let created = tokio::time::timeout(client.request_timeout(), wc.watch(range.key.clone(), Some(opts))).await;
-        let mut stream = match created {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
+        let mut stream = match client.watch(range.key.clone(), opts).await {
+            Ok(s) => s,
+            Err(e) => {
                 debug!(error = %e, ?backoff, "watch failed; re-reading");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-            Err(_) => {
-                debug!("watch creation timed out; re-reading");
                 continue;
             }
         };

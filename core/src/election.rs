@@ -36,7 +36,7 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, EventType, KeyValue, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
+use etcd_client::{Compare, CompareOp, EventType, KeyValue, PutOptions, Txn, TxnOp, WatchOptions};
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -196,7 +196,7 @@ pub fn observe(client: &Client, name: &str) -> Result<LeaderObserver> {
 async fn leader_of(client: &Client, prefix: &str) -> Result<(Option<LeaderInfo>, i64)> {
     let (p, opts) = first_under(prefix);
     let resp = client
-        .retry(|mut c| {
+        .read(|mut c| {
             let (p, o) = (p.clone(), opts.clone());
             async move { c.get(p, Some(o)).await }
         })
@@ -210,8 +210,10 @@ async fn put_if_rev(client: &Client, key: &str, rev: i64, value: Vec<u8>, lease:
     let txn = Txn::new()
         .when(vec![Compare::create_revision(key, CompareOp::Equal, rev)])
         .and_then(vec![TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)))]);
+    // A proclamation: the same put twice leaves the same value, but its outcome is the
+    // caller's to know, so it is not retried once it may have been sent.
     let resp = client
-        .retry(|mut c| {
+        .write(|mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
         })
@@ -431,8 +433,7 @@ async fn watch_own_key(
 
 /// Ok(reason) when the key was deleted or replaced; Err when the watch broke.
 async fn watch_key_once(client: &Client, key: &str, rev: i64, start: i64) -> Result<String> {
-    let mut w = client.etcd().watch_client();
-    let mut stream = w.watch(key, Some(WatchOptions::new().with_start_revision(start))).await?;
+    let mut stream = client.watch(key, WatchOptions::new().with_start_revision(start)).await?;
     loop {
         let Some(r) = stream.message().await? else { return Err(Error::Closed("watch stream")) };
         if r.canceled() {
@@ -478,7 +479,7 @@ struct ObserveState {
     leader: Option<Option<LeaderInfo>>,
     rev: i64,
     last_emitted: Option<Option<LeaderInfo>>,
-    stream: Option<WatchStream>,
+    stream: Option<crate::endpoints::MemberWatch>,
     backoff: Duration,
     done: bool,
 }
@@ -562,9 +563,8 @@ impl ObserveState {
             return self.resync().await;
         }
         if self.stream.is_none() {
-            let mut w = self.client.etcd().watch_client();
             let opts = WatchOptions::new().with_prefix().with_start_revision(self.rev + 1);
-            self.stream = Some(w.watch(self.prefix.clone(), Some(opts)).await?);
+            self.stream = Some(self.client.watch(self.prefix.clone(), opts).await?);
         }
         let Some(stream) = self.stream.as_mut() else { return Ok(()) };
         let resp = match stream.message().await? {

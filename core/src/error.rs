@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Decode,
     /// The object was closed (client, session, view...).
     Closed,
+    /// A write was sent but no answer came back (the connection broke, the member hung,
+    /// or the deadline passed): it may or may not have been applied. Read before retrying.
+    UnknownOutcome,
     /// Anything else etcd reported.
     Etcd,
 }
@@ -52,12 +55,13 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "PERMISSION_DENIED",
             ErrorKind::Decode => "DECODE",
             ErrorKind::Closed => "CLOSED",
+            ErrorKind::UnknownOutcome => "UNKNOWN_OUTCOME",
             ErrorKind::Etcd => "ETCD",
         }
     }
 
     /// Every kind, for bindings that build one class per kind.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::InvalidArgument,
         ErrorKind::Connect,
         ErrorKind::Timeout,
@@ -70,6 +74,7 @@ impl ErrorKind {
         ErrorKind::PermissionDenied,
         ErrorKind::Decode,
         ErrorKind::Closed,
+        ErrorKind::UnknownOutcome,
         ErrorKind::Etcd,
     ];
 }
@@ -107,6 +112,8 @@ pub enum Error {
     Decode { key: String, message: String },
     #[error("{0} is closed")]
     Closed(&'static str),
+    #[error("outcome unknown: {0}")]
+    UnknownOutcome(String),
     #[error("etcd error: {0}")]
     Etcd(#[source] etcd_client::Error),
 }
@@ -130,6 +137,7 @@ impl Error {
             Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Error::Decode { .. } => ErrorKind::Decode,
             Error::Closed(_) => ErrorKind::Closed,
+            Error::UnknownOutcome(_) => ErrorKind::UnknownOutcome,
             Error::Etcd(_) => ErrorKind::Etcd,
         }
     }
@@ -145,7 +153,14 @@ impl Error {
     /// True when retrying later on the same connection may succeed
     /// (connection trouble or a deadline), as opposed to a definite answer.
     pub fn is_transient(&self) -> bool {
-        matches!(self.kind(), ErrorKind::Connect | ErrorKind::Timeout)
+        matches!(self.kind(), ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::UnknownOutcome)
+    }
+
+    /// True when a write that failed with this error was certainly not applied, so
+    /// sending it again cannot apply it twice. False for [`ErrorKind::UnknownOutcome`]
+    /// (read first) and for errors that are not about a write's outcome.
+    pub fn not_applied(&self) -> bool {
+        !matches!(self.kind(), ErrorKind::UnknownOutcome | ErrorKind::Etcd)
     }
 }
 
@@ -169,6 +184,10 @@ impl From<etcd_client::Error> for Error {
                 {
                     Error::Connect { endpoints: String::new(), message: s.message().to_string(), source: Some(e) }
                 }
+                Code::Cancelled if s.message().contains("Timeout expired") => Error::Timeout {
+                    what: "etcd request".into(),
+                    after: Duration::ZERO,
+                },
                 Code::DeadlineExceeded => Error::Timeout {
                     what: format!("etcd request ({})", s.message()),
                     after: Duration::ZERO,

@@ -58,7 +58,14 @@ impl Fence {
     }
 
     /// Apply `ops` atomically if and only if ownership still holds; returns the
-    /// revision of the write. [`Error::Fenced`] when ownership was lost.
+    /// revision of the write.
+    ///
+    /// What a failure says about the write:
+    /// - **not applied**: [`Error::Fenced`] (ownership was lost), `InvalidArgument`,
+    ///   `PermissionDenied`, `Closed`, and `Connect`/`Timeout` (the request never reached
+    ///   a member that could apply it);
+    /// - **may have been applied**: [`Error::UnknownOutcome`] (sent, but the member hung
+    ///   or the connection broke before the answer). Read before writing again.
     pub async fn txn(&self, ops: Vec<FencedOp>) -> Result<i64> {
         let mut then = Vec::with_capacity(ops.len());
         for op in ops {
@@ -76,7 +83,7 @@ impl Fence {
         let txn = Txn::new().when(vec![self.compare()]).and_then(then);
         let resp = self
             .client
-            .retry(|mut c| {
+            .write(|mut c| {
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
             })

@@ -24,6 +24,7 @@
 pub mod client;
 pub mod config;
 pub mod election;
+pub mod endpoints;
 pub mod error;
 pub mod fence;
 pub mod lock;
@@ -35,6 +36,7 @@ pub mod testing;
 /// The etcd client crate this one is built on, for anything the recipes do not cover.
 pub use etcd_client;
 pub use client::{Client, ClientOptions, TlsConfig};
+pub use endpoints::HealthCheck;
 pub use error::{Error, ErrorKind, Result};
 pub use fence::{Fence, FencedOp};
 pub use session::{Session, SessionState};

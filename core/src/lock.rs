@@ -151,13 +151,13 @@ impl Drop for Cleanup {
 async fn delete_key(client: &Client, key: &str) -> Result<()> {
     let t = client.request_timeout();
     let k = key.to_string();
-    let fut = client.retry(|mut c| {
+    let fut = client.idempotent(|mut c| {
         let k = k.clone();
         async move { c.delete(k, None).await }
     });
     match tokio::time::timeout(t, fut).await {
         Err(_) => Err(Error::timeout(format!("delete of {key}"), t)),
-        Ok(r) => r.map(|_| ()).map_err(Error::from),
+        Ok(r) => r.map(|_| ()),
     }
 }
 
@@ -167,7 +167,7 @@ pub(crate) async fn guarded_delete(client: &Client, key: &str, rev: i64) -> Resu
         .when(vec![Compare::create_revision(key, CompareOp::Equal, rev)])
         .and_then(vec![TxnOp::delete(key, None)]);
     let t = client.request_timeout();
-    let fut = client.retry(|mut c| {
+    let fut = client.idempotent(|mut c| {
         let txn = txn.clone();
         async move { c.txn(txn).await }
     });
@@ -199,8 +199,9 @@ pub(crate) async fn enter(client: &Client, prefix: &str, key: &str, value: Vec<u
             TxnOp::get(p.clone(), Some(first.clone())),
         ])
         .or_else(vec![TxnOp::get(key, None), TxnOp::get(p, Some(first))]);
+    // Create-if-absent, then read: applying it twice changes nothing, so it is retried.
     let resp = client
-        .retry(|mut c| {
+        .idempotent(|mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
         })
@@ -242,7 +243,7 @@ pub(crate) async fn wait_deletes(client: &Client, prefix: &str, my_rev: i64) -> 
             .with_limit(1);
         let p = prefix.to_string();
         let resp = client
-            .retry(|mut c| {
+            .read(|mut c| {
                 let (p, o) = (p.clone(), opts.clone());
                 async move { c.get(p, Some(o)).await }
             })
@@ -272,9 +273,8 @@ pub(crate) async fn wait_deletes(client: &Client, prefix: &str, my_rev: i64) -> 
 /// Resolve when `key` is deleted at or after revision `from`. Ok(()) also when the watch
 /// was cancelled by compaction (the caller re-reads anyway).
 async fn wait_delete(client: &Client, key: &[u8], from: i64) -> Result<()> {
-    let mut w = client.etcd().watch_client();
     let opts = WatchOptions::new().with_start_revision(from).with_filters([WatchFilterType::NoPut]);
-    let mut stream = w.watch(key.to_vec(), Some(opts)).await?;
+    let mut stream = client.watch(key.to_vec(), opts).await?;
     loop {
         match stream.message().await? {
             None => return Err(Error::Closed("watch stream")),
@@ -300,7 +300,7 @@ async fn wait_delete(client: &Client, key: &[u8], from: i64) -> Result<()> {
 pub(crate) async fn key_has_rev(client: &Client, key: &str, rev: i64) -> Result<(bool, i64)> {
     let k = key.to_string();
     let resp = client
-        .retry(|mut c| {
+        .read(|mut c| {
             let k = k.clone();
             async move { c.get(k, None).await }
         })

@@ -201,7 +201,7 @@ pub async fn list_instances(client: &Client, service: &str) -> Result<(Vec<Insta
 // Registration
 // ---------------------------------------------------------------------------
 
-fn lease_not_found(e: &etcd_client::Error) -> bool {
+fn lease_not_found(e: &Error) -> bool {
     e.to_string().contains("lease not found")
 }
 
@@ -230,13 +230,14 @@ impl RegShared {
     }
 
     /// Put our key with this lease; returns the revision.
-    async fn put(&self, lease: i64) -> std::result::Result<i64, etcd_client::Error> {
+    async fn put(&self, lease: i64) -> Result<i64> {
         let _g = self.put_lock.lock().await;
         let value = self.value();
         let key = self.key.clone();
         let resp = self
             .client
-            .retry(|mut c| {
+            // The same registration put again: retried like a read.
+            .idempotent(|mut c| {
                 let (k, v) = (key.clone(), value.clone());
                 async move { c.put(k, v, Some(PutOptions::new().with_lease(lease))).await }
             })
@@ -306,7 +307,7 @@ async fn guard(sh: Arc<RegShared>, first_put_rev: i64) {
                 let k = sh.key.clone();
                 let got = sh
                     .client
-                    .retry(|mut c| {
+                    .read(|mut c| {
                         let k = k.clone();
                         async move { c.get(k, None).await }
                     })
@@ -346,10 +347,9 @@ async fn guard(sh: Arc<RegShared>, first_put_rev: i64) {
                 }
             }
         };
-        let mut wc = sh.client.etcd().watch_client();
         let opts = WatchOptions::new().with_start_revision(from);
-        let mut stream = match tokio::time::timeout(sh.client.request_timeout(), wc.watch(sh.key.clone(), Some(opts))).await {
-            Ok(Ok(s)) => s,
+        let mut stream = match sh.client.watch(sh.key.clone(), opts).await {
+            Ok(s) => s,
             _ => {
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -438,7 +438,7 @@ impl Registration {
             Ok(r) => r,
             Err(e) => {
                 let _ = session.close().await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         info!(key = %shared.key, lease = format_args!("{lease:x}"), "registered");
@@ -494,7 +494,7 @@ impl Registration {
                 }
                 Ok(())
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -512,7 +512,7 @@ impl Registration {
         let deleted = self
             .shared
             .client
-            .retry(|mut c| {
+            .idempotent(|mut c| {
                 let k = key.clone();
                 async move { c.delete(k, None).await }
             })

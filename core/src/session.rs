@@ -90,7 +90,7 @@ impl Drop for Owner {
                 let id = self.0.lease_id;
                 let t = client.request_timeout().min(Duration::from_secs(2));
                 handle.spawn(async move {
-                    let _ = timeout(t, client.retry(|mut c| async move { c.lease_revoke(id).await })).await;
+                    let _ = timeout(t, client.idempotent(|mut c| async move { c.lease_revoke(id).await })).await;
                 });
             }
         }
@@ -140,7 +140,9 @@ impl Session {
             return Err(Error::invalid(format!("ttl {ttl_secs} s is above etcd's maximum of {MAX_TTL_SECS} s")));
         }
         let sent = Instant::now();
-        let grant = timeout(client.request_timeout(), client.retry(|mut c| async move { c.lease_grant(ttl_secs, None).await }))
+        // Retried like a read: a grant whose answer was lost leaves an orphan lease with
+        // nothing attached, which etcd expires after its TTL.
+        let grant = timeout(client.request_timeout(), client.idempotent(|mut c| async move { c.lease_grant(ttl_secs, None).await }))
             .await
             .map_err(|_| Error::timeout("lease grant", client.request_timeout()))??;
         if !grant.error().is_empty() {
@@ -234,15 +236,15 @@ impl Session {
         let id = self.shared.lease_id;
         let t = self.shared.client.request_timeout();
         let client = &self.shared.client;
-        match timeout(t, client.retry(|mut c| async move { c.lease_revoke(id).await })).await {
+        match timeout(t, client.idempotent(|mut c| async move { c.lease_revoke(id).await })).await {
             Err(_) => Err(Error::timeout("lease revoke", t)),
             Ok(Ok(_)) => {
                 info!(lease = format_args!("{id:x}"), "lease revoked; session closed");
                 Ok(())
             }
             // Already gone: the goal (no lease) holds.
-            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("lease not found") => Ok(()),
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(e)) if e.to_string().contains("lease not found") => Ok(()),
+            Ok(Err(e)) => Err(e),
         }
     }
 }
@@ -271,7 +273,9 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
     let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
     let margin = margin(ttl);
     let attempt_budget = (period / 2).max(Duration::from_millis(250));
-    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    // The keep-alive stream and the member it runs on.
+    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream, usize)> = None;
+    let members = client.members().clone();
     let mut next = Instant::now() + period;
     loop {
         let deadline = match weak.upgrade() {
@@ -289,12 +293,14 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
                 return;
             }
         }
+        let fresh = stream.is_none().then(|| members.pick());
+        let member = fresh.as_ref().map(|p| p.index).or(stream.as_ref().map(|s| s.2));
         let attempt = async {
-            if stream.is_none() {
-                let mut lc = client.etcd().lease_client();
-                stream = Some(lc.keep_alive(lease_id).await?);
+            if let Some(picked) = fresh {
+                let (k, r) = picked.client.lease_client().keep_alive(lease_id).await?;
+                stream = Some((k, r, picked.index));
             }
-            let (keeper, responses) = stream.as_mut().expect("stream was just set");
+            let (keeper, responses, _) = stream.as_mut().expect("stream was just set");
             let sent = Instant::now();
             keeper.keep_alive().await?;
             match responses.message().await? {
@@ -302,10 +308,29 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
                 None => Err(etcd_client::Error::LeaseKeepAliveError("keep-alive stream ended".into())),
             }
         };
-        // One attempt may hang on a member that died or froze (the balancer can still pick
-        // it); give up on it early enough to try another member before the deadline.
+        // One attempt may hang on a member that died or froze; give up on it early enough
+        // to try another member before the deadline, and at once when a probe finds the
+        // member hung.
         let attempt_until = lost_at.min(Instant::now() + attempt_budget);
-        match timeout_at(attempt_until, attempt).await {
+        let down = match member {
+            Some(m) => futures::future::Either::Left(members.wait_down(m)),
+            None => futures::future::Either::Right(futures::future::pending()),
+        };
+        let result = tokio::select! {
+            r = timeout_at(attempt_until, attempt) => r,
+            _ = down => {
+                debug!("keep-alive member stopped answering; renewing on another");
+                stream = None;
+                next = Instant::now();
+                continue;
+            }
+        };
+        if result.is_err() || matches!(result, Ok(Err(_))) {
+            if let Some(m) = member {
+                members.note_slow(m, "lease renewal failed or timed out");
+            }
+        }
+        match result {
             Err(_) if Instant::now() >= lost_at => {
                 if let Some(s) = weak.upgrade() {
                     s.mark_lost(format!("no renewal confirmed within its {ttl} s TTL"));

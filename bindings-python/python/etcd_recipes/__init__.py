@@ -39,6 +39,7 @@ from etcd_recipes._native import (
     ConfigChange,
     ConfigChanges,
     ClosedError,
+    UnknownOutcomeError,
     CompactedError,
     ConnectError,
     DecodeError,
@@ -90,5 +91,6 @@ __all__ = [
     "PermissionDeniedError",
     "DecodeError",
     "ClosedError",
+    "UnknownOutcomeError",
     "EtcdError",
 ]

@@ -1,0 +1,296 @@
+//! Endpoint health: which etcd members a [`Client`](crate::Client) sends to.
+//!
+//! etcd-client balances requests over one channel per endpoint, and a member that
+//! hangs (SIGSTOP, a disk stall, a frozen VM) keeps accepting TCP connections, so the
+//! balancer keeps handing it requests that wait for their whole deadline. Here every
+//! member gets a channel of its own and a health state:
+//!
+//! - a prober asks each member for its status every [`HealthCheck::interval`]; a member
+//!   that does not answer within [`HealthCheck::timeout`] is taken out of rotation, and
+//!   put back as soon as it answers again;
+//! - a request that finds a member dead (connection refused) or hung takes it out at once;
+//! - requests go round-robin over the members in rotation (over all of them when none is,
+//!   so that a cluster that lost its leader for a moment is still tried);
+//! - work in flight on a member that is taken out learns it at once ([`Members::wait_down`]):
+//!   reads and idempotent writes move to another member, other writes report an
+//!   unknown outcome instead of waiting for their deadline; watches and lease keep-alives
+//!   re-open on a healthy member.
+//!
+//! The same approach as etcd's Go client (a health-checked endpoint list whose retry
+//! interceptor retries only what is safe to repeat), with quarantine of hung members.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// How members are probed (see [`ClientOptions::with_health_check`](crate::ClientOptions::with_health_check)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Time between two probes of one member (default 250 ms).
+    pub interval: Duration,
+    /// A member that does not answer a probe within this is taken out of rotation
+    /// (default 750 ms). A hung member is therefore out within `interval + timeout`.
+    pub timeout: Duration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck { interval: Duration::from_millis(250), timeout: Duration::from_millis(750) }
+    }
+}
+
+/// One member: its own channel, and whether it is in rotation.
+struct Member {
+    endpoint: String,
+    /// `None` until the member could be connected (authentication needs a round trip).
+    client: RwLock<Option<etcd_client::Client>>,
+    healthy: AtomicBool,
+    /// Bumped every time a probe finds the member hung or dead; work on it waits for a change.
+    down: watch::Sender<u64>,
+}
+
+/// The members of one client, with their health.
+pub(crate) struct Members {
+    members: Vec<Member>,
+    next: AtomicUsize,
+    connect_options: etcd_client::ConnectOptions,
+    probers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The member a piece of work was sent to.
+#[derive(Clone)]
+pub(crate) struct Picked {
+    pub index: usize,
+    pub client: etcd_client::Client,
+}
+
+impl Members {
+    /// `members`: endpoint, its client if connected, and whether it starts in rotation.
+    /// At least one member must have a client.
+    pub(crate) fn new(
+        members: Vec<(String, Option<etcd_client::Client>, bool)>,
+        connect_options: etcd_client::ConnectOptions,
+    ) -> Arc<Members> {
+        Arc::new(Members {
+            members: members
+                .into_iter()
+                .map(|(endpoint, client, healthy)| Member {
+                    endpoint,
+                    healthy: AtomicBool::new(healthy && client.is_some()),
+                    client: RwLock::new(client),
+                    down: watch::channel(0).0,
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            connect_options,
+            probers: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    pub(crate) fn endpoint(&self, index: usize) -> &str {
+        &self.members[index].endpoint
+    }
+
+    fn client(&self, index: usize) -> Option<etcd_client::Client> {
+        self.members[index].client.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The next member in rotation (round-robin); if none is in rotation, the next one
+    /// that has a connection (a cluster electing a new leader still gets tried).
+    pub(crate) fn pick(&self) -> Picked {
+        let n = self.members.len();
+        let start = if n == 1 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) };
+        let order = (0..n).map(|i| (start + i) % n);
+        let healthy = order.clone().find(|&i| self.members[i].healthy.load(Ordering::Relaxed));
+        for index in healthy.into_iter().chain(order) {
+            if let Some(client) = self.client(index) {
+                return Picked { index, client };
+            }
+        }
+        unreachable!("a connected client has at least one member with a connection")
+    }
+
+    /// Another member than `not` if one is in rotation (for a retry), else any.
+    pub(crate) fn pick_other(&self, not: usize) -> Picked {
+        let n = self.members.len();
+        let mut p = self.pick();
+        for _ in 1..n {
+            if p.index != not {
+                break;
+            }
+            p = self.pick();
+        }
+        p
+    }
+
+    /// Take a member out of rotation because a probe found it hung or dead, and tell
+    /// the work in flight on it. With a single member there is nowhere else to go.
+    fn mark_down(&self, index: usize, why: &str) {
+        if self.members.len() == 1 {
+            return;
+        }
+        let m = &self.members[index];
+        if m.healthy.swap(false, Ordering::AcqRel) {
+            warn!(endpoint = %m.endpoint, reason = why, "etcd member out of rotation");
+        }
+        m.down.send_modify(|g| *g += 1);
+    }
+
+    /// Take a member out of rotation until its next good probe, because a request on it
+    /// failed or took too long. Work in flight on it goes on.
+    pub(crate) fn note_slow(&self, index: usize, why: &str) {
+        if self.members.len() == 1 {
+            return;
+        }
+        let m = &self.members[index];
+        if m.healthy.swap(false, Ordering::AcqRel) {
+            debug!(endpoint = %m.endpoint, reason = why, "etcd member out of rotation until its next probe");
+        }
+    }
+
+    fn mark_up(&self, index: usize) {
+        let m = &self.members[index];
+        if !m.healthy.swap(true, Ordering::AcqRel) {
+            debug!(endpoint = %m.endpoint, "etcd member in rotation");
+        }
+    }
+
+    /// Resolves when a probe next finds `index` hung or dead. Never resolves for a single member.
+    pub(crate) fn wait_down(&self, index: usize) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.members[index].down.subscribe();
+        rx.mark_unchanged();
+        async move {
+            if rx.changed().await.is_err() {
+                futures::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Start one prober per member (only when there is more than one).
+    pub(crate) fn start_probers(self: &Arc<Self>, check: HealthCheck) {
+        if self.members.len() < 2 {
+            return;
+        }
+        let mut tasks = self.probers.lock().unwrap_or_else(|e| e.into_inner());
+        for index in 0..self.members.len() {
+            tasks.push(tokio::spawn(probe(Arc::downgrade(self), index, check)));
+        }
+    }
+}
+
+impl Drop for Members {
+    fn drop(&mut self) {
+        for t in self.probers.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            t.abort();
+        }
+    }
+}
+
+async fn probe(weak: Weak<Members>, index: usize, check: HealthCheck) {
+    let mut was_down = false;
+    loop {
+        tokio::time::sleep(check.interval).await;
+        let Some(members) = weak.upgrade() else { return };
+        let client = members.client(index);
+        let (endpoint, options) = (members.endpoint(index).to_string(), members.connect_options.clone());
+        drop(members);
+        let answer = tokio::time::timeout(check.timeout, async {
+            let mut c = match client {
+                Some(c) => c,
+                None => etcd_client::Client::connect([endpoint.as_str()], Some(options)).await?,
+            };
+            match c.status().await {
+                Ok(_) => Ok(c),
+                // Authenticated but not allowed to ask: the member answered.
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) =>
+                {
+                    Ok(c)
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+        let Some(members) = weak.upgrade() else { return };
+        match answer {
+            Ok(Ok(c)) => {
+                members.members[index].client.write().unwrap_or_else(|e| e.into_inner()).get_or_insert(c);
+                if was_down {
+                    info!(endpoint = %endpoint, "etcd member answers again; back in rotation");
+                }
+                was_down = false;
+                members.mark_up(index);
+            }
+            Ok(Err(e)) => {
+                debug!(endpoint = %endpoint, error = %e, "health probe failed");
+                was_down = true;
+                members.mark_down(index, "health probe failed");
+            }
+            Err(_) => {
+                was_down = true;
+                members.mark_down(index, "no answer to a health probe");
+            }
+        }
+    }
+}
+
+/// A watch on one member. It ends with an error as soon as a probe finds that member
+/// hung, so that the owner re-reads and watches again on a member in rotation.
+pub(crate) struct MemberWatch {
+    stream: etcd_client::WatchStream,
+    down: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    members: Arc<Members>,
+    index: usize,
+}
+
+impl MemberWatch {
+    /// Open a watch on a member in rotation (bounded by `timeout`: a hung member may
+    /// never answer the request).
+    pub(crate) async fn open(
+        members: &Arc<Members>,
+        key: impl Into<Vec<u8>>,
+        options: etcd_client::WatchOptions,
+        timeout: Duration,
+    ) -> Result<MemberWatch, etcd_client::Error> {
+        let picked = members.pick();
+        let mut down = Box::pin(members.wait_down(picked.index));
+        let mut wc = picked.client.watch_client();
+        let endpoint = members.endpoint(picked.index).to_string();
+        let opened = tokio::select! {
+            r = tokio::time::timeout(timeout, wc.watch(key, Some(options))) => r,
+            _ = &mut down => return Err(hung(&endpoint)),
+        };
+        match opened {
+            Ok(Ok(stream)) => Ok(MemberWatch { stream, down, members: members.clone(), index: picked.index }),
+            Ok(Err(e)) => {
+                members.note_slow(picked.index, "watch could not be opened");
+                Err(e)
+            }
+            Err(_) => {
+                members.note_slow(picked.index, "watch not opened in time");
+                Err(etcd_client::Error::WatchError(format!("{endpoint}: watch not created within {timeout:?}")))
+            }
+        }
+    }
+
+    /// The next response, `Ok(None)` when the stream ends, an error when it breaks or
+    /// its member stops answering.
+    pub(crate) async fn message(&mut self) -> Result<Option<etcd_client::WatchResponse>, etcd_client::Error> {
+        let r = tokio::select! {
+            r = self.stream.message() => r,
+            _ = &mut self.down => return Err(hung(self.members.endpoint(self.index))),
+        };
+        if r.is_err() {
+            self.members.note_slow(self.index, "watch stream broke");
+        }
+        r
+    }
+}
+
+fn hung(endpoint: &str) -> etcd_client::Error {
+    etcd_client::Error::WatchError(format!("{endpoint} stopped answering; watching on another member"))
+}
