@@ -292,39 +292,45 @@ impl Client {
         let timeout = options.connect_timeout;
         let connect_options = options.to_connect_options();
         // One channel per member (connecting lazily, except for authentication).
-        let mut clients = Vec::with_capacity(eps.len());
-        for ep in &eps {
-            clients.push(connect_member(ep, &connect_options));
-        }
         let probe_key = format!("{}\0probe", options.namespace);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
-        let mut attempts: futures::stream::FuturesUnordered<_> = clients
-            .into_iter()
+        let mut attempts: futures::stream::FuturesUnordered<_> = eps
+            .iter()
             .enumerate()
-            .map(|(i, c)| {
-                let (probe_key, tx) = (probe_key.clone(), tx.clone());
+            .map(|(i, ep)| {
+                let (probe_key, tx, ep, connect_options) = (probe_key.clone(), tx.clone(), ep.clone(), connect_options.clone());
                 async move {
                     // The channel connects lazily; one tiny read proves that the member
                     // answers. A member that is starting, or whose cluster is electing a
-                    // leader, is asked again until the connect timeout.
-                    let mut c = match c.await {
-                        Ok(c) => c,
-                        Err(e) => return (i, Err(e)),
-                    };
+                    // leader, is asked again until the connect timeout. A definite answer
+                    // (wrong password, a certificate refused) ends the attempt at once.
                     let mut backoff = Duration::from_millis(50);
+                    let mut client: Option<etcd_client::Client> = None;
                     loop {
-                        match c.get(probe_key.clone(), Some(GetOptions::new().with_count_only())).await {
-                            Ok(_) => return (i, Ok(c)),
-                            // Connected and authenticated, just not allowed to read there: fine.
-                            Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::PermissionDenied => {
-                                return (i, Ok(c))
+                        let outcome = match client.clone() {
+                            Some(c) => Ok(c),
+                            // With a user, connecting authenticates (a round trip).
+                            None => connect_member(&ep, &connect_options).await,
+                        };
+                        let failure = match outcome {
+                            Err(e) => e,
+                            Ok(mut c) => {
+                                client = Some(c.clone());
+                                match c.get(probe_key.clone(), Some(GetOptions::new().with_count_only())).await {
+                                    Ok(_) => return (i, Ok(c)),
+                                    // Connected and authenticated, just not allowed to read there: fine.
+                                    Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::PermissionDenied => {
+                                        return (i, Ok(c))
+                                    }
+                                    Err(e) => e,
+                                }
                             }
-                            Err(e) if classify(&e) == Failure::Answer => return (i, Err(e)),
-                            Err(e) => {
-                                debug!(error = %e, "member not serving yet; asking again");
-                                let _ = tx.send((i, e.to_string()));
-                            }
+                        };
+                        if classify(&failure) == Failure::Answer {
+                            return (i, Err(failure));
                         }
+                        debug!(endpoint = %ep, error = %describe(&failure), "member not serving yet; asking again");
+                        let _ = tx.send((i, describe(&failure)));
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(500));
                     }
@@ -332,13 +338,26 @@ impl Client {
             })
             .collect();
         let mut failures: Vec<Option<String>> = vec![None; eps.len()];
+        // The first definite refusal by etcd of who we are (bad user or password).
+        let mut denied: Option<etcd_client::Error> = None;
         let mut first: Option<(usize, etcd_client::Client)> = None;
+        let mut refused_by_all = false;
         let deadline = tokio::time::Instant::now() + timeout;
         while first.is_none() {
             match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut attempts)).await {
                 Ok(Some((i, Ok(c)))) => first = Some((i, c)),
-                Ok(Some((i, Err(e)))) => failures[i] = Some(e.to_string()),
-                Ok(None) | Err(_) => break,
+                Ok(Some((i, Err(e)))) => {
+                    failures[i] = Some(describe(&e));
+                    if denied.is_none() && auth_refusal(&e) {
+                        denied = Some(e);
+                    }
+                }
+                // Every member gave a definite answer (a refusal) before the deadline.
+                Ok(None) => {
+                    refused_by_all = true;
+                    break;
+                }
+                Err(_) => break,
             }
         }
         // The last transient failure of the members still being asked.
@@ -358,14 +377,16 @@ impl Client {
                 .map(|(ep, f)| format!("{ep}: {}", f.as_deref().unwrap_or("no answer")))
                 .collect();
             let all_silent = failures.iter().all(Option::is_none);
-            let message = if all_silent {
+            let message = if refused_by_all {
+                format!("refused by every member ({})", each.join("; "))
+            } else if all_silent {
                 format!("no member answered within {timeout:?}")
             } else {
                 format!("no member answered within {timeout:?} ({})", each.join("; "))
             };
-            // A definite refusal (bad password, no permission) is not a connection problem.
-            if let Some(denied) = failures.iter().flatten().find(|f| f.contains("authentication failed") || f.contains("invalid auth")) {
-                return Err(Error::Connect { endpoints: joined, message: format!("authentication failed: {denied}"), source: None });
+            // A definite refusal of the user or password is not a connection problem.
+            if let Some(e) = denied {
+                return Err(Error::PermissionDenied(e));
             }
             return Err(Error::Connect { endpoints: joined, message, source: None });
         };
@@ -615,6 +636,11 @@ pub(crate) enum Failure {
 
 pub(crate) fn classify(e: &etcd_client::Error) -> Failure {
     use tonic::Code;
+    if tls_refusal(e) {
+        // A certificate refused by either side: no request was sent, and sending it
+        // again gets the same refusal.
+        return Failure::Answer;
+    }
     match e {
         etcd_client::Error::TransportError(_) => Failure::NotSent,
         etcd_client::Error::IoError(_) => Failure::Broken,
@@ -633,6 +659,63 @@ pub(crate) fn classify(e: &etcd_client::Error) -> Failure {
             }
         }
         _ => Failure::Answer,
+    }
+}
+
+/// The messages of `e` and of every error below it, most general first, without repeats
+/// (tonic statuses often say only "transport error" and keep the cause below).
+pub(crate) fn describe(e: &etcd_client::Error) -> String {
+    let mut text = match e {
+        // A status's Display carries its source's Debug form; the chain below says it better.
+        etcd_client::Error::GRpcStatus(s) => format!("grpc status {:?}: {}", s.code(), s.message()),
+        _ => e.to_string(),
+    };
+    if tls_refusal_text(&text) {
+        text.insert_str(0, "TLS handshake failed: ");
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(s) => std::error::Error::source(s),
+        etcd_client::Error::TransportError(t) => std::error::Error::source(t),
+        etcd_client::Error::IoError(io) => std::error::Error::source(io),
+        _ => None,
+    };
+    while let Some(s) = source {
+        let m = s.to_string();
+        if !m.is_empty() && !text.contains(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// True when a TLS handshake failed on a certificate: ours refused by the server (a fatal
+/// alert: unknown CA, expired, none sent) or the server's refused by us (not signed by
+/// the CA we trust, wrong name). Definite: trying again cannot succeed.
+pub(crate) fn tls_refusal(e: &etcd_client::Error) -> bool {
+    if !matches!(e, etcd_client::Error::GRpcStatus(_) | etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)) {
+        return false;
+    }
+    tls_refusal_text(&describe(e))
+}
+
+fn tls_refusal_text(text: &str) -> bool {
+    // rustls' words for these failures.
+    ["invalid peer certificate", "received fatal alert", "peer sent no certificates", "certificate required"]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
+/// True when etcd refused the user or password (as opposed to a permission on a key).
+pub(crate) fn auth_refusal(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            let m = s.message();
+            matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::Unauthenticated | tonic::Code::FailedPrecondition)
+                && (m.contains("authentication failed") || m.contains("invalid auth") || m.contains("user name is empty") || m.contains("user name not found"))
+        }
+        _ => false,
     }
 }
 

@@ -168,6 +168,17 @@ impl From<etcd_client::Error> for Error {
     fn from(e: etcd_client::Error) -> Self {
         use etcd_client::Error as E;
         use tonic::Code;
+        if crate::client::auth_refusal(&e) {
+            // Wrong user or password: etcd answered, and the answer is no.
+            return Error::PermissionDenied(e);
+        }
+        if crate::client::tls_refusal(&e) {
+            return Error::Connect {
+                endpoints: String::new(),
+                message: crate::client::describe(&e),
+                source: Some(e),
+            };
+        }
         match &e {
             E::InvalidArgs(m) => Error::InvalidArgument(m.clone()),
             E::InvalidUri(u) => Error::InvalidArgument(format!("invalid endpoint URL: {u}")),

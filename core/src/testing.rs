@@ -5,12 +5,19 @@
 //! The etcd binary is `$ETCD_BIN` if set, else `etcd` on `PATH`; `etcdctl` is taken
 //! from beside it (or `$ETCDCTL_BIN`, or `PATH`). Everything is stopped on drop.
 //!
+//! [`EtcdCluster::start_with`] also starts etcd with TLS (mutual TLS, with certificates
+//! generated at start: see [`TestCerts`]) and/or with user/password authentication.
+//!
 //! ```no_run
 //! # async fn demo() -> etcd_recipes::Result<()> {
 //! let mut etcd = etcd_recipes::testing::EtcdCluster::start(1)?;
 //! let client = etcd_recipes::Client::connect_to(etcd.endpoints()).await?;
 //! etcd.pause(0)?;   // SIGSTOP
 //! etcd.resume(0)?;  // SIGCONT
+//!
+//! use etcd_recipes::testing::{EtcdCluster, StartOptions};
+//! let secure = EtcdCluster::start_with(StartOptions::new(1).with_tls().with_auth())?;
+//! let client = etcd_recipes::Client::connect(secure.client_options()).await?;
 //! # Ok(()) }
 //! ```
 
@@ -24,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use crate::client::{ClientOptions, TlsConfig};
 use crate::error::{Error, Result};
 
 fn harness_err(msg: impl Into<String>) -> Error {
@@ -87,16 +95,157 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain-HTTP `/health` (and `/metrics`), used when clients must speak TLS.
+    metrics_port: u16,
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
 }
+
+/// How to start a test etcd ([`EtcdCluster::start_with`]).
+#[derive(Clone, Debug)]
+pub struct StartOptions {
+    members: usize,
+    tls: bool,
+    auth: bool,
+}
+
+impl StartOptions {
+    /// `members` members (1 or 3 are the useful sizes), plain HTTP, no authentication.
+    pub fn new(members: usize) -> Self {
+        StartOptions { members, tls: false, auth: false }
+    }
+
+    /// Serve clients on `https://` only, with a server certificate for 127.0.0.1 and
+    /// localhost, and require a client certificate signed by the test CA
+    /// (`--client-cert-auth`). The certificates are generated at start: [`EtcdCluster::certs`].
+    pub fn with_tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// Enable user/password authentication: a `root` user (with the root role) whose
+    /// password is [`EtcdCluster::password`]. [`EtcdCluster::add_user`] adds users with no
+    /// permission at all.
+    pub fn with_auth(mut self) -> Self {
+        self.auth = true;
+        self
+    }
+}
+
+/// PEM files generated for a TLS test etcd, all in one directory. Every certificate is
+/// an ECDSA P-256 one; valid ones run from 1975 to 4096.
+#[derive(Clone, Debug)]
+pub struct TestCerts {
+    /// The directory holding every file below.
+    pub dir: PathBuf,
+    /// The CA that signed the server certificate and the good client certificates.
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// A client certificate the server accepts.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// Another CA, which signed nothing the server or a client trusts.
+    pub other_ca: PathBuf,
+    /// A client certificate signed by [`TestCerts::other_ca`]: the server refuses it.
+    pub other_client_cert: PathBuf,
+    pub other_client_key: PathBuf,
+    /// A client certificate signed by the right CA that expired in 2001.
+    pub expired_client_cert: PathBuf,
+    pub expired_client_key: PathBuf,
+}
+
+impl TestCerts {
+    /// Generate a fresh set of certificates into `dir` (created if missing).
+    pub fn generate(dir: &Path) -> Result<TestCerts> {
+        use rcgen::{
+            date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let err = |e: rcgen::Error| harness_err(format!("generating test certificates: {e}"));
+        fs::create_dir_all(dir).map_err(|e| harness_err(format!("{}: {e}", dir.display())))?;
+        let write = |name: &str, pem: String| -> Result<PathBuf> {
+            let p = dir.join(name);
+            fs::write(&p, pem).map_err(|e| harness_err(format!("{}: {e}", p.display())))?;
+            Ok(p)
+        };
+        let ca = |cn: &str| -> Result<(String, Issuer<'static, KeyPair>)> {
+            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            let key = KeyPair::generate().map_err(err)?;
+            let cert = params.self_signed(&key).map_err(err)?;
+            Ok((cert.pem(), Issuer::new(params, key)))
+        };
+        let leaf = |issuer: &Issuer<'static, KeyPair>,
+                    cn: &str,
+                    sans: Vec<String>,
+                    usages: Vec<ExtendedKeyUsagePurpose>,
+                    expired: bool|
+         -> Result<(String, String)> {
+            let mut params = CertificateParams::new(sans).map_err(err)?;
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            params.extended_key_usages = usages;
+            params.use_authority_key_identifier_extension = true;
+            if expired {
+                params.not_before = date_time_ymd(2000, 1, 1);
+                params.not_after = date_time_ymd(2001, 1, 1);
+            }
+            let key = KeyPair::generate().map_err(err)?;
+            let cert = params.signed_by(&key, issuer).map_err(err)?;
+            Ok((cert.pem(), key.serialize_pem()))
+        };
+        use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let (ca_pem, issuer) = ca("etcd-recipes test CA")?;
+        let (other_ca_pem, other_issuer) = ca("etcd-recipes other test CA")?;
+        // etcd's own gateway dials the server with the server certificate: it needs both usages.
+        let server = leaf(&issuer, "etcd-recipes test server", vec!["127.0.0.1".into(), "localhost".into()], vec![ServerAuth, ClientAuth], false)?;
+        let client = leaf(&issuer, "etcd-recipes-test-client", vec![], vec![ClientAuth], false)?;
+        let other = leaf(&other_issuer, "etcd-recipes-test-client", vec![], vec![ClientAuth], false)?;
+        let expired = leaf(&issuer, "etcd-recipes-test-client", vec![], vec![ClientAuth], true)?;
+        Ok(TestCerts {
+            dir: dir.to_path_buf(),
+            ca: write("ca.pem", ca_pem)?,
+            server_cert: write("server.pem", server.0)?,
+            server_key: write("server-key.pem", server.1)?,
+            client_cert: write("client.pem", client.0)?,
+            client_key: write("client-key.pem", client.1)?,
+            other_ca: write("other-ca.pem", other_ca_pem)?,
+            other_client_cert: write("other-client.pem", other.0)?,
+            other_client_key: write("other-client-key.pem", other.1)?,
+            expired_client_cert: write("expired-client.pem", expired.0)?,
+            expired_client_key: write("expired-client-key.pem", expired.1)?,
+        })
+    }
+
+    /// The TLS options of a client the server accepts (the CA and the good client certificate).
+    pub fn tls_config(&self) -> Result<TlsConfig> {
+        Ok(TlsConfig {
+            ca_pem: Some(read(&self.ca)?),
+            client_cert_pem: Some(read(&self.client_cert)?),
+            client_key_pem: Some(read(&self.client_key)?),
+            domain: None,
+        })
+    }
+}
+
+fn read(p: &Path) -> Result<Vec<u8>> {
+    fs::read(p).map_err(|e| harness_err(format!("{}: {e}", p.display())))
+}
+
+/// The name of the user [`StartOptions::with_auth`] creates.
+pub const ROOT_USER: &str = "root";
 
 /// A running etcd (1 or more members). Dropping it kills every member and deletes its files.
 pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
     token: String,
+    certs: Option<TestCerts>,
+    password: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -109,6 +258,13 @@ impl std::fmt::Debug for EtcdCluster {
 impl EtcdCluster {
     /// Start `members` members (1 or 3 are the useful sizes) and wait until healthy.
     pub fn start(members: usize) -> Result<EtcdCluster> {
+        Self::start_with(StartOptions::new(members))
+    }
+
+    /// Start a cluster as `options` say (TLS, authentication) and wait until healthy
+    /// (with authentication, until it is enabled).
+    pub fn start_with(options: StartOptions) -> Result<EtcdCluster> {
+        let members = options.members;
         if members == 0 {
             return Err(Error::invalid("an etcd cluster needs at least one member"));
         }
@@ -122,6 +278,7 @@ impl EtcdCluster {
                 name: format!("m{i}"),
                 client_port: free_port()?,
                 peer_port: free_port()?,
+                metrics_port: free_port()?,
                 data_dir: dir.path().join(format!("m{i}.etcd")),
                 log: dir.path().join(format!("m{i}.log")),
                 child: None,
@@ -133,13 +290,99 @@ impl EtcdCluster {
             .collect::<Vec<_>>()
             .join(",");
         let token = format!("etcd-recipes-{}-{}", std::process::id(), ms[0].client_port);
-        let mut c = EtcdCluster { members: ms, initial_cluster, token, dir };
+        let certs = if options.tls { Some(TestCerts::generate(&dir.path().join("tls"))?) } else { None };
+        let password = options.auth.then(|| format!("root-{:016x}", rand::random::<u64>()));
+        let mut c = EtcdCluster { members: ms, initial_cluster, token, certs, password, dir };
         for i in 0..members {
             c.spawn(i)?;
         }
         c.wait_healthy(Duration::from_secs(30))?;
-        info!(endpoints = ?c.endpoints(), "test etcd started");
+        c.enable_auth()?;
+        info!(endpoints = ?c.endpoints(), tls = options.tls, auth = options.auth, "test etcd started");
         Ok(c)
+    }
+
+    /// The generated certificates, when started [`StartOptions::with_tls`].
+    pub fn certs(&self) -> Option<&TestCerts> {
+        self.certs.as_ref()
+    }
+
+    /// The root user's name ([`ROOT_USER`]), when started [`StartOptions::with_auth`].
+    pub fn user(&self) -> Option<&str> {
+        self.password.as_ref().map(|_| ROOT_USER)
+    }
+
+    /// The root user's password, when started [`StartOptions::with_auth`].
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// Client options that work against this cluster: its endpoints, and the test CA and
+    /// good client certificate (with TLS) and the root user (with authentication).
+    pub fn client_options(&self) -> ClientOptions {
+        let mut o = ClientOptions::new(self.endpoints());
+        if let Some(certs) = &self.certs {
+            // The files were written at start; a failure to read them shows at connect.
+            o = o.with_tls(certs.tls_config().unwrap_or_default());
+        }
+        if let Some(p) = &self.password {
+            o = o.with_user(ROOT_USER, p.clone());
+        }
+        o
+    }
+
+    /// `etcd_client` options for the harness's own requests (as root once authentication is on).
+    fn admin_connect_options(&self, as_root: bool) -> Result<etcd_client::ConnectOptions> {
+        let mut o = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(5));
+        if let Some(certs) = &self.certs {
+            o = o.with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(read(&certs.ca)?))
+                    .identity(etcd_client::Identity::from_pem(read(&certs.client_cert)?, read(&certs.client_key)?)),
+            );
+        }
+        if let Some(p) = self.password.as_ref().filter(|_| as_root) {
+            o = o.with_user(ROOT_USER, p.clone());
+        }
+        Ok(o)
+    }
+
+    /// With authentication: create the root role and user and enable authentication.
+    fn enable_auth(&self) -> Result<()> {
+        let Some(password) = self.password.clone() else { return Ok(()) };
+        // Authentication is not on yet: connect without a user.
+        let options = self.admin_connect_options(false)?;
+        let endpoints = self.endpoints();
+        block_on_thread(async move {
+            let mut c = etcd_client::Client::connect(endpoints, Some(options)).await?;
+            // etcd 3.4 has no root role until one is added; 3.5 neither. Either way, add it.
+            if let Err(e) = c.role_add(ROOT_USER).await {
+                if !e.to_string().contains("already exists") {
+                    return Err(e.into());
+                }
+            }
+            c.user_add(ROOT_USER, password, None).await?;
+            c.user_grant_role(ROOT_USER, ROOT_USER).await?;
+            c.auth_enable().await?;
+            Ok(())
+        })
+    }
+
+    /// Add a user with this password and no role, so no permission on any key
+    /// (needs [`StartOptions::with_auth`]). Blocking, like the rest of the harness.
+    pub fn add_user(&self, name: &str, password: &str) -> Result<()> {
+        if self.password.is_none() {
+            return Err(Error::invalid("add_user needs a cluster started with authentication"));
+        }
+        let options = self.admin_connect_options(true)?;
+        let (endpoints, name, password) = (self.endpoints(), name.to_string(), password.to_string());
+        block_on_thread(async move {
+            let mut c = etcd_client::Client::connect(endpoints, Some(options)).await?;
+            c.user_add(name, password, None).await?;
+            Ok(())
+        })
     }
 
     fn spawn(&mut self, i: usize) -> Result<()> {
@@ -153,9 +396,19 @@ impl EtcdCluster {
             .open(&m.log)
             .map_err(|e| harness_err(format!("log file: {e}")))?;
         let log2 = log.try_clone().map_err(|e| harness_err(e.to_string()))?;
-        let client_url = format!("http://127.0.0.1:{}", m.client_port);
+        let scheme = if self.certs.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{}", m.client_port);
         let peer_url = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(etcd_binary())
+        let mut cmd = Command::new(etcd_binary());
+        if let Some(certs) = &self.certs {
+            // Clients must speak mTLS; /health stays on plain HTTP for `wait_healthy`.
+            cmd.arg("--cert-file").arg(&certs.server_cert);
+            cmd.arg("--key-file").arg(&certs.server_key);
+            cmd.arg("--trusted-ca-file").arg(&certs.ca);
+            cmd.arg("--client-cert-auth");
+            cmd.args(["--listen-metrics-urls", &format!("http://127.0.0.1:{}", m.metrics_port)]);
+        }
+        let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
@@ -178,9 +431,10 @@ impl EtcdCluster {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
-    /// Client URL of member `i`.
+    /// Client URL of member `i` (`https://` with TLS).
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        let scheme = if self.certs.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client_port)
     }
 
     /// Number of members.
@@ -277,7 +531,8 @@ impl EtcdCluster {
     }
 
     /// Stop every member, delete all data, and start a brand-new cluster on the same
-    /// ports: every key and lease is gone, as after a disaster.
+    /// ports: every key and lease is gone, as after a disaster. With authentication, the
+    /// root user is created again (users added by [`EtcdCluster::add_user`] are gone).
     pub fn restart_wiped(&mut self) -> Result<()> {
         for i in 0..self.members.len() {
             self.stop(i)?;
@@ -290,7 +545,8 @@ impl EtcdCluster {
         for i in 0..self.members.len() {
             self.spawn(i)?;
         }
-        self.wait_healthy(Duration::from_secs(30))
+        self.wait_healthy(Duration::from_secs(30))?;
+        self.enable_auth()
     }
 
     /// Stop every member (the temp dir stays until drop).
@@ -317,7 +573,8 @@ impl EtcdCluster {
                 } else {
                     break; // not running: nothing to wait for
                 }
-                if health(self.members[i].client_port) {
+                let m = &self.members[i];
+                if health(if self.certs.is_some() { m.metrics_port } else { m.client_port }) {
                     break;
                 }
                 if Instant::now() > until {
@@ -342,15 +599,56 @@ impl EtcdCluster {
     /// Compact the store at its current revision (physically); returns that revision.
     /// Fails after 10 s (for instance when every member is paused) instead of hanging.
     pub async fn compact(&self) -> Result<i64> {
-        compact_endpoints(self.endpoints()).await
+        compact_endpoints_with(self.endpoints(), self.admin_options()?).await
+    }
+
+    /// `etcd_client` options for administrative requests to this cluster: the test CA
+    /// and good client certificate (with TLS), the root user (with authentication).
+    pub fn admin_options(&self) -> Result<etcd_client::ConnectOptions> {
+        self.admin_connect_options(true)
+    }
+
+    /// `etcdctl` arguments aimed at this cluster: `--endpoints=...`, and the TLS files
+    /// and root user when it has them.
+    pub fn etcdctl_args(&self) -> Vec<String> {
+        let mut args = vec![format!("--endpoints={}", self.endpoints().join(","))];
+        if let Some(certs) = &self.certs {
+            args.push(format!("--cacert={}", certs.ca.display()));
+            args.push(format!("--cert={}", certs.client_cert.display()));
+            args.push(format!("--key={}", certs.client_key.display()));
+        }
+        if let Some(p) = &self.password {
+            args.push(format!("--user={ROOT_USER}:{p}"));
+        }
+        args
     }
 
     /// An `etcdctl` command aimed at this cluster (API v3), ready for more args.
     pub fn etcdctl(&self) -> Command {
         let mut cmd = Command::new(etcdctl_binary());
-        cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={}", self.endpoints().join(",")));
+        cmd.env("ETCDCTL_API", "3").args(self.etcdctl_args());
         cmd
     }
+}
+
+/// Run `fut` to completion on a runtime of its own in a thread of its own, so that the
+/// blocking harness can make etcd requests whether or not it is called inside a runtime.
+fn block_on_thread<T: Send>(fut: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| harness_err(format!("runtime: {e}")))?;
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), fut)
+                    .await
+                    .map_err(|_| harness_err("no answer within 30 s"))?
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err(harness_err("harness thread panicked")))
+    })
 }
 
 impl Drop for EtcdCluster {
@@ -370,9 +668,14 @@ impl Drop for EtcdCluster {
 /// its current revision, physically; returns that revision. Fails after 10 s instead of
 /// hanging when no member answers.
 pub async fn compact_endpoints(endpoints: Vec<String>) -> Result<i64> {
+    compact_endpoints_with(endpoints, etcd_client::ConnectOptions::new()).await
+}
+
+/// [`compact_endpoints`] with these connect options (e.g. [`EtcdCluster::admin_options`]).
+pub async fn compact_endpoints_with(endpoints: Vec<String>, options: etcd_client::ConnectOptions) -> Result<i64> {
     let limit = Duration::from_secs(10);
     let run = async {
-        let opts = etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(5));
+        let opts = options.with_timeout(Duration::from_secs(5));
         let mut c = etcd_client::Client::connect(endpoints, Some(opts)).await?;
         let rev = c
             .get("\0", Some(etcd_client::GetOptions::new().with_count_only()))
