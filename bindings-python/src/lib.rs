@@ -38,6 +38,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyClient>()?;
     m.add_class::<session::PySession>()?;
     m.add_class::<testing::PyEtcdCluster>()?;
+    m.add_class::<testing::PyTestCerts>()?;
     m.add_class::<lock::PyLock>()?;
     m.add_class::<lock::PyLockGuard>()?;
     m.add_class::<election::PyElection>()?;

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use etcd_recipes::testing::{etcd_binary, etcd_version, etcdctl_binary, EtcdCluster};
+use etcd_recipes::testing::{etcd_binary, etcd_version, etcdctl_binary, EtcdCluster, StartOptions, TestCerts};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
@@ -32,6 +32,88 @@ pub fn stop_all() {
 pub struct PyEtcdCluster {
     inner: Shared,
     endpoints: Vec<String>,
+    etcdctl_args: Vec<String>,
+    certs: Option<Py<PyTestCerts>>,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+/// Paths of the PEM files generated for a TLS test etcd (`EtcdCluster.start(tls=True)`).
+/// Pass them straight to `Client.connect(ca_cert=..., cert=..., key=...)`.
+#[pyclass(module = "etcd_recipes._native", name = "TestCerts", frozen)]
+pub struct PyTestCerts {
+    certs: TestCerts,
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+#[pymethods]
+impl PyTestCerts {
+    /// Not a test class, whatever pytest thinks of its name.
+    #[classattr]
+    #[allow(non_upper_case_globals)]
+    const __test__: bool = false;
+
+    /// The CA that signed the server certificate and the good client certificates.
+    #[getter]
+    fn ca(&self) -> String {
+        path(&self.certs.ca)
+    }
+    /// A client certificate the server accepts.
+    #[getter]
+    fn client_cert(&self) -> String {
+        path(&self.certs.client_cert)
+    }
+    /// The key of `client_cert`.
+    #[getter]
+    fn client_key(&self) -> String {
+        path(&self.certs.client_key)
+    }
+    /// Another CA, which signed nothing the server or a client trusts.
+    #[getter]
+    fn other_ca(&self) -> String {
+        path(&self.certs.other_ca)
+    }
+    /// A client certificate signed by `other_ca`: the server refuses it.
+    #[getter]
+    fn other_client_cert(&self) -> String {
+        path(&self.certs.other_client_cert)
+    }
+    /// The key of `other_client_cert`.
+    #[getter]
+    fn other_client_key(&self) -> String {
+        path(&self.certs.other_client_key)
+    }
+    /// A client certificate signed by the right CA that expired in 2001.
+    #[getter]
+    fn expired_client_cert(&self) -> String {
+        path(&self.certs.expired_client_cert)
+    }
+    /// The key of `expired_client_cert`.
+    #[getter]
+    fn expired_client_key(&self) -> String {
+        path(&self.certs.expired_client_key)
+    }
+    /// The server certificate (for 127.0.0.1 and localhost).
+    #[getter]
+    fn server_cert(&self) -> String {
+        path(&self.certs.server_cert)
+    }
+    /// The key of `server_cert`.
+    #[getter]
+    fn server_key(&self) -> String {
+        path(&self.certs.server_key)
+    }
+    /// The directory holding every file.
+    #[getter]
+    fn dir(&self) -> String {
+        path(&self.certs.dir)
+    }
+    fn __repr__(&self) -> String {
+        format!("TestCerts(dir={:?})", path(&self.certs.dir))
+    }
 }
 
 impl PyEtcdCluster {
@@ -55,14 +137,52 @@ impl PyEtcdCluster {
 impl PyEtcdCluster {
     /// Start `members` members and wait until healthy (blocking; a few hundred ms).
     /// The binary is `$ETCD_BIN`, else `etcd` on PATH.
+    ///
+    /// `tls=True`: clients must use mutual TLS on `https://` endpoints, with certificates
+    /// generated at start (`certs`). `auth=True`: user/password authentication is on, with
+    /// a root user (`user`, `password`); `add_user()` adds users with no permission.
     #[staticmethod]
-    #[pyo3(signature = (members=1))]
-    fn start(py: Python<'_>, members: usize) -> PyResult<Self> {
-        let c = py.detach(|| EtcdCluster::start(members)).py_err(py)?;
+    #[pyo3(signature = (members=1, *, tls=false, auth=false))]
+    fn start(py: Python<'_>, members: usize, tls: bool, auth: bool) -> PyResult<Self> {
+        let mut options = StartOptions::new(members);
+        if tls {
+            options = options.with_tls();
+        }
+        if auth {
+            options = options.with_auth();
+        }
+        let c = py.detach(|| EtcdCluster::start_with(options)).py_err(py)?;
         let endpoints = c.endpoints();
+        let etcdctl_args = c.etcdctl_args();
+        let certs = c.certs().map(|certs| Py::new(py, PyTestCerts { certs: certs.clone() })).transpose()?;
+        let (user, password) = (c.user().map(str::to_string), c.password().map(str::to_string));
         let inner: Shared = Arc::new(tokio::sync::Mutex::new(Some(c)));
         LIVE.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&inner));
-        Ok(PyEtcdCluster { inner, endpoints })
+        Ok(PyEtcdCluster { inner, endpoints, etcdctl_args, certs, user, password })
+    }
+
+    /// The generated certificates (started with `tls=True`), else None.
+    #[getter]
+    fn certs(&self, py: Python<'_>) -> Option<Py<PyTestCerts>> {
+        self.certs.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    /// The root user's name (started with `auth=True`), else None.
+    #[getter]
+    fn user(&self) -> Option<String> {
+        self.user.clone()
+    }
+
+    /// The root user's password (started with `auth=True`), else None.
+    #[getter]
+    fn password(&self) -> Option<String> {
+        self.password.clone()
+    }
+
+    /// Add a user with this password and no role, so no permission on any key
+    /// (needs `auth=True`; blocking).
+    fn add_user(&self, py: Python<'_>, name: String, password: String) -> PyResult<()> {
+        self.with(py, move |c| c.add_user(&name, &password))
     }
 
     /// Client URLs of every member.
@@ -150,11 +270,13 @@ impl PyEtcdCluster {
         })
     }
 
-    /// The etcdctl command aimed at this cluster: `[etcdctl, --endpoints=...]`
-    /// (run it with `ETCDCTL_API=3` in the environment).
+    /// The etcdctl command aimed at this cluster: `[etcdctl, --endpoints=...]`, with the
+    /// TLS files and root user when it has them (run it with `ETCDCTL_API=3` in the environment).
     #[getter]
     fn etcdctl(&self) -> Vec<String> {
-        vec![etcdctl_binary().display().to_string(), format!("--endpoints={}", self.endpoints.join(","))]
+        let mut cmd = vec![etcdctl_binary().display().to_string()];
+        cmd.extend(self.etcdctl_args.iter().cloned());
+        cmd
     }
 
     /// Kill every member and delete the files. Idempotent.

@@ -81,7 +81,7 @@ def test_package_exports() -> None:
     for name in etcd_recipes.__all__:
         assert getattr(etcd_recipes, name) is not None
     # Everything public in the native module (but the test harness) is exported.
-    harness = {"EtcdCluster", "etcd_binary_path", "etcd_binary_version"}
+    harness = {"EtcdCluster", "TestCerts", "etcd_binary_path", "etcd_binary_version"}
     assert set(public_native()) - harness - {"__version__"} <= set(etcd_recipes.__all__)
     assert (Path(etcd_recipes.__file__).parent / "py.typed").is_file()
 

@@ -2,13 +2,16 @@
 
 ``EtcdCluster`` starts 1 or 3 etcd members on free loopback ports in a temporary
 directory (binary: ``$ETCD_BIN``, else ``etcd`` on ``PATH``) and can pause, kill,
-restart, wipe and compact them. Installed as a pytest plugin, this module gives two
+restart, wipe and compact them. ``EtcdCluster.start(tls=True)`` serves mutual TLS
+with certificates generated at start (``cluster.certs``: PEM paths); ``auth=True``
+turns on user/password authentication (``cluster.user``, ``cluster.password``,
+``cluster.add_user()``). Installed as a pytest plugin, this module gives two
 fixtures:
 
 * ``etcd``: one single-member cluster shared by the whole test session (use distinct
   keys or a client ``namespace`` per test);
-* ``etcd_factory``: ``etcd_factory(members=1)`` starts a fresh cluster owned by one
-  test (for fault injection), stopped when the test ends.
+* ``etcd_factory``: ``etcd_factory(members=1, tls=False, auth=False)`` starts a fresh
+  cluster owned by one test (for fault injection, TLS, auth), stopped when the test ends.
 
     async def test_my_service(etcd: EtcdCluster) -> None:
         client = await etcd_recipes.Client.connect(etcd.endpoints)
@@ -23,9 +26,9 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 
-from etcd_recipes._native import EtcdCluster, etcd_binary_path, etcd_binary_version
+from etcd_recipes._native import EtcdCluster, TestCerts, etcd_binary_path, etcd_binary_version
 
-__all__ = ["EtcdCluster", "etcdctl", "etcd_binary_path", "etcd_binary_version", "etcd", "etcd_factory"]
+__all__ = ["EtcdCluster", "TestCerts", "etcdctl", "etcd_binary_path", "etcd_binary_version", "etcd", "etcd_factory"]
 
 
 def etcdctl(cluster: EtcdCluster, *args: str, timeout: float = 30.0, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -53,11 +56,12 @@ else:
 
     @pytest.fixture
     def etcd_factory() -> Iterator[Callable[..., EtcdCluster]]:
-        """Start fresh clusters owned by one test: ``etcd_factory(members=3)``."""
+        """Start fresh clusters owned by one test: ``etcd_factory(members=3)``,
+        ``etcd_factory(tls=True)``, ``etcd_factory(auth=True)``."""
         started: list[EtcdCluster] = []
 
-        def start(members: int = 1) -> EtcdCluster:
-            cluster = EtcdCluster.start(members)
+        def start(members: int = 1, *, tls: bool = False, auth: bool = False) -> EtcdCluster:
+            cluster = EtcdCluster.start(members, tls=tls, auth=auth)
             started.append(cluster)
             return cluster
 
