@@ -1,1 +1,1 @@
-export { EtcdCluster, EtcdClusterOptions } from './native'
+export { EtcdCluster, EtcdClusterOptions, TestCerts } from './native'

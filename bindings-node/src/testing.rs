@@ -15,6 +15,56 @@ use crate::errors;
 pub struct EtcdClusterOptions {
     /// Number of members (1 or 3 are the useful sizes; default 1).
     pub members: Option<u32>,
+    /// Serve clients on `https://` only and require a client certificate signed by the
+    /// test CA (mutual TLS); the certificates are generated at start (`certs`).
+    pub tls: Option<bool>,
+    /// Turn on user/password authentication with a root user (`user`, `password`);
+    /// `addUser()` adds users with no permission.
+    pub auth: Option<bool>,
+}
+
+/// Paths of the PEM files generated for a TLS test etcd. Read them (`fs.readFileSync`)
+/// for `Client.connect({ caCert, cert, key })`.
+#[napi(object)]
+#[derive(Clone)]
+pub struct TestCerts {
+    /// The CA that signed the server certificate and the good client certificates.
+    pub ca: String,
+    /// A client certificate the server accepts, and its key.
+    pub client_cert: String,
+    pub client_key: String,
+    /// Another CA, which signed nothing the server or a client trusts.
+    pub other_ca: String,
+    /// A client certificate signed by `otherCa` (the server refuses it), and its key.
+    pub other_client_cert: String,
+    pub other_client_key: String,
+    /// A client certificate signed by the right CA that expired in 2001, and its key.
+    pub expired_client_cert: String,
+    pub expired_client_key: String,
+    /// The server certificate (for 127.0.0.1 and localhost) and its key.
+    pub server_cert: String,
+    pub server_key: String,
+    /// The directory holding every file.
+    pub dir: String,
+}
+
+impl From<&testing::TestCerts> for TestCerts {
+    fn from(c: &testing::TestCerts) -> Self {
+        let p = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        TestCerts {
+            ca: p(&c.ca),
+            client_cert: p(&c.client_cert),
+            client_key: p(&c.client_key),
+            other_ca: p(&c.other_ca),
+            other_client_cert: p(&c.other_client_cert),
+            other_client_key: p(&c.other_client_key),
+            expired_client_cert: p(&c.expired_client_cert),
+            expired_client_key: p(&c.expired_client_key),
+            server_cert: p(&c.server_cert),
+            server_key: p(&c.server_key),
+            dir: p(&c.dir),
+        }
+    }
 }
 
 type Shared = Arc<Mutex<Option<testing::EtcdCluster>>>;
@@ -25,6 +75,9 @@ type Shared = Arc<Mutex<Option<testing::EtcdCluster>>>;
 pub struct EtcdCluster {
     inner: Shared,
     endpoints: Vec<String>,
+    certs: Option<TestCerts>,
+    user: Option<String>,
+    password: Option<String>,
 }
 
 fn with<T>(inner: &Shared, f: impl FnOnce(&mut testing::EtcdCluster) -> etcd_recipes::Result<T>) -> etcd_recipes::Result<T> {
@@ -55,17 +108,54 @@ fn internal(msg: String) -> etcd_recipes::Error {
 
 #[napi]
 impl EtcdCluster {
-    /// Start the members and wait until the cluster is healthy.
+    /// Start the members and wait until the cluster is healthy (with `auth`, until
+    /// authentication is on).
     #[napi(ts_return_type = "Promise<EtcdCluster>", writable = true, configurable = true)]
     pub fn start<'env>(env: &'env Env, options: Option<EtcdClusterOptions>) -> napi::Result<PromiseRaw<'env, EtcdCluster>> {
-        let n = options.and_then(|o| o.members).unwrap_or(1) as usize;
+        let (n, tls, auth) = match options {
+            Some(o) => (o.members.unwrap_or(1) as usize, o.tls.unwrap_or(false), o.auth.unwrap_or(false)),
+            None => (1, false, false),
+        };
+        let mut start = testing::StartOptions::new(n);
+        if tls {
+            start = start.with_tls();
+        }
+        if auth {
+            start = start.with_auth();
+        }
         errors::promise(env, async move {
-            let c = tokio::task::spawn_blocking(move || testing::EtcdCluster::start(n))
+            let c = tokio::task::spawn_blocking(move || testing::EtcdCluster::start_with(start))
                 .await
                 .map_err(|e| internal(e.to_string()))??;
             let endpoints = c.endpoints();
-            Ok(EtcdCluster { inner: Arc::new(Mutex::new(Some(c))), endpoints })
+            let certs = c.certs().map(TestCerts::from);
+            let (user, password) = (c.user().map(str::to_string), c.password().map(str::to_string));
+            Ok(EtcdCluster { inner: Arc::new(Mutex::new(Some(c))), endpoints, certs, user, password })
         })
+    }
+
+    /// The generated certificates (started with `tls: true`), else null.
+    #[napi(getter)]
+    pub fn certs(&self) -> Option<TestCerts> {
+        self.certs.clone()
+    }
+
+    /// The root user's name (started with `auth: true`), else null.
+    #[napi(getter)]
+    pub fn user(&self) -> Option<String> {
+        self.user.clone()
+    }
+
+    /// The root user's password (started with `auth: true`), else null.
+    #[napi(getter)]
+    pub fn password(&self) -> Option<String> {
+        self.password.clone()
+    }
+
+    /// Add a user with this password and no role, so no permission on any key (needs `auth: true`).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn add_user<'env>(&self, env: &'env Env, name: String, password: String) -> napi::Result<PromiseRaw<'env, ()>> {
+        blocking(env, &self.inner, move |c| c.add_user(&name, &password))
     }
 
     /// Client URLs of every member, e.g. `http://127.0.0.1:40123`.
@@ -147,8 +237,8 @@ impl EtcdCluster {
         };
         let inner = self.inner.clone();
         errors::promise(env, async move {
-            with(&inner, |_| Ok(()))?;
-            etcd_recipes::testing::compact_endpoints(endpoints).await
+            let options = with(&inner, |c| c.admin_options())?;
+            etcd_recipes::testing::compact_endpoints_with(endpoints, options).await
         })
     }
 
