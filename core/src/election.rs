@@ -105,7 +105,9 @@ impl Election {
             let client = self.session.client().clone();
             let mut cleanup = Cleanup::new(client.clone(), self.key.clone(), None);
             let work = async {
-                let entered = enter(&client, &self.prefix, &self.key, value.clone(), self.session.lease_id()).await;
+                let entered = enter(&client, &self.prefix, &self.key, value.clone(), self.session.lease_id())
+                    .await
+                    .map_err(|e| self.session.lost_in_etcd(e));
                 let entered = match entered {
                     Ok(e) => e,
                     Err(e) => {

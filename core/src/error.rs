@@ -204,6 +204,11 @@ impl From<etcd_client::Error> for Error {
                     after: Duration::ZERO,
                 },
                 Code::PermissionDenied | Code::Unauthenticated => Error::PermissionDenied(e),
+                // A write attached to a lease that expired or was revoked.
+                Code::NotFound if s.message().contains("lease not found") => Error::SessionLost {
+                    lease_id: 0,
+                    reason: "requested lease not found in etcd (expired or revoked)".into(),
+                },
                 Code::OutOfRange if s.message().contains("compacted") => {
                     Error::Compacted { requested: 0, compact_revision: 0 }
                 }

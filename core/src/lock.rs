@@ -401,7 +401,9 @@ impl Lock {
             // it, the key is still removed.
             cleanup.arm();
             let work = async {
-                let entered = enter(&client, &self.prefix, &self.key, Vec::new(), self.session.lease_id()).await?;
+                let entered = enter(&client, &self.prefix, &self.key, Vec::new(), self.session.lease_id())
+                    .await
+                    .map_err(|e| self.session.lost_in_etcd(e))?;
                 let rev = entered.rev;
                 if entered.owner_rev.is_none_or(|o| o == rev) {
                     // The transaction itself saw our key as the owner: no wait, nothing to re-check.

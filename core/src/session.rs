@@ -220,6 +220,18 @@ impl Session {
         }
     }
 
+    /// An error from a request made with this session's lease: when etcd said the lease
+    /// is gone, the session is lost now (not at its next renewal), and the error names it.
+    pub(crate) fn lost_in_etcd(&self, e: Error) -> Error {
+        match e {
+            Error::SessionLost { lease_id: 0, reason } => {
+                self.shared.mark_lost(reason.clone());
+                Error::SessionLost { lease_id: self.shared.lease_id, reason }
+            }
+            other => other,
+        }
+    }
+
     /// Mark the session lost from outside (a recipe noticed its key vanished).
     #[allow(dead_code)]
     pub(crate) fn mark_lost(&self, reason: impl Into<String>) {

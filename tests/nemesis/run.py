@@ -22,6 +22,7 @@ builds the Rust worker itself.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -117,7 +118,10 @@ def nemesis(etcd: EtcdCluster, workers: list[Worker], until: float, rng: random.
             else:
                 log.append(f"{t}s revoke: no holder at that moment")
         elif action == "compact":
-            etcd.compact()
+            async def compact() -> None:
+                await etcd.compact()
+
+            asyncio.run(compact())
             log.append(f"{t}s compacted")
         time.sleep(1)
 
