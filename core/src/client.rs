@@ -299,6 +299,7 @@ impl Client {
             .enumerate()
             .map(|(i, ep)| {
                 let (probe_key, tx, ep, connect_options) = (probe_key.clone(), tx.clone(), ep.clone(), connect_options.clone());
+                let tls = options.tls.clone().filter(|_| ep.starts_with("https://"));
                 async move {
                     // The channel connects lazily; one tiny read proves that the member
                     // answers. A member that is starting, or whose cluster is electing a
@@ -306,6 +307,7 @@ impl Client {
                     // (wrong password, a certificate refused) ends the attempt at once.
                     let mut backoff = Duration::from_millis(50);
                     let mut client: Option<etcd_client::Client> = None;
+                    let mut tls_probed = false;
                     loop {
                         let outcome = match client.clone() {
                             Some(c) => Ok(c),
@@ -326,8 +328,18 @@ impl Client {
                                 }
                             }
                         };
-                        if classify(&failure) == Failure::Answer {
+                        let kind = classify(&failure);
+                        if kind == Failure::Answer {
                             return (i, Err(failure));
+                        }
+                        // A TLS connection that broke once up: maybe the server refused our
+                        // certificate and the alert was lost (see `tlsprobe`). Ask once.
+                        if let (Some(tls), Failure::Broken, false) = (&tls, kind, tls_probed) {
+                            tls_probed = true;
+                            if let Some(why) = crate::tlsprobe::refusal(&ep, tls, Duration::from_secs(1)).await {
+                                let refused = std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+                                return (i, Err(etcd_client::Error::IoError(refused)));
+                            }
                         }
                         debug!(endpoint = %ep, error = %describe(&failure), "member not serving yet; asking again");
                         let _ = tx.send((i, describe(&failure)));
@@ -670,9 +682,7 @@ pub(crate) fn describe(e: &etcd_client::Error) -> String {
         etcd_client::Error::GRpcStatus(s) => format!("grpc status {:?}: {}", s.code(), s.message()),
         _ => e.to_string(),
     };
-    if tls_refusal_text(&text) {
-        text.insert_str(0, "TLS handshake failed: ");
-    }
+
     let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
         etcd_client::Error::GRpcStatus(s) => std::error::Error::source(s),
         etcd_client::Error::TransportError(t) => std::error::Error::source(t),
@@ -686,6 +696,9 @@ pub(crate) fn describe(e: &etcd_client::Error) -> String {
             text.push_str(&m);
         }
         source = s.source();
+    }
+    if tls_refusal_text(&text) {
+        text.insert_str(0, "TLS handshake failed: ");
     }
     text
 }

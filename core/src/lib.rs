@@ -30,6 +30,7 @@ pub mod fence;
 pub mod lock;
 pub mod registry;
 pub mod session;
+mod tlsprobe;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -220,3 +220,23 @@ async fn tls_and_auth_together() {
         .with_user(etcd.user().unwrap(), "wrong");
     refused(wrong, ErrorKind::PermissionDenied, "mTLS with a wrong password").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_three_members() {
+    init_tracing();
+    let etcd = EtcdCluster::start_with(StartOptions::new(3).with_tls()).expect("start 3 members with TLS");
+    let client = bounded("connect", Client::connect(etcd.client_options().with_connect_timeout(CONNECT_TIMEOUT)))
+        .await
+        .expect("connect over mTLS to 3 members");
+    put_get_and_lock(&client, "three").await;
+    // Every member refuses: one fast CONNECT naming each.
+    let certs = etcd.certs().unwrap();
+    let e = refused(
+        ClientOptions::new(etcd.endpoints()).with_tls(tls(&certs.ca, Some((&certs.expired_client_cert, &certs.expired_client_key)))),
+        ErrorKind::Connect,
+        "expired client cert, 3 members",
+    )
+    .await;
+    let text = e.to_string();
+    assert!(etcd.endpoints().iter().all(|ep| text.contains(ep.as_str())), "{}", summary(&e));
+}
