@@ -2,7 +2,8 @@
 
 A 3-member etcd cluster; one worker per face (Rust, Python, Node, etcdctl) loops over
 "acquire the lock, read the counter, guarded write of counter+1 with my fencing token,
-release" (see worker.py). Meanwhile a nemesis, one fault at a time: SIGSTOPs a member,
+release" (see worker.py), and one more per face (Rust, Python, Node) does the same as
+the leader of an election on a second counter ("campaign, guarded write, resign"). Meanwhile a nemesis, one fault at a time: SIGSTOPs a member,
 kills and restarts a member, SIGSTOPs a worker past its session TTL, revokes the lock
 holder's lease, compacts. Then the checker proves:
 
@@ -66,18 +67,21 @@ def ctl(etcd: EtcdCluster, *args: str, timeout: float = 15) -> str:
 
 def start_workers(etcd: EtcdCluster, seconds: float, faces: list[str]) -> list[Worker]:
     eps = ",".join(etcd.endpoints)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     cmds = {
-        "rust": [str(ROOT / "target" / "debug" / "nemesis_worker")],
+        "rust": [str(target / "debug" / "nemesis_worker")],
         "python": [sys.executable, str(HERE / "worker.py")],
         "node": ["node", str(HERE / "worker.mjs")],
         "etcdctl": ["bash", str(HERE / "worker-etcdctl.sh")],
     }
     env = dict(os.environ, ETCDCTL=etcd.etcdctl[0], RUST_LOG="off")
     workers = []
-    for face in faces:
-        p = subprocess.Popen([*cmds[face], eps, face, str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    jobs = [(face, "lock") for face in faces] + [(face, "elect") for face in faces if face != "etcdctl"]
+    for face, mode in jobs:
+        name = face if mode == "lock" else f"{face}-elect"
+        p = subprocess.Popen([*cmds[face], eps, name, str(seconds), mode], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              text=True, env=env, start_new_session=True)
-        w = Worker(face, p)
+        w = Worker(name, p)
         threading.Thread(target=w.read, daemon=True).start()
         workers.append(w)
     return workers
@@ -110,13 +114,14 @@ def nemesis(etcd: EtcdCluster, workers: list[Worker], until: float, rng: random.
             os.killpg(w.proc.pid, signal.SIGCONT)
             log.append(f"{t}s paused worker {w.name} for {TTL + 1.5} s (TTL {TTL} s)")
         elif action == "revoke_holder":
-            keys = ctl(etcd, "get", "nemesis/lock/", "--prefix", "--keys-only").split()
-            if keys:
-                lease = keys[0].rsplit("/", 1)[1]
-                ctl(etcd, "lease", "revoke", lease)
-                log.append(f"{t}s revoked the lock holder's lease {lease}")
-            else:
-                log.append(f"{t}s revoke: no holder at that moment")
+            for what in ("lock", "election"):
+                keys = ctl(etcd, "get", f"nemesis/{what}/", "--prefix", "--keys-only").split()
+                if keys:
+                    lease = keys[0].rsplit("/", 1)[1]
+                    ctl(etcd, "lease", "revoke", lease)
+                    log.append(f"{t}s revoked the {what} holder's lease {lease}")
+                else:
+                    log.append(f"{t}s revoke: no {what} holder at that moment")
         elif action == "compact":
             async def compact() -> None:
                 await etcd.compact()
@@ -155,14 +160,18 @@ def main() -> int:
                     os.killpg(w.proc.pid, signal.SIGKILL)
                     w.proc.wait()
         time.sleep(0.2)  # the reader threads drain the pipes
-        final_raw = ctl(etcd, "get", "nemesis/counter", "--print-value-only").strip() or "0 0"
-        final_n = int(final_raw.split()[0])
-        # Nothing left behind: no lock key, no lease (etcdctl's own sessions expire within their TTL).
+        finals = {}
+        for key in ("nemesis/counter", "nemesis/leader-counter"):
+            raw = ctl(etcd, "get", key, "--print-value-only").strip() or "0 0"
+            finals[key] = int(raw.split()[0])
+        # Nothing left behind: no lock or candidate key, no lease (etcdctl's own sessions
+        # expire within their TTL).
         left_keys: list[str] = []
         leases: list[str] = []
         until = time.monotonic() + TTL + 10
         while time.monotonic() < until:
             left_keys = ctl(etcd, "get", "nemesis/lock/", "--prefix", "--keys-only").split()
+            left_keys += ctl(etcd, "get", "nemesis/election/", "--prefix", "--keys-only").split()
             leases = ctl(etcd, "lease", "list").split()[3:]
             if not left_keys and not leases:
                 break
@@ -170,33 +179,38 @@ def main() -> int:
 
     for line in log:
         print("  nemesis:", line)
-    recs = [(t, w.name, r) for w in workers for (t, r) in w.records]
-    oks = sorted((int(r["n"]), int(r["t"]), w, t) for (t, w, r) in recs if r.get("r") == "ok")  # type: ignore[call-overload]
-    unknown = sum(1 for (_, _, r) in recs if r.get("r") == "unknown")
     for w in workers:
         counts: dict[str, int] = {}
         for _, r in w.records:
             key = str(r.get("r")) + (f":{r['k']}" if r.get("k") else "")
             counts[key] = counts.get(key, 0) + 1
         lat = sorted(float(r["ms"]) for _, r in w.records if r.get("r") == "ok")  # type: ignore[arg-type]
+        p50 = lat[len(lat) // 2] if lat else float("nan")
         p99 = lat[int(0.99 * (len(lat) - 1))] if lat else float("nan")
-        print(f"  {w.name:8s} exit {w.proc.returncode}: {counts}, ok latency p50 {lat[len(lat) // 2] if lat else float('nan'):.1f} ms, p99 {p99:.1f} ms")
+        print(f"  {w.name:14s} exit {w.proc.returncode}: {counts}, ok latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
         checks.append((f"{w.name} worker made progress and exited cleanly", bool(lat) and w.proc.returncode == 0 and not w.bad_lines,
                        f"{len(lat)} ok, exit {w.proc.returncode}, {len(w.bad_lines)} unparsable lines"))
-    ns = [n for (n, _, _, _) in oks]
-    dups = len(ns) - len(set(ns))
-    checks.append(("no increment acknowledged twice (no lost update)", dups == 0, f"{dups} duplicated counter values"))
-    checks.append(("counter == acknowledged increments (+ unknown outcomes at most)", len(oks) <= final_n <= len(oks) + unknown,
-                   f"counter {final_n}, {len(oks)} acknowledged, {unknown} unknown"))
-    rising = all(a[1] < b[1] for a, b in zip(oks, oks[1:]))
-    checks.append(("fencing tokens rise with the counter", rising, f"{len(oks)} acknowledged writes"))
-    violations = [r for (_, _, r) in recs if r.get("violation")]
-    checks.append(("no holder saw a token above its own", not violations, f"{len(violations)} violations"))
-    checks.append(("nothing left behind (lock keys, leases)", not left_keys and not leases,
-                   f"{len(left_keys)} lock keys, {len(leases)} leases"))
-    times = sorted(t for (_, _, _, t) in oks)
-    gap = max((b - a for a, b in zip([START, *times], [*times, START + args.duration])), default=float("nan"))
-    print(f"  availability: {len(oks)} acknowledged increments in {args.duration:.0f} s; longest stretch without one {gap:.2f} s")
+    for what, key in (("lock", "nemesis/counter"), ("leader", "nemesis/leader-counter")):
+        group = [w for w in workers if w.name.endswith("-elect") == (what == "leader")]
+        recs = [(t, w.name, r) for w in group for (t, r) in w.records]
+        oks = sorted((int(r["n"]), int(r["t"]), w, t) for (t, w, r) in recs if r.get("r") == "ok")  # type: ignore[call-overload]
+        unknown = sum(1 for (_, _, r) in recs if r.get("r") == "unknown")
+        ns = [n for (n, _, _, _) in oks]
+        dups = len(ns) - len(set(ns))
+        checks.append((f"{what}: no increment acknowledged twice (no lost update)", dups == 0, f"{dups} duplicated counter values"))
+        checks.append((f"{what}: counter == acknowledged increments (+ unknown outcomes at most)",
+                       len(oks) <= finals[key] <= len(oks) + unknown,
+                       f"counter {finals[key]}, {len(oks)} acknowledged, {unknown} unknown"))
+        rising = all(a[1] < b[1] for a, b in zip(oks, oks[1:]))
+        checks.append((f"{what}: fencing tokens rise with the counter", rising, f"{len(oks)} acknowledged writes"))
+        violations = [r for (_, _, r) in recs if r.get("violation")]
+        checks.append((f"{what}: no holder saw a token above its own", not violations, f"{len(violations)} violations"))
+        times = sorted(t for (_, _, _, t) in oks)
+        gap = max((b - a for a, b in zip([START, *times], [*times, START + args.duration])), default=float("nan"))
+        print(f"  {what} availability: {len(oks)} acknowledged increments in {args.duration:.0f} s; "
+              f"longest stretch without one {gap:.2f} s")
+    checks.append(("nothing left behind (lock and candidate keys, leases)", not left_keys and not leases,
+                   f"{len(left_keys)} keys, {len(leases)} leases"))
     passed = sum(1 for c in checks if c[1])
     for name, ok, detail in checks:
         print(f"  {'ok' if ok else 'FAILED'} - {name} ({detail})")
