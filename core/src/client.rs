@@ -265,6 +265,10 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// How long a read or an idempotent write waits for one member before it is given up
+/// there and sent to another.
+const ATTEMPT: Duration = Duration::from_secs(2);
+
 /// Which requests may be sent again after a failure that leaves their outcome open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Call {
@@ -510,9 +514,18 @@ impl Client {
         let mut picked = members.pick();
         loop {
             let down = members.wait_down(picked.index);
+            // A read or an idempotent write that gets no answer within ATTEMPT is given up
+            // and sent to another member: the first may be forwarding to a leader that
+            // hangs, which a probe of the member itself cannot see. Other writes wait for
+            // their answer.
+            let attempt_until = match kind {
+                Call::Write => until,
+                _ => until.min(tokio::time::Instant::now() + ATTEMPT),
+            };
             let outcome = tokio::select! {
-                r = op(picked.client.clone()) => Some(r),
+                r = op(picked.client.clone()) => Some(Ok(r)),
                 _ = down => None,
+                _ = tokio::time::sleep_until(attempt_until), if attempt_until < until => Some(Err(())),
                 _ = tokio::time::sleep_until(until) => {
                     if kind != Call::Read {
                         members.note_slow(picked.index, "request timed out");
@@ -527,7 +540,11 @@ impl Client {
             };
             let endpoint = members.endpoint(picked.index).to_string();
             let retry_why = match outcome {
-                Some(Ok(v)) => return Ok(v),
+                Some(Ok(Ok(v))) => return Ok(v),
+                Some(Err(())) => {
+                    members.note_slow(picked.index, "no answer within the attempt time");
+                    format!("no answer within {ATTEMPT:?}")
+                }
                 // The member was taken out of rotation while the request was in flight.
                 None if kind == Call::Write => {
                     return Err(Error::UnknownOutcome(format!(
@@ -535,7 +552,7 @@ impl Client {
                     )))
                 }
                 None => "member out of rotation".to_string(),
-                Some(Err(e)) => match classify(&e) {
+                Some(Ok(Err(e))) => match classify(&e) {
                     Failure::NotSent => {
                         members.note_slow(picked.index, "connection refused");
                         e.to_string()
