@@ -269,6 +269,12 @@ impl std::fmt::Debug for Client {
 /// there and sent to another.
 const ATTEMPT: Duration = Duration::from_secs(2);
 
+/// Why an attempt was given up before its answer came.
+enum Stalled {
+    LeaderChanged,
+    NoAnswer,
+}
+
 /// Which requests may be sent again after a failure that leaves their outcome open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Call {
@@ -514,6 +520,17 @@ impl Client {
         let mut picked = members.pick();
         loop {
             let down = members.wait_down(picked.index);
+            // A leader change seen within moments of sending says nothing about this request
+            // (it likely went to the new leader); only one it has been waiting through counts.
+            let sent = tokio::time::Instant::now();
+            let leader_changed = async {
+                loop {
+                    members.wait_leader_change().await;
+                    if sent.elapsed() >= Duration::from_millis(250) {
+                        return;
+                    }
+                }
+            };
             // A read or an idempotent write that gets no answer within ATTEMPT is given up
             // and sent to another member: the first may be forwarding to a leader that
             // hangs, which a probe of the member itself cannot see. Other writes wait for
@@ -525,7 +542,9 @@ impl Client {
             let outcome = tokio::select! {
                 r = op(picked.client.clone()) => Some(Ok(r)),
                 _ = down => None,
-                _ = tokio::time::sleep_until(attempt_until), if attempt_until < until => Some(Err(())),
+                // A request forwarded to a leader that is gone may never be answered.
+                _ = leader_changed => Some(Err(Stalled::LeaderChanged)),
+                _ = tokio::time::sleep_until(attempt_until), if attempt_until < until => Some(Err(Stalled::NoAnswer)),
                 _ = tokio::time::sleep_until(until) => {
                     if kind != Call::Read {
                         members.note_slow(picked.index, "request timed out");
@@ -541,7 +560,13 @@ impl Client {
             let endpoint = members.endpoint(picked.index).to_string();
             let retry_why = match outcome {
                 Some(Ok(Ok(v))) => return Ok(v),
-                Some(Err(())) => {
+                Some(Err(Stalled::LeaderChanged)) if kind == Call::Write => {
+                    return Err(Error::UnknownOutcome(format!(
+                        "the etcd leader changed while the write was in flight on {endpoint}; it may have been applied"
+                    )))
+                }
+                Some(Err(Stalled::LeaderChanged)) => "the etcd leader changed".to_string(),
+                Some(Err(Stalled::NoAnswer)) => {
                     members.note_slow(picked.index, "no answer within the attempt time");
                     format!("no answer within {ATTEMPT:?}")
                 }

@@ -19,7 +19,7 @@
 //! The same approach as etcd's Go client (a health-checked endpoint list whose retry
 //! interceptor retries only what is safe to repeat), with quarantine of hung members.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -57,6 +57,10 @@ struct Member {
 pub(crate) struct Members {
     members: Vec<Member>,
     next: AtomicUsize,
+    /// The raft leader the probes last reported (0: not known yet).
+    leader: AtomicU64,
+    /// Bumped when the probes see a new leader: writes in flight may have been dropped.
+    leader_changed: watch::Sender<u64>,
     connect_options: etcd_client::ConnectOptions,
     probers: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -86,6 +90,8 @@ impl Members {
                 })
                 .collect(),
             next: AtomicUsize::new(0),
+            leader: AtomicU64::new(0),
+            leader_changed: watch::channel(0).0,
             connect_options,
             probers: std::sync::Mutex::new(Vec::new()),
         })
@@ -170,6 +176,29 @@ impl Members {
         }
     }
 
+    /// Resolves when the probes next see a new raft leader (a request forwarded to the old
+    /// one may never be answered). Never resolves for a single member.
+    pub(crate) fn wait_leader_change(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.leader_changed.subscribe();
+        rx.mark_unchanged();
+        async move {
+            if rx.changed().await.is_err() {
+                futures::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn saw_leader(&self, leader: u64) {
+        if leader == 0 {
+            return;
+        }
+        let before = self.leader.swap(leader, Ordering::AcqRel);
+        if before != 0 && before != leader {
+            info!(old = format_args!("{before:x}"), new = format_args!("{leader:x}"), "etcd leader changed");
+            self.leader_changed.send_modify(|g| *g += 1);
+        }
+    }
+
     /// Start one prober per member (only when there is more than one).
     pub(crate) fn start_probers(self: &Arc<Self>, check: HealthCheck) {
         if self.members.len() < 2 {
@@ -204,12 +233,12 @@ async fn probe(weak: Weak<Members>, index: usize, check: HealthCheck) {
                 None => etcd_client::Client::connect([endpoint.as_str()], Some(options)).await?,
             };
             match c.status().await {
-                Ok(_) => Ok(c),
+                Ok(st) => Ok((c, st.leader())),
                 // Authenticated but not allowed to ask: the member answered.
                 Err(etcd_client::Error::GRpcStatus(s))
                     if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) =>
                 {
-                    Ok(c)
+                    Ok((c, 0))
                 }
                 Err(e) => Err(e),
             }
@@ -217,8 +246,9 @@ async fn probe(weak: Weak<Members>, index: usize, check: HealthCheck) {
         .await;
         let Some(members) = weak.upgrade() else { return };
         match answer {
-            Ok(Ok(c)) => {
+            Ok(Ok((c, leader))) => {
                 members.members[index].client.write().unwrap_or_else(|e| e.into_inner()).get_or_insert(c);
+                members.saw_leader(leader);
                 if was_down {
                     info!(endpoint = %endpoint, "etcd member answers again; back in rotation");
                 }

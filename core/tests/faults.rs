@@ -98,9 +98,11 @@ async fn connect_succeeds_with_one_member_of_three_killed() {
 
 /// Puts and gets in a row while `victim` is SIGSTOPped. Every read succeeds. A write
 /// sent to the frozen member before a probe found it hung has an unknown outcome (the
-/// member may apply it when it wakes): at most one, since the member is then out of
-/// rotation. Returns the latencies, and how many writes had an unknown outcome.
-async fn ops_during_pause(etcd: &mut EtcdCluster, victim: usize, ops: usize) -> (Vec<Duration>, usize) {
+/// member may apply it when it wakes): one at most, since the member is then out of
+/// rotation; with the leader paused, one more may be waiting on a follower for the old
+/// leader when the new one is elected (`max_unknown`). Returns the latencies, and how
+/// many writes had an unknown outcome.
+async fn ops_during_pause(etcd: &mut EtcdCluster, victim: usize, ops: usize, max_unknown: usize) -> (Vec<Duration>, usize) {
     let c = client_on_all(etcd).await;
     c.put("warm", "up").await.unwrap();
     etcd.pause(victim).unwrap();
@@ -121,7 +123,7 @@ async fn ops_during_pause(etcd: &mut EtcdCluster, victim: usize, ops: usize) -> 
         lat.push(took);
     }
     etcd.resume(victim).unwrap();
-    assert!(unknown <= 1, "{unknown} writes with an unknown outcome: the frozen member stayed in rotation");
+    assert!(unknown <= max_unknown, "{unknown} writes with an unknown outcome: the frozen member stayed in rotation");
     (lat, unknown)
 }
 
@@ -131,7 +133,7 @@ async fn requests_move_off_a_paused_follower() {
     let mut etcd = EtcdCluster::start(3).unwrap();
     let leader = leader_index(&etcd).await;
     let victim = (leader + 1) % 3;
-    let (lat, unknown) = ops_during_pause(&mut etcd, victim, 60).await;
+    let (lat, unknown) = ops_during_pause(&mut etcd, victim, 60, 1).await;
     let (p50, p99, max) = (percentile(lat.clone(), 0.5), percentile(lat.clone(), 0.99), percentile(lat.clone(), 1.0));
     println!("follower {victim} paused: 60 ops, p50 {p50:?}, p99 {p99:?}, max {max:?}, {unknown} unknown outcomes");
     assert!(max < MOVED_ON, "an op waited {max:?} on the paused follower");
@@ -145,11 +147,13 @@ async fn requests_survive_a_paused_leader() {
     init_tracing();
     let mut etcd = EtcdCluster::start(3).unwrap();
     let leader = leader_index(&etcd).await;
-    let (lat, unknown) = ops_during_pause(&mut etcd, leader, 40).await;
+    let (lat, unknown) = ops_during_pause(&mut etcd, leader, 40, 2).await;
     let (p50, p99, max) = (percentile(lat.clone(), 0.5), percentile(lat.clone(), 0.99), percentile(lat.clone(), 1.0));
     println!("leader {leader} paused: 40 ops, p50 {p50:?}, p99 {p99:?}, max {max:?}, {unknown} unknown outcomes");
-    // The cluster elects a new leader (election timeout 1 s); writes wait for it.
-    assert!(max < Duration::from_secs(9), "an op waited {max:?} with the leader paused");
+    // The cluster elects a new leader (election timeout 1-2 s). A write waiting on a
+    // follower for the old leader ends when the probes see the new one (as UNKNOWN_OUTCOME),
+    // not at etcd's own 7 s request timeout.
+    assert!(max < Duration::from_secs(5), "an op waited {max:?} with the leader paused");
 }
 
 /// Lock cycles with guarded writes, and a config view following them, while `victim`
