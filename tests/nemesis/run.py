@@ -9,7 +9,8 @@ holder's lease, compacts. Then the checker proves:
 
 - the counter equals the acknowledged increments (plus at most the writes whose outcome
   was reported unknown), and no increment was acknowledged twice (no lost update);
-- fencing tokens rise with the counter, and no holder saw a token above its own;
+- fencing tokens rise with the counter, and every stale holder (one that read a newer
+  holder's token) was fenced;
 - nothing is left behind (no lock key, no lease) once the workers are stopped;
 - availability: the longest stretch without an acknowledged increment, and latencies.
 
@@ -203,8 +204,12 @@ def main() -> int:
                        f"counter {finals[key]}, {len(oks)} acknowledged, {unknown} unknown"))
         rising = all(a[1] < b[1] for a, b in zip(oks, oks[1:]))
         checks.append((f"{what}: fencing tokens rise with the counter", rising, f"{len(oks)} acknowledged writes"))
-        violations = [r for (_, _, r) in recs if r.get("violation")]
-        checks.append((f"{what}: no holder saw a token above its own", not violations, f"{len(violations)} violations"))
+        # A holder paused past its TTL may read a newer holder's token before it learns it lost
+        # the lock; the guarded write must then be refused. Acknowledged, it would be a bug.
+        stale = [r for (_, _, r) in recs if r.get("violation")]
+        stale_acked = [r for r in stale if r.get("r") == "ok"]
+        checks.append((f"{what}: every stale holder was fenced (no write acknowledged with an old token)", not stale_acked,
+                       f"{len(stale)} stale holders, {len(stale_acked)} acknowledged"))
         times = sorted(t for (_, _, _, t) in oks)
         gap = max((b - a for a, b in zip([START, *times], [*times, START + args.duration])), default=float("nan"))
         print(f"  {what} availability: {len(oks)} acknowledged increments in {args.duration:.0f} s; "
