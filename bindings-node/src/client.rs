@@ -113,7 +113,7 @@ pub struct ConnectOptions {
 /// Options of `client.session()`.
 #[napi(object)]
 pub struct SessionOptions {
-    /// Lease TTL in seconds (default 10). The lease is renewed every TTL/3.
+    /// Lease TTL in seconds (default 10). The lease is renewed every TTL/6 (at most every 500 ms).
     pub ttl: Option<f64>,
 }
 

@@ -68,7 +68,7 @@ impl Child for SessionInner {
     }
 }
 
-/// One lease kept alive in the background (renewed every TTL/3) until closed or lost.
+/// One lease kept alive in the background (renewed every TTL/6, at most every 500 ms) until closed or lost.
 ///
 /// It declares itself lost as soon as renewal can no longer be confirmed before the lease
 /// would expire: `await session.lost()` or `session.onLost(cb)` to stop working in time.

@@ -520,16 +520,14 @@ impl Client {
         let mut picked = members.pick();
         loop {
             let down = members.wait_down(picked.index);
-            // A leader change seen within moments of sending says nothing about this request
-            // (it likely went to the new leader); only one it has been waiting through counts.
+            // After a leader change, a request still unanswered 750 ms after it was sent was
+            // most likely forwarded to the old leader and will never be answered (etcd gives
+            // up on it after 7 s). One sent just before the change may still be answered by
+            // the new leader, so it gets those 750 ms.
             let sent = tokio::time::Instant::now();
             let leader_changed = async {
-                loop {
-                    members.wait_leader_change().await;
-                    if sent.elapsed() >= Duration::from_millis(250) {
-                        return;
-                    }
-                }
+                members.wait_leader_change().await;
+                tokio::time::sleep_until(sent + Duration::from_millis(750)).await;
             };
             // A read or an idempotent write that gets no answer within ATTEMPT is given up
             // and sent to another member: the first may be forwarding to a leader that

@@ -1,6 +1,7 @@
 //! [`Session`]: one lease kept alive, which knows its own deadline.
 //!
-//! The keep-alive task renews the lease every TTL/3. Each confirmed renewal moves the
+//! The keep-alive task renews the lease every TTL/6 (but not more often than every
+//! 500 ms, and at least every TTL/3). Each confirmed renewal moves the
 //! *deadline* to `time the renewal was sent + TTL`, which is never later than the moment
 //! etcd itself would expire the lease (etcd counts from when it received the renewal).
 //! When the deadline comes near without a confirmation (a frozen member, a partition,
@@ -282,7 +283,10 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
         Some(s) => (s.client.clone(), s.lease_id, s.ttl),
         None => return,
     };
-    let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
+    // More often than Go's TTL/3 for short TTLs: the deadline counts from the last
+    // confirmed renewal, and while etcd elects a new leader (1-2 s) nothing is confirmed,
+    // so a TTL 3 s session renewed every second could be declared lost during an election.
+    let period = Duration::from_millis((ttl as u64 * 1000 / 6).max(500).min(ttl as u64 * 1000 / 3).max(100));
     let margin = margin(ttl);
     let attempt_budget = (period / 2).max(Duration::from_millis(250));
     // The keep-alive stream and the member it runs on.

@@ -1,7 +1,8 @@
 //! Benchmarks from BENCH.md, Rust side: ours vs the raw `etcd-client` crate, side by
 //! side against one freshly started single-member etcd, in one run.
 //!
-//! `cargo run --release -p etcd-recipes-examples --bin bench [-- K1 K2 ...]`
+//! `cargo run --release -p etcd-recipes-examples --bin bench [-- K1 K2 ... F1]`
+//! (F1 starts a 3-member cluster of its own and runs with a follower, then the leader, paused.)
 //! Prints one JSON line per workload and side: side, lang, workload, value, unit, ok
 //! (and `ratio` = ours / raw on our line).
 
@@ -397,6 +398,137 @@ async fn c2(c: &Client) -> (f64, f64) {
     (ours, plain)
 }
 
+/// One timed operation of a fault run: when it started (since the fault), how long it
+/// took, and whether it failed.
+type Sample = (f64, f64, bool);
+
+/// Ops in a loop until `stop`: `op` returns Err on failure. Each sample is
+/// (start since `fault_at` in s, latency in ms, failed).
+async fn sample_loop<F, Fut>(fault_at: Instant, stop: Instant, mut op: F) -> Vec<Sample>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut out = Vec::new();
+    let mut i = 0;
+    while Instant::now() < stop {
+        let t0 = Instant::now();
+        let failed = op(i).await.is_err();
+        if failed {
+            // A failure that returns at once must not spin (nor starve other tasks).
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let since = t0.saturating_duration_since(fault_at).as_secs_f64() - fault_at.saturating_duration_since(t0).as_secs_f64();
+        out.push((since, t0.elapsed().as_secs_f64() * 1e3, failed));
+        i += 1;
+    }
+    out
+}
+
+fn p99_in(samples: &[Sample], from: f64, to: f64) -> (f64, usize, usize) {
+    let v: Vec<f64> = samples.iter().filter(|s| s.0 >= from && s.0 < to).map(|s| s.1).collect();
+    let errors = samples.iter().filter(|s| s.0 >= from && s.0 < to && s.2).count();
+    if v.is_empty() {
+        return (f64::NAN, 0, errors);
+    }
+    let mut v = v;
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    (v[((v.len() - 1) as f64 * 0.99).round() as usize], v.len(), errors)
+}
+
+/// F1: a 3-member cluster; puts and lock cycles from our client on all three endpoints,
+/// puts from the raw etcd-client crate and from `etcdctl put` (a process per op), side
+/// by side, while one member (`leader` or a follower) is SIGSTOPped for 10 s.
+async fn f1(leader: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let mut etcd = tokio::task::spawn_blocking(|| EtcdCluster::start(3)).await??;
+    let eps = etcd.endpoints();
+    // The leader, as every member reports it.
+    let mut victim = 0;
+    for (i, ep) in eps.iter().enumerate() {
+        let mut c = etcd_client::Client::connect([ep.as_str()], None).await?;
+        let st = c.status().await?;
+        let is_leader = st.header().map(|h| h.member_id()) == Some(st.leader());
+        if is_leader == leader {
+            victim = i;
+            break;
+        }
+    }
+    let ours = Client::connect(ClientOptions::new(eps.clone())).await?;
+    let raw = etcd_client::Client::connect(eps.clone(), None).await?;
+    // The lock cycles' session; replaced (and counted) when lost.
+    let session = Arc::new(tokio::sync::Mutex::new(Session::new(&ours, 3).await?));
+    let sessions_lost = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    ours.put("bench/f1", "warm").await?;
+    let fault_at = Instant::now() + Duration::from_secs(2);
+    let stop = fault_at + Duration::from_secs(12);
+    let ctl = etcd_recipes::testing::etcdctl_binary();
+    let eps_arg = format!("--endpoints={}", eps.join(","));
+    let c = ours.clone();
+    let puts = tokio::spawn(sample_loop(fault_at, stop, move |i| {
+        let c = c.clone();
+        async move { c.put("bench/f1/ours", format!("{i}")).await.map(|_| ()).map_err(|e| e.to_string()) }
+    }));
+    let (c, session2, lost2) = (ours.clone(), session.clone(), sessions_lost.clone());
+    let locks = tokio::spawn(sample_loop(fault_at, stop, move |i| {
+        let (c, session, lost) = (c.clone(), session2.clone(), lost2.clone());
+        async move {
+            let mut s = session.lock().await;
+            if !s.is_alive() {
+                lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                *s = Session::new(&c, 3).await.map_err(|e| e.to_string())?;
+            }
+            let lock = Lock::new(&s, "bench/f1-lock").map_err(|e| e.to_string())?;
+            let g = lock.acquire_timeout(Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+            let r = g.fence().put("bench/f1/locked", format!("{i}")).await.map(|_| ()).map_err(|e| e.to_string());
+            let _ = g.release().await;
+            r
+        }
+    }));
+    let raw2 = raw.clone();
+    let raw_puts = tokio::spawn(sample_loop(fault_at, stop, move |i| {
+        let mut c = raw2.clone();
+        async move { c.put("bench/f1/raw", format!("{i}"), None).await.map(|_| ()).map_err(|e| e.to_string()) }
+    }));
+    let ctl_puts = tokio::spawn(sample_loop(fault_at, stop, move |i| {
+        let (ctl, eps_arg) = (ctl.clone(), eps_arg.clone());
+        async move {
+            let out = tokio::process::Command::new(ctl)
+                .env("ETCDCTL_API", "3")
+                .args([eps_arg.as_str(), "put", "bench/f1/etcdctl", &i.to_string()])
+                .output()
+                .await
+                .map_err(|e| e.to_string())?;
+            if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+        }
+    }));
+    let fault = async {
+        tokio::time::sleep_until(fault_at.into()).await;
+        etcd.pause(victim).expect("pause");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        etcd.resume(victim).expect("resume");
+    };
+    fault.await;
+    let (puts, locks, raw_puts, ctl_puts) = (puts.await?, locks.await?, raw_puts.await?, ctl_puts.await?);
+    let which = if leader { "leader" } else { "follower" };
+    let lost = sessions_lost.load(std::sync::atomic::Ordering::Relaxed) > 0 || !session.lock().await.is_alive();
+    for (side, samples) in [("ours-put", &puts), ("ours-lock-cycle", &locks), ("raw-etcd-client-put", &raw_puts), ("etcdctl-put", &ctl_puts)] {
+        let (start_p99, n1, e1) = p99_in(samples, 0.0, 2.0);
+        let (after_p99, n2, e2) = p99_in(samples, 2.0, 10.0);
+        let longest = samples.iter().map(|s| s.1).fold(0.0, f64::max);
+        let mut line = json!({"side": side, "lang": "rust", "workload": format!("F1-{which}"), "longest_op_ms": longest.round(),
+            "value": (start_p99 * 100.0).round() / 100.0, "unit": "ms p99, first 2 s of the fault",
+            "after_p99_ms": (after_p99 * 100.0).round() / 100.0, "ops": n1 + n2, "errors": e1 + e2,
+            "ok": start_p99 <= 1500.0 && after_p99 <= 200.0});
+        if side == "ours-lock-cycle" {
+            line["sessions_lost"] = json!(if lost { 1 } else { 0 });
+            line["ok"] = json!(line["ok"].as_bool().unwrap_or(false) && !lost);
+        }
+        println!("{line}");
+    }
+    let _ = session.lock().await.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wanted: Vec<String> = std::env::args().skip(1).map(|s| s.to_uppercase()).collect();
@@ -476,5 +608,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         emit("ours", "C2", o, "reads/s", true, Some(o / plain));
     }
     drop(etcd);
+    if run("F1") {
+        f1(false).await?;
+        f1(true).await?;
+    }
     Ok(())
 }
