@@ -544,15 +544,14 @@ impl Client {
                 _ = leader_changed => Some(Err(Stalled::LeaderChanged)),
                 _ = tokio::time::sleep_until(attempt_until), if attempt_until < until => Some(Err(Stalled::NoAnswer)),
                 _ = tokio::time::sleep_until(until) => {
-                    if kind != Call::Read {
-                        members.note_slow(picked.index, "request timed out");
-                        return Err(Error::UnknownOutcome(format!(
+                    members.note_slow(picked.index, "request timed out");
+                    return Err(match kind {
+                        Call::Read => Error::timeout("etcd request", timeout),
+                        _ => Error::UnknownOutcome(format!(
                             "no answer from {} within {timeout:?}; the write may have been applied",
                             members.endpoint(picked.index)
-                        )));
-                    }
-                    members.note_slow(picked.index, "request timed out");
-                    return Err(Error::timeout("etcd request", timeout));
+                        )),
+                    });
                 }
             };
             let endpoint = members.endpoint(picked.index).to_string();

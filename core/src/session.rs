@@ -310,7 +310,11 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
             }
         }
         let fresh = stream.is_none().then(|| members.pick());
-        let member = fresh.as_ref().map(|p| p.index).or(stream.as_ref().map(|s| s.2));
+        let member = match (&fresh, &stream) {
+            (Some(p), _) => p.index,
+            (None, Some(s)) => s.2,
+            (None, None) => unreachable!("a stream exists or a member was just picked"),
+        };
         let attempt = async {
             if let Some(picked) = fresh {
                 let (k, r) = picked.client.lease_client().keep_alive(lease_id).await?;
@@ -328,24 +332,15 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
         // to try another member before the deadline, and at once when a probe finds the
         // member hung.
         let attempt_until = lost_at.min(Instant::now() + attempt_budget);
-        let down = match member {
-            Some(m) => futures::future::Either::Left(members.wait_down(m)),
-            None => futures::future::Either::Right(futures::future::pending()),
-        };
         let result = tokio::select! {
             r = timeout_at(attempt_until, attempt) => r,
-            _ = down => {
+            _ = members.wait_down(member) => {
                 debug!("keep-alive member stopped answering; renewing on another");
                 stream = None;
                 next = Instant::now();
                 continue;
             }
         };
-        if result.is_err() || matches!(result, Ok(Err(_))) {
-            if let Some(m) = member {
-                members.note_slow(m, "lease renewal failed or timed out");
-            }
-        }
         match result {
             Err(_) if Instant::now() >= lost_at => {
                 if let Some(s) = weak.upgrade() {
@@ -355,6 +350,7 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
             }
             Err(_) => {
                 debug!("lease renewal attempt timed out; retrying on a fresh stream");
+                members.note_slow(member, "lease renewal timed out");
                 stream = None;
                 next = Instant::now();
             }
@@ -378,6 +374,7 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
             }
             Ok(Err(e)) => {
                 debug!(error = %e, "lease renewal failed; retrying");
+                members.note_slow(member, "lease renewal failed");
                 stream = None;
                 next = Instant::now() + Duration::from_millis(200).min(period);
             }

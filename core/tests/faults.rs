@@ -157,8 +157,9 @@ async fn requests_survive_a_paused_leader() {
 }
 
 /// Lock cycles with guarded writes, and a config view following them, while `victim`
-/// is paused for 4 s. The session is never lost; returns the number of cycles.
-async fn lock_cycles_during_pause(etcd: &mut EtcdCluster, victim: usize, session: &Session, view: &ConfigView) -> usize {
+/// is paused for 4 s. The session is never lost, and afterwards the view agrees with
+/// what `writer` reads; returns the number of cycles.
+async fn lock_cycles_during_pause(etcd: &mut EtcdCluster, victim: usize, session: &Session, view: &ConfigView, writer: &Client) -> usize {
     let lock = Lock::new(session, "jobs").unwrap();
     etcd.pause(victim).unwrap();
     let t = Instant::now();
@@ -188,6 +189,8 @@ async fn lock_cycles_during_pause(etcd: &mut EtcdCluster, victim: usize, session
     }
     etcd.resume(victim).unwrap();
     assert!(session.is_alive(), "session lost with member {victim} paused: {:?}", session.state());
+    let want = writer.get("cfg").await.unwrap();
+    assert_eq!(view.get("cfg").as_deref(), want.as_deref());
     cycles
 }
 
@@ -203,10 +206,8 @@ async fn sessions_locks_and_views_ride_through_a_paused_follower() {
     // and the view follows every write.
     let leader = leader_index(&etcd).await;
     for victim in (0..3).filter(|&i| i != leader) {
-        let cycles = lock_cycles_during_pause(&mut etcd, victim, &session, &view).await;
+        let cycles = lock_cycles_during_pause(&mut etcd, victim, &session, &view, &writer).await;
         println!("follower {victim} paused 4 s: {cycles} lock cycles, view in step");
-        let want = writer.get("cfg").await.unwrap();
-        assert_eq!(view.get("cfg").as_deref(), want.as_deref());
     }
     session.close().await.unwrap();
 }
@@ -222,10 +223,8 @@ async fn sessions_locks_and_views_ride_through_a_paused_leader() {
     let session = Session::new(&c, 5).await.unwrap();
     let view = ConfigView::key(&c, "cfg", ConfigOptions::default()).await.unwrap();
     let leader = leader_index(&etcd).await;
-    let cycles = lock_cycles_during_pause(&mut etcd, leader, &session, &view).await;
+    let cycles = lock_cycles_during_pause(&mut etcd, leader, &session, &view, &writer).await;
     println!("leader {leader} paused 4 s: {cycles} lock cycles, view in step");
-    let want = writer.get("cfg").await.unwrap();
-    assert_eq!(view.get("cfg").as_deref(), want.as_deref());
     session.close().await.unwrap();
 }
 
