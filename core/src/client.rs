@@ -9,6 +9,7 @@ use etcd_client::{Certificate, ConnectOptions, GetOptions, Identity, TlsOptions}
 use tracing::{debug, info, instrument};
 
 use crate::error::{Error, Result};
+use crate::lifecycle::{Phase, Scope};
 
 /// Keys and names longer than this are refused (etcd's default request limit is 1.5 MiB;
 /// a key this long is always a mistake).
@@ -240,9 +241,10 @@ fn normalise_endpoint(e: &str) -> String {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     options: ClientOptions,
     members: Arc<Members>,
+    scope: Arc<Scope>,
 }
 
 /// One connection to etcd, cheap to clone and shared by every recipe.
@@ -423,7 +425,9 @@ impl Client {
         let members = Members::new(members, connect_options);
         members.start_probers(options.health);
         info!(endpoints = %joined, namespace = %options.namespace, "connected to etcd");
-        Ok(Client { inner: Arc::new(Inner { options, members }) })
+        let inner = Arc::new(Inner { options, members, scope: Scope::new() });
+        crate::lifecycle::register_client(&inner);
+        Ok(Client { inner })
     }
 
     /// Connect to these endpoints with default options.
@@ -437,6 +441,53 @@ impl Client {
 
     pub fn options(&self) -> &ClientOptions {
         &self.inner.options
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Client {
+        Client { inner }
+    }
+
+    pub(crate) fn scope(&self) -> &Arc<Scope> {
+        &self.inner.scope
+    }
+
+    /// True once [`Client::close`] began.
+    pub fn is_closed(&self) -> bool {
+        self.inner.scope.phase() != Phase::Open
+    }
+
+    /// Resolves once [`Client::close`] began (or at once if it has).
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.inner.scope.closing()
+    }
+
+    /// Fail with [`Error::Closed`] once [`Client::close`] began.
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        match self.inner.scope.phase() {
+            Phase::Open => Ok(()),
+            _ => Err(Error::Closed("client")),
+        }
+    }
+
+    /// Close this client and everything made from it, within
+    /// [`CLOSE_BUDGET`](crate::lifecycle::CLOSE_BUDGET): sessions revoke their leases (so
+    /// locks and leaderships on them end), registrations delete their keys, views and
+    /// observers stop, and a lock wait or campaign in progress fails with
+    /// [`Error::Closed`]. Then every request fails with [`Error::Closed`]. Clones share
+    /// the connection, so they are closed too. Idempotent.
+    pub async fn close(&self) {
+        self.close_within(crate::lifecycle::CLOSE_BUDGET).await;
+    }
+
+    /// [`Client::close`] with a bound of your choice; false if it ran out (what was not
+    /// closed in time expires with its TTL).
+    pub async fn close_within(&self, budget: Duration) -> bool {
+        let done = self.inner.scope.close(budget).await;
+        self.inner.members.stop_probers();
+        if done {
+            info!("client closed");
+        }
+        done
     }
 
     pub fn namespace(&self) -> &str {
@@ -513,6 +564,9 @@ impl Client {
         F: FnMut(etcd_client::Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
+        if self.inner.scope.phase() == Phase::Closed {
+            return Err(Error::Closed("client"));
+        }
         let members = self.members();
         let timeout = self.request_timeout();
         let until = tokio::time::Instant::now() + timeout;

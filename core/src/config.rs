@@ -17,7 +17,7 @@
 //! use etcd_recipes::config::{ConfigOptions, ConfigView};
 //! let view = ConfigView::prefix(&client, "app/config/", ConfigOptions::default()).await?;
 //! let timeout_ms: Option<u64> = view.get_json("app/config/timeout_ms")?;
-//! let mut changes = view.subscribe();
+//! let mut changes = view.changes();
 //! while let Some(change) = changes.next().await {
 //!     let change = change?;
 //!     println!("{} changed at revision {}", change.key, change.revision);
@@ -29,21 +29,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use etcd_client::{Event, EventType, GetOptions, KeyValue, WatchOptions};
+use etcd_client::{Event, EventType, KeyValue};
 use futures::Stream;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info};
 
 use crate::client::{check_key, Client};
 use crate::error::{Error, Result};
 
-/// How many changes a subscriber may fall behind before it is told it lagged.
-pub(crate) const CHANNEL_CAPACITY: usize = 4096;
+use crate::mirror::{load, spawn_mirror, subscription_stream, warn_if_backwards, Range, Sink, CHANNEL_CAPACITY};
 
 /// Options of a [`ConfigView`].
 #[derive(Clone, Debug)]
@@ -83,200 +82,6 @@ pub struct ConfigChange {
     pub new: Option<Vec<u8>>,
     /// The etcd revision at which the view saw the change.
     pub revision: i64,
-}
-
-// ---------------------------------------------------------------------------
-// The mirror engine shared by ConfigView and registry::ServiceView.
-// ---------------------------------------------------------------------------
-
-/// What a mirror keeps in sync with etcd. Methods are called from the mirror task only.
-pub(crate) trait Sink: Send + Sync + 'static {
-    /// Replace the whole local state by this snapshot (a Get at `revision`), telling
-    /// subscribers the difference.
-    fn reset(&self, kvs: &[KeyValue], revision: i64);
-    /// Apply the events of one watch response, all at once.
-    fn apply(&self, events: &[Event]);
-    /// The revision the local state reflects.
-    fn revision(&self) -> i64;
-    /// Does the local state equal this snapshot taken at [`Sink::revision`]?
-    fn matches(&self, kvs: &[KeyValue]) -> bool;
-}
-
-/// A key (full, namespaced) or a key prefix.
-#[derive(Clone, Debug)]
-pub(crate) struct Range {
-    pub key: String,
-    pub prefix: bool,
-}
-
-impl Range {
-    fn get_options(&self) -> GetOptions {
-        if self.prefix {
-            GetOptions::new().with_prefix()
-        } else {
-            GetOptions::new()
-        }
-    }
-}
-
-/// Get the range at one revision (the current one, or `at` if given).
-pub(crate) async fn load(client: &Client, range: &Range, at: Option<i64>) -> Result<(Vec<KeyValue>, i64)> {
-    let mut opts = range.get_options();
-    if let Some(rev) = at {
-        opts = opts.with_revision(rev);
-    }
-    let mut resp = client
-        .read(|mut c| {
-            let (k, o) = (range.key.clone(), opts.clone());
-            async move { c.get(k, Some(o)).await }
-        })
-        .await
-        .map_err(|e| match e {
-            Error::Compacted { compact_revision, .. } => {
-                Error::Compacted { requested: at.unwrap_or(0), compact_revision }
-            }
-            other => other,
-        })?;
-    let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-    Ok((resp.take_kvs(), rev))
-}
-
-/// Why the watch loop ended.
-enum Restart {
-    /// Compaction, drift or a clean end: re-read at once.
-    Now,
-    /// An error: re-read after a backoff.
-    Later,
-}
-
-/// Spawn the task that keeps `sink` in sync with `range`, starting from a state already
-/// loaded at `loaded_rev`. The task holds the sink weakly and ends when it is gone.
-pub(crate) fn spawn_mirror<S: Sink>(
-    client: Client,
-    range: Range,
-    sink: Weak<S>,
-    loaded_rev: i64,
-    reconcile: Duration,
-    what: &'static str,
-) -> JoinHandle<()> {
-    let span = info_span!("etcd_recipes.mirror", what, key = %range.key, prefix = range.prefix);
-    tokio::spawn(mirror(client, range, sink, loaded_rev, reconcile).instrument(span))
-}
-
-async fn mirror<S: Sink>(client: Client, range: Range, sink: Weak<S>, loaded_rev: i64, reconcile: Duration) {
-    const MIN_BACKOFF: Duration = Duration::from_millis(50);
-    const MAX_BACKOFF: Duration = Duration::from_secs(1);
-    let mut backoff = MIN_BACKOFF;
-    let mut start_rev = Some(loaded_rev);
-    loop {
-        // 1. A consistent snapshot (skipped the first time: the constructor loaded it).
-        let rev = match start_rev.take() {
-            Some(r) => r,
-            None => match load(&client, &range, None).await {
-                Ok((kvs, rev)) => {
-                    let Some(s) = sink.upgrade() else { return };
-                    s.reset(&kvs, rev);
-                    rev
-                }
-                Err(e) => {
-                    debug!(error = %e, ?backoff, "re-read failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            },
-        };
-        // 2. Watch from the next revision.
-        let mut opts = WatchOptions::new().with_start_revision(rev + 1).with_prev_key();
-        if range.prefix {
-            opts = opts.with_prefix();
-        }
-        let mut stream = match client.watch(range.key.clone(), opts).await {
-            Ok(s) => s,
-            Err(e) => {
-                debug!(error = %e, ?backoff, "watch failed; re-reading");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
-        let mut tick = (!reconcile.is_zero()).then(|| {
-            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + reconcile, reconcile);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            t
-        });
-        // 3. Apply responses until something forces a re-read.
-        let restart = loop {
-            let reconcile_tick = async {
-                match tick.as_mut() {
-                    Some(t) => {
-                        t.tick().await;
-                    }
-                    None => futures::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                msg = stream.message() => match msg {
-                    Ok(Some(resp)) => {
-                        if resp.canceled() {
-                            if resp.compact_revision() > 0 {
-                                info!(compact_revision = resp.compact_revision(), "watch cancelled by compaction; re-reading");
-                                break Restart::Now;
-                            }
-                            warn!(reason = %resp.cancel_reason(), "watch cancelled by etcd; re-reading");
-                            break Restart::Later;
-                        }
-                        if !resp.events().is_empty() {
-                            let Some(s) = sink.upgrade() else { return };
-                            s.apply(resp.events());
-                        }
-                        backoff = MIN_BACKOFF;
-                    }
-                    Ok(None) => {
-                        info!("watch stream ended; re-reading");
-                        break Restart::Later;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "watch stream broken; re-reading");
-                        break Restart::Later;
-                    }
-                },
-                _ = reconcile_tick => {
-                    let Some(s) = sink.upgrade() else { return };
-                    let at = s.revision();
-                    drop(s);
-                    match load(&client, &range, Some(at)).await {
-                        Ok((kvs, _)) => {
-                            let Some(s) = sink.upgrade() else { return };
-                            // Only compare if nothing was applied meanwhile.
-                            if s.revision() == at && !s.matches(&kvs) {
-                                warn!(revision = at, "local copy differs from etcd; repairing");
-                                break Restart::Now;
-                            }
-                            debug!(revision = at, "reconciled: no drift");
-                        }
-                        Err(e) if e.kind() == crate::ErrorKind::Compacted => {
-                            debug!(revision = at, "reconcile revision compacted; re-reading");
-                            break Restart::Now;
-                        }
-                        Err(e) => debug!(error = %e, "reconcile read failed"),
-                    }
-                }
-            }
-        };
-        if let Restart::Later = restart {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-}
-
-/// Warn when a re-read returns an older revision than we had: etcd lost its data
-/// (restored or wiped) or this is another cluster. The new state is accepted.
-pub(crate) fn warn_if_backwards(old: i64, new: i64) {
-    if new < old {
-        warn!(old, new, "etcd revision went backwards (data restored or wiped?); following the new state");
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -340,6 +145,13 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl crate::lifecycle::Child for Inner {
+    fn close(self: Arc<Self>) -> futures::future::BoxFuture<'static, ()> {
+        self.stop();
+        Box::pin(async {})
     }
 }
 
@@ -481,7 +293,14 @@ impl ConfigView {
             "config",
         );
         *inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let child: std::sync::Weak<dyn crate::lifecycle::Child> = Arc::downgrade(&inner) as _;
+        client.scope().adopt(child);
         Ok(ConfigView { inner })
+    }
+
+    /// Is `key` in the view now? Local: no network.
+    pub fn has(&self, key: &str) -> bool {
+        self.inner.data.read().unwrap_or_else(|p| p.into_inner()).contains_key(key)
     }
 
     /// The cached bytes of `key` (namespace-relative), or `None`. Local: no network.
@@ -492,7 +311,7 @@ impl ConfigView {
     }
 
     /// The cached value of `key` as UTF-8 text; [`Error::Decode`] (naming the key) if it is not.
-    pub fn get_str(&self, key: &str) -> Result<Option<String>> {
+    pub fn get_string(&self, key: &str) -> Result<Option<String>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => match std::str::from_utf8(&v) {
@@ -539,7 +358,7 @@ impl ConfigView {
     }
 
     /// A new subscription to every change from now on (ends after [`ConfigView::close`]).
-    pub fn subscribe(&self) -> ConfigChanges {
+    pub fn changes(&self) -> ConfigChanges {
         let tx = self.inner.tx.lock().unwrap_or_else(|p| p.into_inner());
         let rx = match tx.as_ref() {
             Some(tx) => tx.subscribe(),
@@ -552,26 +371,6 @@ impl ConfigView {
     pub fn close(&self) {
         self.inner.stop();
     }
-}
-
-/// Turn a broadcast receiver into a stream: lagging is an error, closing ends it.
-pub(crate) fn subscription_stream<T: Clone + Send + 'static>(
-    rx: broadcast::Receiver<T>,
-    who: &'static str,
-) -> impl Stream<Item = Result<T>> + Send + 'static {
-    futures::stream::unfold(rx, move |mut rx| async move {
-        match rx.recv().await {
-            Ok(v) => Some((Ok(v), rx)),
-            Err(broadcast::error::RecvError::Closed) => None,
-            Err(broadcast::error::RecvError::Lagged(n)) => Some((Err(lagged(who, n)), rx)),
-        }
-    })
-}
-
-pub(crate) fn lagged(who: &str, n: u64) -> Error {
-    Error::Etcd(etcd_client::Error::WatchError(format!(
-        "{who} lagged behind: {n} changes were dropped; read the current state again"
-    )))
 }
 
 /// The changes seen by a [`ConfigView`], in order: a `Stream` of `Result<ConfigChange>`.

@@ -24,7 +24,7 @@
 //! let election = Election::new(&session, "scheduler")?;
 //! let leadership = election.campaign("node-1").await?;
 //! tokio::select! {
-//!     reason = leadership.lost() => eprintln!("no longer leader: {reason}"),
+//!     Some(reason) = leadership.lost() => eprintln!("no longer leader: {reason}"),
 //!     _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => leadership.resign().await?,
 //! }
 //! # Ok(()) }
@@ -45,8 +45,11 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::client::Client;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fence::Fence;
-use crate::lock::{check_name, enter, first_under, guarded_delete, key_has_rev, queue_keys, wait_deletes, Cleanup};
-use crate::session::Session;
+use crate::session::{Session, SessionSource};
+use crate::waitqueue::{
+    check_name, enter, first_under, guarded_delete, key_has_rev, member_key, queue_prefix, sleep_opt, wait_deletes,
+    Cleanup,
+};
 
 /// Who leads an election.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +59,7 @@ pub struct LeaderInfo {
     /// The leader's proposal (its value).
     pub value: Vec<u8>,
     /// Create revision of the leader key: the leadership's fencing token.
-    pub revision: i64,
+    pub fencing_token: i64,
     /// The lease the leader key is attached to.
     pub lease_id: i64,
 }
@@ -66,27 +69,36 @@ impl LeaderInfo {
         LeaderInfo {
             key: String::from_utf8_lossy(kv.key()).into_owned(),
             value: kv.value().to_vec(),
-            revision: kv.create_revision(),
+            fencing_token: kv.create_revision(),
             lease_id: kv.lease(),
         }
     }
 }
 
-/// One election (a name) that candidates of one [`Session`] take part in. Cheap to clone.
+/// One election (a name), whose candidates run on a shared [`Session`] or on a fresh
+/// session per campaign ([`SessionSource::per_use`]). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Election {
-    session: Session,
+    source: SessionSource,
     name: String,
     prefix: String,
-    key: String,
+    timeout: Option<Duration>,
 }
 
 impl Election {
-    /// The election called `name` (namespaced by the session's client). Same name rules
-    /// as [`crate::lock::Lock::new`].
-    pub fn new(session: &Session, name: &str) -> Result<Election> {
-        let (prefix, key) = queue_keys(session, "election name", name)?;
-        Ok(Election { session: session.clone(), name: name.to_string(), prefix, key })
+    /// The election called `name` (namespaced by the client). Same name rules as
+    /// [`crate::lock::Lock::new`].
+    pub fn new(source: impl Into<SessionSource>, name: &str) -> Result<Election> {
+        let source = source.into();
+        let prefix = queue_prefix(source.client(), "election name", name)?;
+        Ok(Election { source, name: name.to_string(), prefix, timeout: None })
+    }
+
+    /// Make [`Election::campaign`] give up after `timeout` ([`Error::LockTimeout`], the
+    /// one kind for "gave up waiting"); `None`: wait as long as it takes (the default).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Election {
+        self.timeout = timeout;
+        self
     }
 
     /// The election name, as given.
@@ -94,20 +106,61 @@ impl Election {
         &self.name
     }
 
-    /// Stand as a candidate with `value` and wait until leader. Cancel by dropping the
-    /// future: our candidate key is deleted. [`Error::SessionLost`] if the session is lost
-    /// (or our key vanished) while waiting.
+    /// Stand as a candidate with `value` and wait until leader (up to the timeout set
+    /// with [`Election::with_timeout`]). Cancel by dropping the future: our candidate key
+    /// is deleted. [`Error::SessionLost`] if the session is lost (or our key vanished)
+    /// while waiting; [`Error::Closed`] if the client is closed meanwhile.
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
+        self.campaign_within(value, self.timeout).await
+    }
+
+    /// [`Election::campaign`], giving up after `timeout` (`None`: never).
+    pub async fn campaign_within(&self, value: impl Into<Vec<u8>>, timeout: Option<Duration>) -> Result<Leadership> {
         let value = value.into();
-        let span = info_span!("etcd_recipes.election.campaign", name = %self.name, key = %self.key);
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let client = self.source.client().clone();
+        client.ensure_open()?;
+        let made = async {
+            tokio::select! {
+                s = self.source.session() => s,
+                _ = sleep_opt(deadline) => Err(self.gave_up()),
+            }
+        };
+        let (session, owned) = tokio::select! {
+            r = made => r?,
+            _ = client.closed() => return Err(Error::Closed("client")),
+        };
+        let result = tokio::select! {
+            r = self.campaign_on(&session, owned, value, deadline) => r,
+            _ = client.closed() => Err(Error::Closed("client")),
+        };
+        if result.is_err() && owned {
+            let _ = session.close().await;
+        }
+        result
+    }
+
+    async fn campaign_on(
+        &self,
+        session: &Session,
+        owned: bool,
+        value: Vec<u8>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Leadership> {
+        let key = member_key(&self.prefix, session.lease_id());
+        let span = info_span!("etcd_recipes.election.campaign", name = %self.name, key = %key);
+        let session_lost = |r: Option<String>| Error::SessionLost {
+            lease_id: session.lease_id(),
+            reason: r.unwrap_or_else(|| "was closed".into()),
+        };
         async move {
-            self.session.ensure_alive()?;
-            let client = self.session.client().clone();
-            let mut cleanup = Cleanup::new(client.clone(), self.key.clone(), None);
+            session.ensure_alive()?;
+            let client = session.client().clone();
+            let mut cleanup = Cleanup::new(client.clone(), key.clone(), None);
             let work = async {
-                let entered = enter(&client, &self.prefix, &self.key, value.clone(), self.session.lease_id())
+                let entered = enter(&client, &self.prefix, &key, value.clone(), session.lease_id())
                     .await
-                    .map_err(|e| self.session.lost_in_etcd(e));
+                    .map_err(|e| session.lost_in_etcd(e));
                 let entered = match entered {
                     Ok(e) => e,
                     Err(e) => {
@@ -120,10 +173,10 @@ impl Election {
                     cleanup.arm();
                 } else if entered.existing_value.as_deref() != Some(&value[..]) {
                     // Campaigning again from the same session: update the proposal (as Go).
-                    put_if_rev(&client, &self.key, entered.rev, value.clone(), self.session.lease_id())
+                    put_if_rev(&client, &key, entered.rev, value.clone(), session.lease_id())
                         .await?
                         .then_some(())
-                        .ok_or_else(|| self.session_lost("candidate key vanished".into()))?;
+                        .ok_or_else(|| session_lost(Some("candidate key vanished".into())))?;
                 }
                 if entered.owner_rev.is_some_and(|o| o != entered.rev) {
                     wait_deletes(&client, &self.prefix, entered.rev).await?;
@@ -132,37 +185,41 @@ impl Election {
             };
             let outcome = tokio::select! {
                 r = work => r,
-                r = self.session.lost() => Err(self.session_lost(r)),
+                r = session.lost() => Err(session_lost(r)),
+                _ = sleep_opt(deadline) => Err(self.gave_up()),
             };
             let rev = match outcome {
                 Ok(rev) => rev,
                 Err(e) => {
+                    // A timeout before `enter` armed nothing; arm so the key goes either way.
+                    if e.kind() == ErrorKind::LockTimeout {
+                        cleanup.arm();
+                    }
                     cleanup.run().await;
                     return Err(e);
                 }
             };
             // Re-check: our key must still exist with our revision.
-            let from = match key_has_rev(&client, &self.key, rev).await {
+            let from = match key_has_rev(&client, &key, rev).await {
                 Ok((true, header)) => header,
                 Ok((false, _)) => {
                     cleanup.run().await;
-                    return Err(self.session_lost(format!(
-                        "candidate key {} vanished while waiting (lease expired or revoked)",
-                        self.key
-                    )));
+                    return Err(session_lost(Some(format!(
+                        "candidate key {key} vanished while waiting (lease expired or revoked)"
+                    ))));
                 }
                 Err(e) => {
                     cleanup.run().await;
                     return Err(e);
                 }
             };
-            if let Err(e) = self.session.ensure_alive() {
+            if let Err(e) = session.ensure_alive() {
                 cleanup.run().await;
                 return Err(e);
             }
             cleanup.disarm();
             info!(revision = rev, "elected leader");
-            Ok(Leadership::start(self, rev, value, from))
+            Ok(Leadership::start(self, session.clone(), owned, key, rev, value, from))
         }
         .instrument(span)
         .await
@@ -170,16 +227,16 @@ impl Election {
 
     /// The current leader, if any.
     pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
-        leader_of(self.session.client(), &self.prefix).await.map(|(l, _)| l)
+        leader_of(self.source.client(), &self.prefix).await.map(|(l, _)| l)
     }
 
     /// A stream of leaders: the current one first (or `None`), then every change.
     pub fn observe(&self) -> LeaderObserver {
-        LeaderObserver::new(self.session.client().clone(), self.prefix.clone())
+        LeaderObserver::new(self.source.client().clone(), self.prefix.clone())
     }
 
-    fn session_lost(&self, reason: String) -> Error {
-        Error::SessionLost { lease_id: self.session.lease_id(), reason }
+    fn gave_up(&self) -> Error {
+        Error::LockTimeout { name: format!("leadership of election {:?}", self.name), reason: "timed out".into() }
     }
 }
 
@@ -223,16 +280,22 @@ async fn put_if_rev(client: &Client, key: &str, rev: i64, value: Vec<u8>, lease:
     Ok(resp.succeeded())
 }
 
+#[derive(Clone, Debug)]
+enum Ended {
+    Lost(String),
+    Normally,
+}
+
 struct LeadershipShared {
-    /// `None` while leader; `Some(reason)` once lost or resigned (never goes back).
-    state: watch::Sender<Option<String>>,
+    /// `None` while leader; `Some` once ended (never goes back).
+    state: watch::Sender<Option<Ended>>,
 }
 
 impl LeadershipShared {
-    fn mark(&self, reason: String) {
+    fn mark(&self, how: Ended) {
         self.state.send_if_modified(|s| {
             if s.is_none() {
-                *s = Some(reason);
+                *s = Some(how);
                 true
             } else {
                 false
@@ -249,6 +312,8 @@ impl LeadershipShared {
 /// [`Leadership::is_leader`] turns false for good.
 pub struct Leadership {
     session: Session,
+    /// The session was made for this campaign: close it on resign.
+    owned: bool,
     name: String,
     key: String,
     rev: i64,
@@ -270,19 +335,20 @@ impl std::fmt::Debug for Leadership {
 }
 
 impl Leadership {
-    fn start(e: &Election, rev: i64, value: Vec<u8>, from: i64) -> Leadership {
+    fn start(e: &Election, session: Session, owned: bool, key: String, rev: i64, value: Vec<u8>, from: i64) -> Leadership {
         let shared = std::sync::Arc::new(LeadershipShared { state: watch::channel(None).0 });
-        let client = e.session.client().clone();
-        let span = info_span!("etcd_recipes.election.leadership", name = %e.name, key = %e.key, revision = rev);
+        let client = session.client().clone();
+        let span = info_span!("etcd_recipes.election.leadership", name = %e.name, key = %key, revision = rev);
         let task = tokio::spawn(
-            watch_own_key(client.clone(), e.session.clone(), e.key.clone(), rev, from, shared.clone()).instrument(span),
+            watch_own_key(client.clone(), session.clone(), key.clone(), rev, from, shared.clone()).instrument(span),
         );
         Leadership {
-            session: e.session.clone(),
+            session,
+            owned,
             name: e.name.clone(),
-            key: e.key.clone(),
+            fence: Fence::new(client, key.clone(), rev),
+            key,
             rev,
-            fence: Fence::new(client, e.key.clone(), rev),
             value: Mutex::new(value),
             shared,
             resigned: AtomicBool::new(false),
@@ -295,9 +361,25 @@ impl Leadership {
         &self.key
     }
 
-    /// Create revision of our key: the fencing token.
+    /// The fencing token: the create revision of our key. Strictly increases from one
+    /// leader of this election to the next.
+    pub fn fencing_token(&self) -> i64 {
+        self.rev
+    }
+
+    /// Same as [`Leadership::fencing_token`] (the create revision of our key).
     pub fn revision(&self) -> i64 {
         self.rev
+    }
+
+    /// The election name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The lease behind the leadership.
+    pub fn lease_id(&self) -> i64 {
+        self.session.lease_id()
     }
 
     /// Writes guarded by `CreateRevision(leaderKey) == revision`.
@@ -316,19 +398,19 @@ impl Leadership {
         self.shared.state.borrow().is_none() && self.session.is_alive()
     }
 
-    /// Resolves when leadership ends: session lost or closed, our key deleted or
-    /// replaced, or resigned. Returns the reason.
-    pub async fn lost(&self) -> String {
+    /// Resolves when leadership ends: `Some(reason)` when it was **lost** (the session
+    /// was lost, or our key was deleted or replaced by someone else), `None` when it ended
+    /// normally (resigned, dropped, its session or client closed).
+    pub async fn lost(&self) -> Option<String> {
         let mut rx = self.shared.state.subscribe();
-        let r = tokio::select! {
-            r = rx.wait_for(|s| s.is_some()) => match r {
-                Ok(s) => s.clone().unwrap_or_default(),
-                Err(_) => "leadership dropped".to_string(),
-            },
-            r = self.session.lost() => r,
+        let ended = match rx.wait_for(|s| s.is_some()).await {
+            Ok(s) => s.clone().unwrap_or(Ended::Normally),
+            Err(_) => Ended::Normally,
         };
-        self.shared.mark(r.clone());
-        r
+        match ended {
+            Ended::Lost(r) => Some(r),
+            Ended::Normally => None,
+        }
     }
 
     /// Publish a new value while still leader; [`Error::NotLeader`] if not.
@@ -339,7 +421,7 @@ impl Leadership {
         }
         let ok = put_if_rev(self.session.client(), &self.key, self.rev, value.clone(), self.session.lease_id()).await?;
         if !ok {
-            self.shared.mark("leader key deleted or replaced".into());
+            self.shared.mark(Ended::Lost("leader key deleted or replaced".into()));
             return Err(self.not_leader());
         }
         *self.value.lock().unwrap_or_else(|p| p.into_inner()) = value;
@@ -350,13 +432,18 @@ impl Leadership {
     /// Step down: delete our key (guarded by the revision). Idempotent; the next
     /// candidate takes over at once.
     pub async fn resign(&self) -> Result<()> {
-        self.shared.mark("resigned".into());
+        self.shared.mark(Ended::Normally);
         if self.resigned.load(Ordering::Acquire) {
             return Ok(());
         }
         let span = info_span!("etcd_recipes.election.resign", name = %self.name, key = %self.key);
         async {
-            guarded_delete(self.session.client(), &self.key, self.rev).await?;
+            if self.owned {
+                // Revoking our own lease deletes the key in the same step.
+                self.session.close().await?;
+            } else if self.session.state() != crate::SessionState::Closed {
+                guarded_delete(self.session.client(), &self.key, self.rev).await?;
+            }
             self.resigned.store(true, Ordering::Release);
             self.task.abort();
             info!("resigned");
@@ -374,8 +461,9 @@ impl Leadership {
 impl Drop for Leadership {
     fn drop(&mut self) {
         self.task.abort();
-        self.shared.mark("leadership dropped".into());
-        if self.resigned.load(Ordering::Acquire) {
+        self.shared.mark(Ended::Normally);
+        if self.resigned.load(Ordering::Acquire) || self.owned {
+            // Our own session goes with this handle: its drop revokes the lease.
             return;
         }
         let (client, key, rev) = (self.session.client().clone(), self.key.clone(), self.rev);
@@ -421,16 +509,25 @@ async fn watch_own_key(
             }
         }
     };
-    let reason = tokio::select! {
-        r = watcher => r,
-        r = session.lost() => r,
+    let ended = tokio::select! {
+        r = watcher => Ended::Lost(r),
+        r = session.lost() => match r {
+            Some(r) => Ended::Lost(r),
+            None => Ended::Normally,
+        },
     };
-    if shared.state.borrow().is_some() {
-        debug!(%reason, "leadership ended (already resigned or lost)");
-    } else {
-        warn!(%reason, "leadership lost");
+    // A key deleted because our own session was closed is a normal end, not a loss.
+    let ended = match ended {
+        Ended::Lost(_) if session.state() == crate::SessionState::Closed || crate::lifecycle::is_shutting_down() => {
+            Ended::Normally
+        }
+        e => e,
+    };
+    match (&ended, shared.state.borrow().is_some()) {
+        (Ended::Lost(reason), false) => warn!(%reason, "leadership lost"),
+        _ => debug!(?ended, "leadership ended"),
     }
-    shared.mark(reason);
+    shared.mark(ended);
 }
 
 /// Ok(reason) when the key was deleted or replaced; Err when the watch broke.
@@ -589,7 +686,7 @@ impl ObserveState {
                 EventType::Put => match cur {
                     None => self.leader = Some(Some(LeaderInfo::from_kv(kv))),
                     Some(l) if l.key.as_bytes() == key => {
-                        if kv.create_revision() == l.revision {
+                        if kv.create_revision() == l.fencing_token {
                             self.leader = Some(Some(LeaderInfo::from_kv(kv)));
                         } else {
                             // Recreated (a delete we somehow skipped): trust a fresh read.

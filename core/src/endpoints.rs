@@ -211,6 +211,14 @@ impl Members {
     }
 }
 
+impl Members {
+    pub(crate) fn stop_probers(&self) {
+        for t in self.probers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            t.abort();
+        }
+    }
+}
+
 impl Drop for Members {
     fn drop(&mut self) {
         for t in self.probers.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {

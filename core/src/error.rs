@@ -96,7 +96,7 @@ pub enum Error {
     Timeout { what: String, after: Duration },
     #[error("session lost: lease {lease_id:x} {reason}")]
     SessionLost { lease_id: i64, reason: String },
-    #[error("lock {name:?} not acquired: {reason}")]
+    #[error("{name} not acquired: {reason}")]
     LockTimeout { name: String, reason: String },
     #[error("lock {key:?} is no longer held")]
     LockLost { key: String },

@@ -27,10 +27,13 @@ pub mod election;
 pub mod endpoints;
 pub mod error;
 pub mod fence;
+pub mod lifecycle;
 pub mod lock;
+pub(crate) mod mirror;
 pub mod registry;
 pub mod session;
 mod tlsprobe;
+pub(crate) mod waitqueue;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -40,4 +43,5 @@ pub use client::{Client, ClientOptions, TlsConfig};
 pub use endpoints::HealthCheck;
 pub use error::{Error, ErrorKind, Result};
 pub use fence::{Fence, FencedOp};
-pub use session::{Session, SessionState};
+pub use lifecycle::{shutdown, shutdown_blocking, ShutdownReport};
+pub use session::{Session, SessionSource, SessionState};

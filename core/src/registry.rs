@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::client::{check_key, Client};
-use crate::config::{load, spawn_mirror, subscription_stream, warn_if_backwards, Range, Sink, CHANNEL_CAPACITY};
+use crate::mirror::{load, spawn_mirror, subscription_stream, warn_if_backwards, Range, Sink, CHANNEL_CAPACITY};
 use crate::error::{Error, Result};
 use crate::session::Session;
 
@@ -217,6 +217,49 @@ struct RegShared {
     closed: AtomicBool,
     /// Serialises puts of our key, so an older value never lands after a newer one.
     put_lock: tokio::sync::Mutex<()>,
+    /// The task that keeps the registration in place.
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RegShared {
+    fn stop_task(&self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+    }
+
+    /// Delete the key and revoke the lease. Idempotent.
+    async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.stop_task();
+        self.state.send_replace(RegistrationState::Closed);
+        let session = self.session.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let key = self.key.clone();
+        let deleted = self
+            .client
+            .idempotent(|mut c| {
+                let k = key.clone();
+                async move { c.delete(k, None).await }
+            })
+            .await;
+        let revoked = match session {
+            Some(s) => s.close().await,
+            None => Ok(()),
+        };
+        info!(key = %self.key, "registration closed");
+        deleted?;
+        revoked
+    }
+}
+
+impl crate::lifecycle::Child for RegShared {
+    fn close(self: Arc<Self>) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let _ = RegShared::close(&self).await;
+        })
+    }
 }
 
 impl RegShared {
@@ -296,9 +339,15 @@ async fn guard(sh: Arc<RegShared>, first_put_rev: i64) {
     loop {
         let Some(session) = sh.session() else { return };
         if !session.is_alive() {
-            let reason = session.lost().await;
-            watch_from = Some(sh.recover(reason).await + 1);
-            continue;
+            // A session closed by its owner (the client closed, process shutdown) ends
+            // the registration; only a lost one is healed.
+            match session.lost().await {
+                Some(reason) if !sh.closed.load(Ordering::Acquire) && !crate::lifecycle::is_shutting_down() => {
+                    watch_from = Some(sh.recover(reason).await + 1);
+                    continue;
+                }
+                _ => return,
+            }
         }
         // (Re)start the watch of our own key; without a known revision, check the key first.
         let from = match watch_from.take() {
@@ -370,7 +419,8 @@ async fn guard(sh: Arc<RegShared>, first_put_rev: i64) {
                     Ok(Some(resp)) => {
                         backoff = Duration::from_millis(50);
                         let deleted = resp.events().iter().any(|e| e.event_type() == EventType::Delete);
-                        if deleted && !sh.closed.load(Ordering::Acquire) {
+                        let ending = sh.closed.load(Ordering::Acquire) || crate::lifecycle::is_shutting_down() || !session.is_alive();
+                        if deleted && !ending {
                             warn!(key = %sh.key, "registration key deleted from outside; putting it again");
                             match sh.put(session.lease_id()).await {
                                 Ok(_) => {}
@@ -398,7 +448,6 @@ async fn guard(sh: Arc<RegShared>, first_put_rev: i64) {
 /// if a tokio runtime is running, deletes the key and revokes the lease in the background.
 pub struct Registration {
     shared: Arc<RegShared>,
-    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Registration {
@@ -433,6 +482,7 @@ impl Registration {
             reregistrations: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             put_lock: tokio::sync::Mutex::new(()),
+            task: Mutex::new(None),
         });
         let rev = match shared.put(lease).await {
             Ok(r) => r,
@@ -444,7 +494,10 @@ impl Registration {
         info!(key = %shared.key, lease = format_args!("{lease:x}"), "registered");
         let span = info_span!("etcd_recipes.registration", key = %shared.key);
         let task = tokio::spawn(guard(shared.clone(), rev).instrument(span));
-        Ok(Registration { shared, task: Mutex::new(Some(task)) })
+        *shared.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let child: std::sync::Weak<dyn crate::lifecycle::Child> = Arc::downgrade(&shared) as _;
+        client.scope().adopt(child);
+        Ok(Registration { shared })
     }
 
     /// The full etcd key (namespace included).
@@ -500,38 +553,13 @@ impl Registration {
 
     /// Delete the key and revoke the lease. Idempotent.
     pub async fn close(&self) -> Result<()> {
-        if self.shared.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            t.abort();
-        }
-        self.shared.state.send_replace(RegistrationState::Closed);
-        let session = self.shared.session.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let key = self.shared.key.clone();
-        let deleted = self
-            .shared
-            .client
-            .idempotent(|mut c| {
-                let k = key.clone();
-                async move { c.delete(k, None).await }
-            })
-            .await;
-        let revoked = match session {
-            Some(s) => s.close().await,
-            None => Ok(()),
-        };
-        info!(key = %self.shared.key, "registration closed");
-        deleted?;
-        revoked
+        self.shared.close().await
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            t.abort();
-        }
+        self.shared.stop_task();
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -617,6 +645,13 @@ impl ViewInner {
 impl Drop for ViewInner {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl crate::lifecycle::Child for ViewInner {
+    fn close(self: Arc<Self>) -> futures::future::BoxFuture<'static, ()> {
+        self.stop();
+        Box::pin(async {})
     }
 }
 
@@ -748,6 +783,8 @@ impl ServiceView {
         inner.reset(&kvs, rev);
         let task = spawn_mirror(client.clone(), range, Arc::downgrade(&inner), rev, VIEW_RECONCILE, "service");
         *inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let child: std::sync::Weak<dyn crate::lifecycle::Child> = Arc::downgrade(&inner) as _;
+        client.scope().adopt(child);
         Ok(ServiceView { inner })
     }
 
@@ -808,9 +845,58 @@ impl ServiceView {
         }
     }
 
+    /// The instance set now, then the whole set again after every change: a `Stream`
+    /// that never misses a change between two reads (changes that arrive together are
+    /// coalesced into the latest set). Ends when the view is closed.
+    pub fn updates(&self) -> InstanceSets {
+        let view = self.clone();
+        let rx = self.inner.version.subscribe();
+        let stream = futures::stream::unfold((view, rx, true), |(view, mut rx, first)| async move {
+            if first {
+                rx.borrow_and_update();
+                let set = view.instances();
+                return Some((set, (view, rx, false)));
+            }
+            match rx.changed().await {
+                Ok(()) if !rx.borrow_and_update().1 => {
+                    let set = view.instances();
+                    Some((set, (view, rx, false)))
+                }
+                _ => None,
+            }
+        });
+        InstanceSets { inner: Box::pin(stream) }
+    }
+
     /// Stop following changes. The last instance set stays readable; event streams end.
     pub fn close(&self) {
         self.inner.stop();
+    }
+}
+
+/// The instance sets of a [`ServiceView`]: the current one first, then one after each
+/// change. See [`ServiceView::updates`].
+pub struct InstanceSets {
+    inner: Pin<Box<dyn Stream<Item = Vec<Instance>> + Send>>,
+}
+
+impl std::fmt::Debug for InstanceSets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InstanceSets")
+    }
+}
+
+impl InstanceSets {
+    /// The next instance set, or `None` once the view is closed.
+    pub async fn next(&mut self) -> Option<Vec<Instance>> {
+        futures::StreamExt::next(&mut self.inner).await
+    }
+}
+
+impl Stream for InstanceSets {
+    type Item = Vec<Instance>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
     }
 }
 

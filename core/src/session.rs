@@ -19,6 +19,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::lifecycle::Child;
 
 /// etcd's largest lease TTL (`MaxLeaseTTL`, in seconds).
 pub const MAX_TTL_SECS: i64 = 9_000_000_000;
@@ -69,6 +70,36 @@ impl Shared {
             t.abort();
         }
     }
+
+    /// Stop renewing and revoke the lease (see [`Session::close`]).
+    async fn close_lease(&self) -> Result<()> {
+        self.abort_task();
+        let was = self.state.send_replace(SessionState::Closed);
+        if was == SessionState::Closed {
+            return Ok(());
+        }
+        let id = self.lease_id;
+        let t = self.client.request_timeout();
+        let client = &self.client;
+        match timeout(t, client.idempotent(|mut c| async move { c.lease_revoke(id).await })).await {
+            Err(_) => Err(Error::timeout("lease revoke", t)),
+            Ok(Ok(_)) => {
+                info!(lease = format_args!("{id:x}"), "lease revoked; session closed");
+                Ok(())
+            }
+            // Already gone: the goal (no lease) holds.
+            Ok(Err(e)) if e.to_string().contains("lease not found") => Ok(()),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+}
+
+impl Child for Shared {
+    fn close(self: Arc<Self>) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let _ = self.close_lease().await;
+        })
+    }
 }
 
 /// Held by every clone of a [`Session`]; the last one dropped stops the keep-alive and
@@ -90,8 +121,11 @@ impl Drop for Owner {
                 let client = self.0.client.clone();
                 let id = self.0.lease_id;
                 let t = client.request_timeout().min(Duration::from_secs(2));
+                // Until the revoke is done, a process-wide shutdown revokes it too.
+                crate::lifecycle::revoke_pending(id, &client);
                 handle.spawn(async move {
                     let _ = timeout(t, client.idempotent(|mut c| async move { c.lease_revoke(id).await })).await;
+                    crate::lifecycle::revoke_done(id);
                 });
             }
         }
@@ -107,7 +141,7 @@ impl Drop for Owner {
 /// # async fn demo(client: etcd_recipes::Client) -> etcd_recipes::Result<()> {
 /// let session = etcd_recipes::Session::new(&client, 10).await?;
 /// tokio::select! {
-///     reason = session.lost() => eprintln!("stop working: {reason}"),
+///     Some(reason) = session.lost() => eprintln!("stop working: {reason}"),
 ///     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
 /// }
 /// session.close().await?; // revokes the lease
@@ -134,12 +168,8 @@ impl Session {
     ///
     /// etcd may raise a very small TTL to its minimum; [`Session::ttl`] tells the granted one.
     pub async fn new(client: &Client, ttl_secs: i64) -> Result<Session> {
-        if ttl_secs <= 0 {
-            return Err(Error::invalid(format!("ttl must be at least 1 second, got {ttl_secs}")));
-        }
-        if ttl_secs > MAX_TTL_SECS {
-            return Err(Error::invalid(format!("ttl {ttl_secs} s is above etcd's maximum of {MAX_TTL_SECS} s")));
-        }
+        check_ttl(ttl_secs)?;
+        client.ensure_open()?;
         let sent = Instant::now();
         // Retried like a read: a grant whose answer was lost leaves an orphan lease with
         // nothing attached, which etcd expires after its TTL.
@@ -166,6 +196,8 @@ impl Session {
         let span = info_span!("etcd_recipes.session", lease = format_args!("{lease_id:x}"), ttl);
         let task = tokio::spawn(keep_alive(Arc::downgrade(&shared)).instrument(span));
         *shared.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let child: std::sync::Weak<dyn Child> = Arc::downgrade(&shared) as _;
+        client.scope().adopt(child);
         let owner = Arc::new(Owner(shared.clone()));
         Ok(Session { shared, _owner: owner })
     }
@@ -205,9 +237,21 @@ impl Session {
         self.shared.state.subscribe()
     }
 
-    /// Resolves when the session stops being alive (lost or closed), with the reason.
-    pub async fn lost(&self) -> String {
+    /// Resolves when the session stops being alive: `Some(reason)` when it was lost
+    /// (renewal not confirmed in time, the lease expired or was revoked in etcd), `None`
+    /// when it was closed by its owner (`close()`, the client closed, process shutdown).
+    pub async fn lost(&self) -> Option<String> {
         wait_not_alive(self.shared.state.subscribe()).await
+    }
+
+    /// A lock named `name` on this session; see [`crate::lock::Lock::new`].
+    pub fn lock(&self, name: &str) -> Result<crate::lock::Lock> {
+        crate::lock::Lock::new(self, name)
+    }
+
+    /// An election named `name` on this session; see [`crate::election::Election::new`].
+    pub fn election(&self, name: &str) -> Result<crate::election::Election> {
+        crate::election::Election::new(self, name)
     }
 
     /// Fail with [`Error::SessionLost`] unless the session is alive.
@@ -240,36 +284,90 @@ impl Session {
     }
 
     /// Stop renewing and revoke the lease: every key attached to it is deleted.
+    /// Idempotent. After the client was closed, the lease is already revoked.
     pub async fn close(&self) -> Result<()> {
-        self.shared.abort_task();
-        let was = self.shared.state.send_replace(SessionState::Closed);
-        if was == SessionState::Closed {
-            return Ok(());
+        self.shared.close_lease().await
+    }
+}
+
+/// `Some(reason)` once the state is `Lost`, `None` once `Closed` (or dropped).
+pub(crate) async fn wait_not_alive(mut rx: watch::Receiver<SessionState>) -> Option<String> {
+    let r = rx.wait_for(|s| *s != SessionState::Alive).await;
+    match r {
+        Ok(s) => match &*s {
+            SessionState::Lost(r) => Some(r.clone()),
+            _ => None,
+        },
+        Err(_) => None,
+    }
+}
+
+/// The default TTL of a session a recipe makes for itself, in seconds.
+pub const DEFAULT_TTL_SECS: i64 = 10;
+
+/// A TTL must be 1 s ..= etcd's maximum.
+pub fn check_ttl(ttl_secs: i64) -> Result<()> {
+    if ttl_secs <= 0 {
+        return Err(Error::invalid(format!("ttl must be at least 1 second, got {ttl_secs}")));
+    }
+    if ttl_secs > MAX_TTL_SECS {
+        return Err(Error::invalid(format!("ttl {ttl_secs} s is above etcd's maximum of {MAX_TTL_SECS} s")));
+    }
+    Ok(())
+}
+
+/// Where a lock or an election gets its session from.
+///
+/// - [`SessionSource::Shared`]: a session you made and own; many recipes may share it, and
+///   when it is lost all of them are.
+/// - [`SessionSource::PerUse`]: each acquisition / campaign grants a session of its own
+///   with this TTL, and closes it when the lock is released, the leadership resigned, or
+///   the wait gives up. The usual choice: one lease per holder, nothing to manage.
+#[derive(Clone, Debug)]
+pub enum SessionSource {
+    Shared(Session),
+    PerUse { client: Client, ttl_secs: i64 },
+}
+
+impl SessionSource {
+    /// A fresh session of `ttl_secs` per use ([`Error::InvalidArgument`] for a bad TTL).
+    pub fn per_use(client: &Client, ttl_secs: i64) -> Result<SessionSource> {
+        check_ttl(ttl_secs)?;
+        Ok(SessionSource::PerUse { client: client.clone(), ttl_secs })
+    }
+
+    /// The client sessions come from.
+    pub fn client(&self) -> &Client {
+        match self {
+            SessionSource::Shared(s) => s.client(),
+            SessionSource::PerUse { client, .. } => client,
         }
-        let id = self.shared.lease_id;
-        let t = self.shared.client.request_timeout();
-        let client = &self.shared.client;
-        match timeout(t, client.idempotent(|mut c| async move { c.lease_revoke(id).await })).await {
-            Err(_) => Err(Error::timeout("lease revoke", t)),
-            Ok(Ok(_)) => {
-                info!(lease = format_args!("{id:x}"), "lease revoked; session closed");
-                Ok(())
-            }
-            // Already gone: the goal (no lease) holds.
-            Ok(Err(e)) if e.to_string().contains("lease not found") => Ok(()),
-            Ok(Err(e)) => Err(e),
+    }
+
+    /// The session to use now, and whether the caller owns it (closes it when done).
+    pub(crate) async fn session(&self) -> Result<(Session, bool)> {
+        match self {
+            SessionSource::Shared(s) => Ok((s.clone(), false)),
+            SessionSource::PerUse { client, ttl_secs } => Ok((Session::new(client, *ttl_secs).await?, true)),
         }
     }
 }
 
-pub(crate) async fn wait_not_alive(mut rx: watch::Receiver<SessionState>) -> String {
-    let r = rx.wait_for(|s| *s != SessionState::Alive).await;
-    match r {
-        Ok(s) => match &*s {
-            SessionState::Lost(r) => r.clone(),
-            _ => "session closed".to_string(),
-        },
-        Err(_) => "session dropped".to_string(),
+impl From<&Session> for SessionSource {
+    fn from(s: &Session) -> Self {
+        SessionSource::Shared(s.clone())
+    }
+}
+
+impl From<Session> for SessionSource {
+    fn from(s: Session) -> Self {
+        SessionSource::Shared(s)
+    }
+}
+
+impl From<&SessionSource> for SessionSource {
+    fn from(s: &SessionSource) -> Self {
+        s.clone()
     }
 }
 

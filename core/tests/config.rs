@@ -167,11 +167,11 @@ async fn loads_then_follows_puts_and_deletes() {
     let one = ConfigView::key(&c, "app/a", ConfigOptions::default()).await.unwrap();
     assert_eq!(view.keys(), ["app/a", "app/b"]);
     assert_eq!(one.keys(), ["app/a"]);
-    assert_eq!(view.get_str("app/a").unwrap().as_deref(), Some("1"));
+    assert_eq!(view.get_string("app/a").unwrap().as_deref(), Some("1"));
     assert_eq!(view.get("apple"), None);
     let loaded = view.revision();
     assert!(loaded >= 3);
-    let mut changes = view.subscribe();
+    let mut changes = view.changes();
     let r = c.put("app/a", "2").await.unwrap();
     let ch = tokio::time::timeout(Duration::from_secs(10), changes.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(ch, ConfigChange { key: "app/a".into(), old: Some(b"1".to_vec()), new: Some(b"2".to_vec()), revision: r });
@@ -196,8 +196,8 @@ async fn loads_then_follows_puts_and_deletes() {
     // Close: subscriptions end, values stay readable.
     view.close();
     assert!(tokio::time::timeout(Duration::from_secs(10), changes.next()).await.unwrap().is_none());
-    assert!(view.subscribe().next().await.is_none());
-    assert_eq!(view.get_str("app/a").unwrap().as_deref(), Some("2"));
+    assert!(view.changes().next().await.is_none());
+    assert_eq!(view.get_string("app/a").unwrap().as_deref(), Some("2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +208,7 @@ async fn converges_after_many_rapid_puts() {
     let writer = client(etcd.endpoints()).await;
     let view = ConfigView::key(&c, "cfg/k", ConfigOptions::default()).await.unwrap();
     let prefix = ConfigView::prefix(&c, "cfg/", ConfigOptions::default()).await.unwrap();
-    let seen = record(view.subscribe());
+    let seen = record(view.changes());
     // 4 writers, 150 puts each, as fast as etcd takes them; the last write (by revision) wins.
     let mut tasks = Vec::new();
     for w in 0..4 {
@@ -251,7 +251,7 @@ async fn converges_after_sigstop_then_put_and_compact() {
     let c = client(etcd.endpoints()).await;
     c.put("cfg/k", "v0").await.unwrap();
     let view = ConfigView::prefix(&c, "cfg/", no_reconcile()).await.unwrap();
-    let seen = record(view.subscribe());
+    let seen = record(view.changes());
     // Hold the watch back long enough for the client to give up on the connection
     // (keep-alive 2 s + 2 s), then write and compact as soon as the member runs again.
     etcd.pause(0).unwrap();
@@ -333,7 +333,7 @@ async fn recovers_when_its_watch_is_cancelled_by_compaction() {
     let writer = client(etcd.endpoints()).await;
     writer.put("big/k", "v0").await.unwrap();
     let view = ConfigView::prefix(&c, "big/", no_reconcile()).await.unwrap();
-    let seen = record(view.subscribe());
+    let seen = record(view.changes());
     writer.put("big/k", "v1").await.unwrap();
     wait_value(&view, "big/k", "v1", Duration::from_secs(20)).await;
 
@@ -386,7 +386,7 @@ async fn converges_after_member_restart() {
     let c = client(etcd.endpoints()).await;
     c.put("cfg/k", "before").await.unwrap();
     let view = ConfigView::prefix(&c, "cfg/", no_reconcile()).await.unwrap();
-    let seen = record(view.subscribe());
+    let seen = record(view.changes());
     let before = view.revision();
     tokio::task::block_in_place(|| etcd.restart(0)).unwrap();
     let writer = client(etcd.endpoints()).await;
@@ -430,7 +430,7 @@ async fn periodic_reconcile_runs_without_disturbing_the_view() {
     let view = ConfigView::prefix(&c, "cfg/", ConfigOptions::new().reconcile_interval(Duration::from_millis(200)))
         .await
         .unwrap();
-    let seen = record(view.subscribe());
+    let seen = record(view.changes());
     // After each put, a reconcile runs against the new state and finds no drift.
     let mut clean = 0;
     for i in 2..=5 {
@@ -445,7 +445,7 @@ async fn periodic_reconcile_runs_without_disturbing_the_view() {
     wait_log("reconcile revision compacted; re-reading", 0, Duration::from_secs(20)).await;
     let clean_before = logs().matches(CLEAN).count();
     wait_log(CLEAN, clean_before, Duration::from_secs(20)).await;
-    assert_eq!(view.get_str("cfg/k").unwrap().as_deref(), Some("5"));
+    assert_eq!(view.get_string("cfg/k").unwrap().as_deref(), Some("5"));
     let seen = seen.wait("cfg/k = 5", Duration::from_secs(20), |s| has(s, "cfg/k", "5")).await;
     assert_eq!(seen.len(), 4, "reconcile must not invent changes: {}", summary(&seen));
     assert!(!logs().contains("differs from etcd"), "false drift reported; log tail:\n{}", log_tail());
@@ -476,7 +476,7 @@ async fn bad_values_give_decode_errors_naming_the_key_and_the_view_keeps_working
     // Valid JSON, wrong shape: also a decode error.
     let e = view.get_json::<Limits>("cfg/bytes").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Decode);
-    let e = view.get_str("cfg/bytes").unwrap_err();
+    let e = view.get_string("cfg/bytes").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Decode);
     assert!(e.to_string().contains("cfg/bytes"), "{e}");
     assert_eq!(view.get("cfg/bytes").as_deref(), Some(&[0xff, 0xfe, 0x00][..]));
@@ -494,7 +494,7 @@ async fn bad_values_give_decode_errors_naming_the_key_and_the_view_keeps_working
         assert_eq!(ConfigView::prefix(&c, bad, ConfigOptions::default()).await.unwrap_err().kind(), ErrorKind::InvalidArgument);
     }
     // Dropping the last clone stops the watch: subscriptions end.
-    let mut sub = view.subscribe();
+    let mut sub = view.changes();
     let clone = view.clone();
     drop(view);
     c.put("cfg/limits", r#"{"max": 4}"#).await.unwrap();
@@ -512,8 +512,8 @@ async fn namespace_is_applied_and_stripped() {
     c.put("cfg/x", "inside").await.unwrap();
     let view = ConfigView::prefix(&c, "cfg/", ConfigOptions::default()).await.unwrap();
     assert_eq!(view.keys(), ["cfg/x"]);
-    assert_eq!(view.get_str("cfg/x").unwrap().as_deref(), Some("inside"));
-    let mut sub = view.subscribe();
+    assert_eq!(view.get_string("cfg/x").unwrap().as_deref(), Some("inside"));
+    let mut sub = view.changes();
     c.put("cfg/y", "1").await.unwrap();
     let ch = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(ch.key, "cfg/y");

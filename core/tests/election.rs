@@ -139,6 +139,7 @@ async fn lost_leader_is_replaced_and_never_two_leaders_after_loss_signal() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let reason = tokio::time::timeout(Duration::from_secs(20), signal).await.expect("B never signalled loss").unwrap();
+    let reason = reason.expect("B's session was lost, not closed");
     println!("B's loss signal: {reason}");
     assert!(samples_after_signal > 0);
     assert_eq!(violations, 0, "a handle said leader after its loss signal");
@@ -151,7 +152,7 @@ async fn lost_leader_is_replaced_and_never_two_leaders_after_loss_signal() {
     // 3. Deleting the leader key from outside is signalled promptly too.
     c.etcd().delete(c_lead.key(), None).await.unwrap();
     let t = Instant::now();
-    let why = tokio::time::timeout(Duration::from_secs(20), c_lead.lost()).await.expect("deletion not signalled");
+    let why = tokio::time::timeout(Duration::from_secs(20), c_lead.lost()).await.expect("deletion not signalled").expect("a loss");
     println!("deleted leader key signalled after {:?}: {why}", t.elapsed());
     assert!(!c_lead.is_leader());
 }
@@ -172,7 +173,7 @@ async fn campaign_cancel_expiry_proclaim_and_campaign_twice() {
     assert_eq!(info.value, b"v2");
     assert_eq!(info.lease_id, sa.lease_id());
     again.resign().await.unwrap(); // same key: resigning one ends both
-    let lost = tokio::time::timeout(Duration::from_secs(20), a.lost()).await.expect("a not told");
+    let lost = tokio::time::timeout(Duration::from_secs(20), a.lost()).await.expect("a not told").expect("a loss");
     assert!(lost.contains("deleted"), "{lost}");
     let a = ea.campaign("v3").await.unwrap();
     a.proclaim("v4").await.unwrap();
@@ -222,7 +223,7 @@ async fn observer_survives_compaction_and_member_restart() {
     assert_eq!(next_leader(&mut o, Duration::from_secs(20)).await, None, "first item: no leader yet");
     let a = ea.campaign("a").await.unwrap();
     let first = next_leader(&mut o, Duration::from_secs(20)).await.unwrap();
-    assert_eq!((first.key.as_str(), first.value.as_slice(), first.revision), (a.key(), &b"a"[..], a.revision()));
+    assert_eq!((first.key.as_str(), first.value.as_slice(), first.fencing_token), (a.key(), &b"a"[..], a.revision()));
     a.proclaim("a2").await.unwrap();
     assert_eq!(next_leader(&mut o, Duration::from_secs(20)).await.unwrap().value, b"a2");
 

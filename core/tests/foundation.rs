@@ -46,7 +46,7 @@ async fn paused_member_makes_session_lost_before_ttl() {
     let reason = tokio::time::timeout(Duration::from_secs(20), s.lost()).await;
     let lost_after = paused_at.elapsed();
     etcd.resume(0).unwrap();
-    let reason = reason.expect("session never reported lost");
+    let reason = reason.expect("session never reported lost").expect("lost, not closed");
     assert!(matches!(s.state(), SessionState::Lost(_)), "{:?}", s.state());
     // It fired before the last confirmed deadline (the send time of the last confirmed
     // renewal + TTL), which etcd's own expiry cannot precede.
@@ -62,7 +62,7 @@ async fn revoked_lease_makes_session_lost() {
     let s = Session::new(&c, 3).await.unwrap();
     c.revoke_lease(s.lease_id()).await.unwrap();
     // The next renewal (every TTL/3) learns the lease is gone.
-    let reason = tokio::time::timeout(Duration::from_secs(20), s.lost()).await.expect("not lost");
+    let reason = tokio::time::timeout(Duration::from_secs(20), s.lost()).await.expect("not lost").expect("lost, not closed");
     assert!(reason.contains("revoked") || reason.contains("expired"), "{reason}");
 }
 

@@ -340,7 +340,7 @@ async fn d1_raw(c: &etcd_client::Client) -> f64 {
 /// C1: a config view of one key; the key is put; ms until the view returns it (median over 200).
 async fn c1_ours(c: &Client) -> f64 {
     let view = ConfigView::key(c, "bench/c1", ConfigOptions::default()).await.expect("view");
-    let mut changes = view.subscribe();
+    let mut changes = view.changes();
     let mut times = Vec::new();
     for i in 0..200 {
         let v = format!("v{i}");
@@ -477,7 +477,7 @@ async fn f1(leader: bool) -> Result<(), Box<dyn std::error::Error>> {
                 lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 *s = Session::new(&c, 3).await.map_err(|e| e.to_string())?;
             }
-            let lock = Lock::new(&s, "bench/f1-lock").map_err(|e| e.to_string())?;
+            let lock = Lock::new(&*s, "bench/f1-lock").map_err(|e| e.to_string())?;
             let g = lock.acquire_timeout(Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
             let r = g.fence().put("bench/f1/locked", format!("{i}")).await.map(|_| ()).map_err(|e| e.to_string());
             let _ = g.release().await;

@@ -16,7 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (k, v) in view.snapshot() {
         println!("  {k} = {}", String::from_utf8_lossy(&v));
     }
-    let mut changes = view.subscribe();
+    let mut changes = view.changes();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,

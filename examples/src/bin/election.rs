@@ -30,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             leadership.resign().await?;
             println!("Stepped down.");
         }
-        reason = leadership.lost() => println!("Lost leadership: {reason}"),
+        Some(reason) = leadership.lost() => println!("Lost leadership: {reason}"),
     }
     session.close().await?;
     Ok(())

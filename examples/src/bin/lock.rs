@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Counter is now {} (written with a guarded put). Working for 3 s...", n + 1);
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs(3)) => {}
-        reason = guard.lost() => println!("Lost the lock: {reason}"),
+        Some(reason) = guard.lost() => println!("Lost the lock: {reason}"),
     }
     guard.release().await?;
     println!("Released.");

@@ -12,12 +12,12 @@ pub async fn run(client: &Client) -> etcd_recipes::Result<()> {
     let view = ConfigView::prefix(client, "demo-config/", ConfigOptions::default()).await?;
     println!(
         "The service loaded its config: greeting = {:?}, limits = {}",
-        view.get_str("demo-config/greeting")?.unwrap_or_default(),
+        view.get_string("demo-config/greeting")?.unwrap_or_default(),
         view.get_json_value("demo-config/limits")?.unwrap_or_default()
     );
 
     // The "service": prints every change it is told about.
-    let mut changes = view.subscribe();
+    let mut changes = view.changes();
     let service = tokio::spawn(async move {
         let mut printed = 0;
         while let Some(Ok(change)) = changes.next().await {
@@ -41,7 +41,7 @@ pub async fn run(client: &Client) -> etcd_recipes::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), service).await;
     println!(
         "  local reads now: greeting = {:?}, limits = {}",
-        view.get_str("demo-config/greeting")?.unwrap_or_default(),
+        view.get_string("demo-config/greeting")?.unwrap_or_default(),
         view.get_json_value("demo-config/limits")?.unwrap_or_default()
     );
     view.close();

@@ -11,7 +11,7 @@ pub async fn run(client: &Client) -> etcd_recipes::Result<()> {
     let watch = tokio::spawn(async move {
         while let Some(item) = observer.next().await {
             match item {
-                Ok(Some(l)) => println!("  observer: leader is now {:?} (revision {})", String::from_utf8_lossy(&l.value), l.revision),
+                Ok(Some(l)) => println!("  observer: leader is now {:?} (fencing token {})", String::from_utf8_lossy(&l.value), l.fencing_token),
                 Ok(None) => println!("  observer: no leader"),
                 Err(e) => {
                     println!("  observer: error {e}");

@@ -1,0 +1,294 @@
+//! The wait queue shared by [`crate::lock`] and [`crate::election`] (and every recipe
+//! that waits its turn): the key layout and the waiting of etcd's Go
+//! `concurrency.Mutex` / `concurrency.Election`.
+//!
+//! A contender puts `<prefix><lease hex>` under its lease in one create-or-get
+//! transaction ([`enter`]); the owner is the key with the smallest create revision; a
+//! waiter watches only the key just ahead of it ([`wait_deletes`]) and re-reads its own
+//! key after every wait ([`key_has_rev`]). [`Cleanup`] removes a contender's key on
+//! error, timeout or cancellation; [`guarded_delete`] removes a holder's key only while
+//! it is still the same holder's.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    WatchFilterType, WatchOptions,
+};
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::client::{check_key, Client};
+use crate::error::{Error, Result};
+
+/// Validate a lock or election name; see the module docs.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
+    check_key(what, name)?;
+    if name.ends_with('/') {
+        return Err(Error::invalid(format!(
+            "{what} {name:?} ends with '/': the key prefix would be {:?}; drop the trailing '/'",
+            format!("{name}/")
+        )));
+    }
+    Ok(())
+}
+
+/// `<ns><name>/<lease hex>`, as Go's `fmt.Sprintf("%s%x", pfx, lease)`.
+pub(crate) fn member_key(prefix: &str, lease_id: i64) -> String {
+    format!("{prefix}{lease_id:x}")
+}
+
+/// Get the key with the smallest create revision under `prefix` (the owner / leader).
+pub(crate) fn first_under(prefix: &str) -> (String, GetOptions) {
+    (
+        prefix.to_string(),
+        GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1),
+    )
+}
+
+/// Deletes a contender key when the acquire/campaign future is dropped, unless disarmed.
+/// Error paths call [`Cleanup::run`] to delete before returning.
+pub(crate) struct Cleanup {
+    client: Client,
+    key: String,
+    armed: bool,
+    local: Option<OwnedMutexGuard<()>>,
+}
+
+impl Cleanup {
+    pub(crate) fn new(client: Client, key: String, local: Option<OwnedMutexGuard<()>>) -> Self {
+        Cleanup { client, key, armed: false, local }
+    }
+    pub(crate) fn arm(&mut self) {
+        self.armed = true;
+    }
+    /// Keep the key (it is now owned by a guard); hand over the in-process guard.
+    pub(crate) fn disarm(mut self) -> Option<OwnedMutexGuard<()>> {
+        self.armed = false;
+        self.local.take()
+    }
+    /// Delete the key now (bounded by the request timeout), then release the local slot.
+    pub(crate) async fn run(mut self) {
+        if self.armed {
+            self.armed = false;
+            let key = self.key.clone();
+            if let Err(e) = delete_key(&self.client, &key).await {
+                warn!(%key, error = %e, "could not delete contender key; it goes with its lease");
+            }
+        }
+        self.local.take();
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (client, key, local) = (self.client.clone(), self.key.clone(), self.local.take());
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                debug!(%key, "acquire cancelled; deleting contender key");
+                h.spawn(async move {
+                    let _ = delete_key(&client, &key).await;
+                    drop(local);
+                });
+            }
+            Err(_) => warn!(%key, "no tokio runtime to delete contender key; it goes with its lease"),
+        }
+    }
+}
+
+async fn delete_key(client: &Client, key: &str) -> Result<()> {
+    let t = client.request_timeout();
+    let k = key.to_string();
+    let fut = client.idempotent(|mut c| {
+        let k = k.clone();
+        async move { c.delete(k, None).await }
+    });
+    match tokio::time::timeout(t, fut).await {
+        Err(_) => Err(Error::timeout(format!("delete of {key}"), t)),
+        Ok(r) => r.map(|_| ()),
+    }
+}
+
+/// Delete `key` only while it still has create revision `rev`.
+pub(crate) async fn guarded_delete(client: &Client, key: &str, rev: i64) -> Result<bool> {
+    let txn = Txn::new()
+        .when(vec![Compare::create_revision(key, CompareOp::Equal, rev)])
+        .and_then(vec![TxnOp::delete(key, None)]);
+    let t = client.request_timeout();
+    let fut = client.idempotent(|mut c| {
+        let txn = txn.clone();
+        async move { c.txn(txn).await }
+    });
+    match tokio::time::timeout(t, fut).await {
+        Err(_) => Err(Error::timeout(format!("delete of {key}"), t)),
+        Ok(r) => Ok(r?.succeeded()),
+    }
+}
+
+/// What the create-or-get transaction found.
+pub(crate) struct Entered {
+    /// Create revision of our key.
+    pub rev: i64,
+    /// True if this call created the key; false if it already existed (same lease).
+    pub created: bool,
+    /// Create revision of the current owner (smallest under the prefix), if any.
+    pub owner_rev: Option<i64>,
+    /// Value our key had, when it already existed.
+    pub existing_value: Option<Vec<u8>>,
+}
+
+/// `If CreateRevision(key)==0 Then Put(key, value, lease), Get(first) Else Get(key), Get(first)`.
+pub(crate) async fn enter(client: &Client, prefix: &str, key: &str, value: Vec<u8>, lease: i64) -> Result<Entered> {
+    let (p, first) = first_under(prefix);
+    let txn = Txn::new()
+        .when(vec![Compare::create_revision(key, CompareOp::Equal, 0)])
+        .and_then(vec![
+            TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease))),
+            TxnOp::get(p.clone(), Some(first.clone())),
+        ])
+        .or_else(vec![TxnOp::get(key, None), TxnOp::get(p, Some(first))]);
+    // Create-if-absent, then read: applying it twice changes nothing, so it is retried.
+    let resp = client
+        .idempotent(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
+    let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+    let ops = resp.op_responses();
+    let owner_rev = match ops.get(1) {
+        Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| kv.create_revision()),
+        _ => return Err(Error::Etcd(etcd_client::Error::InvalidArgs("unexpected txn response".into()))),
+    };
+    if resp.succeeded() {
+        return Ok(Entered { rev: header_rev, created: true, owner_rev, existing_value: None });
+    }
+    match ops.first() {
+        Some(TxnOpResponse::Get(g)) => match g.kvs().first() {
+            Some(kv) => Ok(Entered {
+                rev: kv.create_revision(),
+                created: false,
+                owner_rev,
+                existing_value: Some(kv.value().to_vec()),
+            }),
+            // Deleted between the compare and the get cannot happen inside one txn.
+            None => Err(Error::Etcd(etcd_client::Error::InvalidArgs(format!("key {key} vanished inside a txn")))),
+        },
+        _ => Err(Error::Etcd(etcd_client::Error::InvalidArgs("unexpected txn response".into()))),
+    }
+}
+
+/// Wait until no key under `prefix` has a create revision below `my_rev` (Go's
+/// `waitDeletes`): repeatedly find the key just ahead and wait for its DELETE.
+/// Survives watch errors and compaction by re-reading.
+pub(crate) async fn wait_deletes(client: &Client, prefix: &str, my_rev: i64) -> Result<()> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let opts = GetOptions::new()
+            .with_prefix()
+            .with_max_create_revision(my_rev - 1)
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(1);
+        let p = prefix.to_string();
+        let resp = client
+            .read(|mut c| {
+                let (p, o) = (p.clone(), opts.clone());
+                async move { c.get(p, Some(o)).await }
+            })
+            .await?;
+        let Some(ahead) = resp.kvs().first() else { return Ok(()) };
+        let ahead_key = ahead.key().to_vec();
+        let from = resp.header().map(|h| h.revision()).unwrap_or(0);
+        debug!(ahead = %String::from_utf8_lossy(&ahead_key), from, "waiting for the key ahead to go");
+        // The key existed at `from`, so its delete comes at `from + 1` or later. Starting
+        // there (not at `from`, as Go does) keeps the watcher in etcd's "synced" group:
+        // a watch starting at or below the current revision is served by a catch-up loop
+        // that runs only every 100 ms.
+        match wait_delete(client, &ahead_key, from + 1).await {
+            Ok(()) => backoff = Duration::from_millis(50),
+            Err(e) if matches!(e.kind(), crate::ErrorKind::PermissionDenied | crate::ErrorKind::InvalidArgument) => {
+                return Err(e)
+            }
+            Err(e) => {
+                debug!(error = %e, "watch failed; re-reading");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Resolve when `key` is deleted at or after revision `from`. Ok(()) also when the watch
+/// was cancelled by compaction (the caller re-reads anyway).
+async fn wait_delete(client: &Client, key: &[u8], from: i64) -> Result<()> {
+    let opts = WatchOptions::new().with_start_revision(from).with_filters([WatchFilterType::NoPut]);
+    let mut stream = client.watch(key.to_vec(), opts).await?;
+    loop {
+        match stream.message().await? {
+            None => return Err(Error::Closed("watch stream")),
+            Some(r) => {
+                if r.canceled() {
+                    if r.compact_revision() > 0 {
+                        return Ok(());
+                    }
+                    return Err(Error::Etcd(etcd_client::Error::WatchError(format!(
+                        "watch cancelled: {}",
+                        r.cancel_reason()
+                    ))));
+                }
+                if r.events().iter().any(|e| e.event_type() == EventType::Delete) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Does `key` still exist with create revision `rev`? Returns the read's revision too.
+pub(crate) async fn key_has_rev(client: &Client, key: &str, rev: i64) -> Result<(bool, i64)> {
+    let k = key.to_string();
+    let resp = client
+        .read(|mut c| {
+            let k = k.clone();
+            async move { c.get(k, None).await }
+        })
+        .await?;
+    let header = resp.header().map(|h| h.revision()).unwrap_or(0);
+    Ok((resp.kvs().first().map(|kv| kv.create_revision()) == Some(rev), header))
+}
+
+/// In-process slots: one per full lock key (that is, per lease and name).
+static LOCAL: Mutex<Option<HashMap<String, Weak<tokio::sync::Mutex<()>>>>> = Mutex::new(None);
+
+pub(crate) fn local_slot(key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut map = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
+    let map = map.get_or_insert_with(HashMap::new);
+    if let Some(m) = map.get(key).and_then(Weak::upgrade) {
+        return m;
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let m = Arc::new(tokio::sync::Mutex::new(()));
+    map.insert(key.to_string(), Arc::downgrade(&m));
+    m
+}
+
+/// The queue prefix `<ns><name>/`, after checking `name`.
+pub(crate) fn queue_prefix(client: &Client, what: &str, name: &str) -> Result<String> {
+    check_name(what, name)?;
+    Ok(client.full_key(&format!("{name}/")))
+}
+
+/// Resolves at `deadline`, or never.
+pub(crate) async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
