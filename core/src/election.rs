@@ -560,7 +560,8 @@ async fn watch_key_once(client: &Client, key: &str, rev: i64, start: i64) -> Res
 /// row. Changes that reach the observer together (one watch response, or while it
 /// re-reads) are coalesced into the latest leader. Survives compaction and reconnects
 /// (re-reads, then watches again). Ends only when
-/// dropped, or after yielding an error that retrying cannot fix (e.g. permission denied).
+/// dropped, when its client is closed, or after yielding an error that retrying cannot
+/// fix (e.g. permission denied).
 pub struct LeaderObserver {
     inner: Pin<Box<dyn Stream<Item = Result<Option<LeaderInfo>>> + Send>>,
 }
@@ -596,10 +597,15 @@ impl LeaderObserver {
             done: false,
         };
         let s = futures::stream::unfold(st, |mut st| async move {
-            if st.done {
+            if st.done || st.client.is_closed() {
                 return None;
             }
-            let item = st.next_change().await;
+            // The client closing ends the stream (no error: nothing went wrong).
+            let closed = st.client.closed();
+            let item = tokio::select! {
+                i = st.next_change() => i,
+                _ = closed => return None,
+            };
             if item.is_err() {
                 st.done = true;
             }
