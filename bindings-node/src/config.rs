@@ -1,18 +1,15 @@
 //! Node face of the config cache: `client.config(key | prefix)` -> `ConfigView` with
 //! synchronous local reads (`get`, `getString`, `getJson`) and `for await` over changes.
 
-use std::sync::Arc;
-
-use etcd_recipes::config::{ConfigChange as CoreChange, ConfigOptions};
-use futures::future::BoxFuture;
+use etcd_recipes::config::{self as core, ConfigOptions};
 use futures::StreamExt;
 use napi::bindgen_prelude::{Buffer, BufferSlice, Either, Null, PromiseRaw};
 use napi::Env;
 use napi_derive::napi;
 
-use crate::client::{Child, Client, Scope};
+use crate::client::Client;
 use crate::errors;
-use crate::iter::StreamCell;
+use crate::iter::{stream_class, Cell};
 
 /// Options of `client.config()`.
 #[napi(object)]
@@ -37,63 +34,41 @@ pub struct ConfigChange {
     pub new: Either<Buffer, Null>,
     /// The etcd revision of the change.
     pub revision: i64,
+    /// True when the key was deleted (`new` is `null`).
+    pub deleted: bool,
 }
 
-fn change(c: CoreChange) -> ConfigChange {
-    let opt = |v: Option<Vec<u8>>| match v {
-        Some(v) => Either::A(Buffer::from(v)),
-        None => Either::B(Null),
-    };
-    ConfigChange { key: c.key, old: opt(c.old), new: opt(c.new), revision: c.revision }
+fn change(c: core::ConfigChange) -> ConfigChange {
+    let buffer = |v: Option<Vec<u8>>| v.map_or(Either::B(Null), |v| Either::A(Buffer::from(v)));
+    let deleted = c.new.is_none();
+    ConfigChange { key: c.key, old: buffer(c.old), new: buffer(c.new), revision: c.revision, deleted }
 }
 
-/// One step of an async iterator of config changes.
-#[napi(object, object_from_js = false)]
-pub struct ConfigChangeStep {
-    pub done: bool,
-    pub value: Option<ConfigChange>,
-}
-
-pub(crate) struct ViewInner {
-    core: etcd_recipes::config::ConfigView,
-}
-
-impl Drop for ViewInner {
-    fn drop(&mut self) {
-        self.core.close();
-    }
-}
-
-impl Child for ViewInner {
-    fn shutdown(self: Arc<Self>) -> BoxFuture<'static, ()> {
-        self.core.close();
-        Box::pin(async {})
-    }
-}
+stream_class!(
+    ConfigChanges,
+    ConfigChange,
+    "Promise<IteratorResult<ConfigChange, undefined>>",
+    "`for await (const change of view.changes())`: every change from now on."
+);
 
 #[napi]
 impl Client {
     /// A live local copy of one key (or, with `{ prefix: true }`, of every key under it).
     /// Resolves once loaded; reads are then synchronous and never touch the network.
-    #[napi(ts_return_type = "Promise<ConfigView>")]
+    #[napi(strict, ts_return_type = "Promise<ConfigView>")]
     pub fn config<'env>(&self, env: &'env Env, key: String, options: Option<ConfigViewOptions>) -> napi::Result<PromiseRaw<'env, ConfigView>> {
-        let prefix = options.as_ref().and_then(|o| o.prefix).unwrap_or(false);
+        let (prefix, every) = options.map_or((None, None), |o| (o.prefix, o.reconcile_interval_ms));
         let mut opts = ConfigOptions::new();
-        if let Some(ms) = options.as_ref().and_then(|o| o.reconcile_interval_ms) {
-            opts = opts.reconcile_interval(errors::millis(env, "reconcileIntervalMs", ms)?);
+        if let Some(t) = errors::millis(env, "reconcileIntervalMs", every)? {
+            opts = opts.reconcile_interval(t);
         }
-        let scope = self.scope.clone();
+        let (c, prefix) = (self.core.clone(), prefix.unwrap_or(false));
         errors::promise(env, async move {
-            scope.check()?;
-            let core = if prefix {
-                etcd_recipes::config::ConfigView::prefix(&scope.core, &key, opts).await?
-            } else {
-                etcd_recipes::config::ConfigView::key(&scope.core, &key, opts).await?
+            let core = match prefix {
+                true => core::ConfigView::prefix(&c, &key, opts).await?,
+                false => core::ConfigView::key(&c, &key, opts).await?,
             };
-            let inner = Arc::new(ViewInner { core: core.clone() });
-            let weak: std::sync::Weak<dyn Child> = Arc::downgrade(&inner) as _;
-            scope.adopt(weak);
-            Ok(ConfigView { scope, inner, core, key, prefix })
+            Ok(ConfigView { core, key, prefix })
         })
     }
 }
@@ -108,17 +83,9 @@ impl Client {
 /// ```
 #[napi]
 pub struct ConfigView {
-    scope: Arc<Scope>,
-    inner: Arc<ViewInner>,
-    core: etcd_recipes::config::ConfigView,
+    core: core::ConfigView,
     key: String,
     prefix: bool,
-}
-
-impl ConfigView {
-    fn pick<'a>(&'a self, key: &'a Option<String>) -> &'a str {
-        key.as_deref().unwrap_or(&self.key)
-    }
 }
 
 #[napi]
@@ -136,31 +103,27 @@ impl ConfigView {
     }
 
     /// The value of `key` (default: the view's key) as a Buffer (a copy), or `null`.
-    /// Local, synchronous.
     #[napi(ts_return_type = "Buffer | null")]
     pub fn get<'env>(&self, env: &'env Env, key: Option<String>) -> napi::Result<Option<BufferSlice<'env>>> {
-        match self.core.get(self.pick(&key)) {
-            Some(v) => BufferSlice::copy_from(env, &v[..]).map(Some),
-            None => Ok(None),
-        }
+        self.core.get(key.as_deref().unwrap_or(&self.key)).map(|v| BufferSlice::copy_from(env, &v[..])).transpose()
     }
 
     /// The value as a UTF-8 string, or `null`. Throws code `DECODE` if it is not UTF-8.
     #[napi]
     pub fn get_string(&self, env: &Env, key: Option<String>) -> napi::Result<Option<String>> {
-        self.core.get_str(self.pick(&key)).map_err(|e| errors::sync(env, e))
+        self.core.get_string(key.as_deref().unwrap_or(&self.key)).map_err(|e| errors::sync(env, e))
     }
 
     /// The value parsed as JSON, or `null` when absent. Throws code `DECODE` if not JSON.
     #[napi(ts_return_type = "any")]
     pub fn get_json(&self, env: &Env, key: Option<String>) -> napi::Result<Option<serde_json::Value>> {
-        self.core.get_json_value(self.pick(&key)).map_err(|e| errors::sync(env, e))
+        self.core.get_json_value(key.as_deref().unwrap_or(&self.key)).map_err(|e| errors::sync(env, e))
     }
 
     /// True when `key` has a value.
     #[napi]
     pub fn has(&self, key: String) -> bool {
-        self.core.get(&key).is_some()
+        self.core.has(&key)
     }
 
     /// Every key present, sorted.
@@ -181,16 +144,22 @@ impl ConfigView {
         self.core.revision()
     }
 
-    /// An async iterator of changes from now on; `break` unsubscribes.
+    /// Every change from now on (subscribed when called); `break` unsubscribes.
     #[napi]
     pub fn changes(&self) -> ConfigChanges {
-        ConfigChanges { cell: StreamCell::new(self.scope.clone(), self.core.subscribe().boxed()) }
+        ConfigChanges(Cell::new(self.core.changes().map(|r| r.map(change))))
+    }
+
+    /// `for await (const change of view)`: `changes()`.
+    #[napi(well_known_symbol = "asyncIterator")]
+    pub fn iterate(&self) -> ConfigChanges {
+        self.changes()
     }
 
     /// Stop watching. Idempotent; iterators end. Reads keep the last values.
     #[napi]
     pub fn close(&self) {
-        self.inner.core.close();
+        self.core.close();
     }
 
     /// `await using view = await client.config(...)`: closes the view.
@@ -200,39 +169,3 @@ impl ConfigView {
         errors::promise(env, async { Ok(()) })
     }
 }
-
-/// `for await (const change of view.changes())`.
-#[napi]
-pub struct ConfigChanges {
-    cell: StreamCell<CoreChange>,
-}
-
-#[napi]
-impl ConfigChanges {
-    #[napi(ts_return_type = "Promise<IteratorResult<ConfigChange, undefined>>")]
-    pub fn next<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ConfigChangeStep>> {
-        let next = self.cell.next();
-        errors::promise(env, async move {
-            Ok(match next.await? {
-                None => ConfigChangeStep { done: true, value: None },
-                Some(c) => ConfigChangeStep { done: false, value: Some(change(c)) },
-            })
-        })
-    }
-
-    /// Stop iterating (called by `break`).
-    #[napi(js_name = "return", ts_return_type = "Promise<IteratorResult<ConfigChange, undefined>>")]
-    pub fn finish<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ConfigChangeStep>> {
-        let close = self.cell.close();
-        errors::promise(env, async move {
-            close.await?;
-            Ok(ConfigChangeStep { done: true, value: None })
-        })
-    }
-
-    #[napi(well_known_symbol = "asyncIterator", ts_return_type = "AsyncIterator<ConfigChange, undefined>")]
-    pub fn iterator(&self) -> &Self {
-        self
-    }
-}
-

@@ -1,15 +1,25 @@
-//! Error mapping: every core error becomes a JS `Error` (a `TypeError` for bad arguments)
-//! whose `code` is the stable [`ErrorKind::code`] (e.g. `"SESSION_LOST"`) and whose message
-//! carries the etcd cause chain.
+//! Conversions at the boundary: every core error becomes a JS `Error` (a `TypeError` for
+//! bad arguments) whose `code` is the stable [`ErrorKind::code`] (e.g. `"SESSION_LOST"`)
+//! and whose message carries the etcd cause chain; JS numbers become TTLs, durations
+//! and lease ids.
 
 use std::future::Future;
+use std::time::Duration;
 
 use etcd_recipes::{Error as CoreError, ErrorKind};
-use napi::bindgen_prelude::{JsError, JsTypeError, PromiseRaw, ToNapiValue};
+use napi::bindgen_prelude::{BigInt, Either, JsError, JsTypeError, PromiseRaw, ToNapiValue, Uint8Array};
 use napi::Env;
 
+/// A value to store, given as a string (stored as UTF-8) or bytes.
+pub(crate) fn bytes(v: Either<String, Uint8Array>) -> Vec<u8> {
+    match v {
+        Either::A(s) => s.into_bytes(),
+        Either::B(b) => b.to_vec(),
+    }
+}
+
 /// The message of a core error with its whole `caused by` chain.
-pub fn message(e: &CoreError) -> String {
+fn message(e: &CoreError) -> String {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -23,13 +33,8 @@ pub fn message(e: &CoreError) -> String {
     msg
 }
 
-/// Build the JS error object for a core error (on the JS thread).
-pub fn to_js(env: &Env, e: &CoreError) -> napi::Error {
-    js_error(env, e.kind(), message(e))
-}
-
 /// A JS error with `code` = `kind.code()`; a `TypeError` for [`ErrorKind::InvalidArgument`].
-pub fn js_error(env: &Env, kind: ErrorKind, msg: String) -> napi::Error {
+fn js_error(env: &Env, kind: ErrorKind, msg: String) -> napi::Error {
     let err = napi::Error::<String>::new(kind.code().to_string(), msg);
     let value = if kind == ErrorKind::InvalidArgument {
         JsTypeError::from(err).into_unknown(*env)
@@ -44,39 +49,53 @@ pub fn invalid(env: &Env, msg: impl Into<String>) -> napi::Error {
     js_error(env, ErrorKind::InvalidArgument, msg.into())
 }
 
-/// A synchronous error for a core error (e.g. a decode failure in a local read).
+/// A synchronous JS error for a core error (bad input, a decode failure in a local read).
 pub fn sync(env: &Env, e: CoreError) -> napi::Error {
-    to_js(env, &e)
+    js_error(env, e.kind(), message(&e))
 }
 
 /// Run `fut` on the shared runtime and return a Promise that resolves with its value, or
-/// rejects with a coded JS error built on the JS thread.
+/// rejects with a coded JS error built on the JS thread. A pending promise keeps Node's
+/// event loop alive, as a pending socket read does.
 pub fn promise<'env, T, F>(env: &'env Env, fut: F) -> napi::Result<PromiseRaw<'env, T>>
 where
     T: ToNapiValue + Send + 'static,
     F: Future<Output = etcd_recipes::Result<T>> + Send + 'static,
 {
-    env.spawn_future_with_callback(async move { Ok(fut.await) }, |env, r| match r {
-        Ok(v) => Ok(v),
-        Err(e) => Err(to_js(env, &e)),
-    })
+    env.spawn_future_with_callback(async move { Ok(fut.await) }, |env, r| r.map_err(|e| sync(env, e)))
 }
 
-/// Check that a JS number is a whole number of seconds in `1..=max`.
-pub fn whole(env: &Env, what: &str, v: f64, min: f64, max: f64) -> napi::Result<i64> {
-    if !v.is_finite() || v.fract() != 0.0 {
-        return Err(invalid(env, format!("{what} must be a whole number, got {v}")));
+/// A TTL in whole seconds (default 10), checked by core.
+pub fn ttl(env: &Env, ttl: Option<f64>) -> napi::Result<i64> {
+    let Some(t) = ttl else { return Ok(etcd_recipes::session::DEFAULT_TTL_SECS) };
+    if !t.is_finite() || t.fract() != 0.0 {
+        return Err(invalid(env, format!("ttl must be a whole number of seconds, got {t}")));
     }
-    if v < min || v > max {
-        return Err(invalid(env, format!("{what} must be between {min} and {max}, got {v}")));
-    }
-    Ok(v as i64)
+    let t = t.clamp(i64::MIN as f64, i64::MAX as f64) as i64;
+    etcd_recipes::session::check_ttl(t).map_err(|e| sync(env, e))?;
+    Ok(t)
 }
 
-/// Milliseconds (a JS number) as a `Duration`; `what` names it in the error.
-pub fn millis(env: &Env, what: &str, v: f64) -> napi::Result<std::time::Duration> {
-    if !v.is_finite() || v < 0.0 {
-        return Err(invalid(env, format!("{what} must be a non-negative number of milliseconds, got {v}")));
+/// Milliseconds (a JS number, option `what`) as a `Duration`.
+pub fn millis(env: &Env, what: &str, ms: Option<f64>) -> napi::Result<Option<Duration>> {
+    match ms {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(Duration::from_micros((v * 1000.0) as u64))),
+        Some(v) => Err(invalid(env, format!("{what} must be a non-negative number of milliseconds, got {v}"))),
     }
-    Ok(std::time::Duration::from_micros((v * 1000.0) as u64))
+}
+
+/// A lease id given as a bigint, or a decimal or 0x-hex string.
+pub fn lease_id(env: &Env, v: Either<String, BigInt>) -> napi::Result<i64> {
+    match v {
+        Either::A(s) => match s.strip_prefix("0x") {
+            Some(h) => i64::from_str_radix(h, 16).ok(),
+            None => s.parse::<i64>().ok(),
+        }
+        .ok_or_else(|| invalid(env, format!("lease id {s:?} is not a decimal or 0x-hex integer"))),
+        Either::B(b) => match b.get_i64() {
+            (v, true) => Ok(v),
+            _ => Err(invalid(env, "lease id does not fit in 64 bits")),
+        },
+    }
 }

@@ -1,72 +1,92 @@
-//! The one piece every Node async iterator shares: a core stream behind a cancel switch.
-//! `next()` waits for the stream's next item, the iterator's `return()` (a `break` in
-//! `for await`) or the client's close, whichever comes first; `return()` drops the stream,
-//! which cancels its watch in core.
+//! The one mechanism behind every Node async iterator: a native object over a core stream
+//! with `next()` (resolves to the next item, or `undefined` at the end) and `return()`
+//! (stops it: drops the core stream, which cancels its watch). `index.js` turns each such
+//! class into an async iterator with one `async function*` helper. A stream ends by
+//! itself when core ends it (its view or client closed).
 
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use napi::bindgen_prelude::{Either, PromiseRaw, ToNapiValue};
+use napi::Env;
 use tokio::sync::{watch, Mutex};
 
-use crate::client::{drop_in_runtime, Scope};
+use crate::{errors, Held};
 
-pub(crate) struct StreamCell<T> {
-    scope: Arc<Scope>,
-    stream: Arc<Mutex<Option<BoxStream<'static, etcd_recipes::Result<T>>>>>,
-    cancel: watch::Sender<bool>,
+type Inner<T> = Arc<Mutex<Option<BoxStream<'static, etcd_recipes::Result<T>>>>>;
+
+pub(crate) struct Cell<T> {
+    stream: Held<Inner<T>>,
+    stop: watch::Sender<bool>,
 }
 
-impl<T: Send + 'static> StreamCell<T> {
-    pub(crate) fn new(scope: Arc<Scope>, stream: BoxStream<'static, etcd_recipes::Result<T>>) -> Self {
-        let (cancel, _) = watch::channel(false);
-        StreamCell { scope, stream: Arc::new(Mutex::new(Some(stream))), cancel }
+impl<T: ToNapiValue + Send + 'static> Cell<T> {
+    pub(crate) fn new<S>(stream: S) -> Self
+    where
+        S: futures::Stream<Item = etcd_recipes::Result<T>> + Send + 'static,
+    {
+        Cell { stream: Held::new(Arc::new(Mutex::new(Some(stream.boxed())))), stop: watch::channel(false).0 }
     }
 
-    /// A future for the next item: `Ok(None)` when the iteration is over.
-    pub(crate) fn next(&self) -> impl std::future::Future<Output = etcd_recipes::Result<Option<T>>> + Send + 'static {
-        let stream = self.stream.clone();
-        let mut cancelled = self.cancel.subscribe();
-        let closed = self.scope.closed();
-        async move {
-            let mut guard = tokio::select! {
-                g = stream.lock() => g,
-                _ = cancelled.wait_for(|c| *c) => return Ok(None),
-            };
-            let Some(s) = guard.as_mut() else { return Ok(None) };
-            let item = tokio::select! {
-                item = s.next() => item,
-                _ = cancelled.wait_for(|c| *c) => None,
-                _ = closed => None,
-            };
-            match item {
-                Some(Ok(v)) => Ok(Some(v)),
-                Some(Err(e)) => Err(e),
-                None => {
-                    drop_in_runtime(guard.take());
-                    Ok(None)
+    /// The next item, or `undefined` once the stream ended or was stopped.
+    pub(crate) fn next<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Either<T, ()>>> {
+        let (stream, mut stop) = ((*self.stream).clone(), self.stop.subscribe());
+        errors::promise(env, async move {
+            let next = async {
+                let mut s = stream.lock_owned().await;
+                let item = match s.as_mut() {
+                    Some(st) => st.next().await,
+                    None => None,
+                };
+                if item.is_none() {
+                    s.take();
                 }
+                item
+            };
+            let item = tokio::select! {
+                item = next => item,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            item.transpose().map(|v| v.map_or(Either::B(()), Either::A))
+        })
+    }
+
+    /// Stop: a pending `next()` resolves to `undefined`, the core stream is dropped.
+    pub(crate) fn stop(&self) {
+        self.stop.send_replace(true);
+        let stream = (*self.stream).clone();
+        crate::spawn(async move {
+            stream.lock().await.take();
+        });
+    }
+}
+
+/// A native stream class `$name` of `$item`s (`$doc` its doc comment, `$next_ts` the TS
+/// type of `next()` once `index.js` made it an async iterator).
+macro_rules! stream_class {
+    ($name:ident, $item:ty, $next_ts:literal, $doc:literal) => {
+        #[doc = $doc]
+        #[napi_derive::napi]
+        pub struct $name(crate::iter::Cell<$item>);
+
+        #[napi_derive::napi]
+        impl $name {
+            /// The next item; `done` once it ended (`return()`, its view or client closed).
+            #[napi(ts_return_type = $next_ts)]
+            pub fn next<'env>(
+                &self,
+                env: &'env napi::Env,
+            ) -> napi::Result<napi::bindgen_prelude::PromiseRaw<'env, napi::bindgen_prelude::Either<$item, ()>>> {
+                self.0.next(env)
+            }
+
+            /// Stop iterating and cancel the watch (what `break` in `for await` calls).
+            #[napi(js_name = "return", ts_return_type = $next_ts)]
+            pub fn stop(&self) {
+                self.0.stop()
             }
         }
-    }
-
-    /// End the iteration and drop the core stream.
-    pub(crate) fn close(&self) -> impl std::future::Future<Output = etcd_recipes::Result<()>> + Send + 'static {
-        self.cancel.send_replace(true);
-        let stream = self.stream.clone();
-        async move {
-            let taken = stream.lock().await.take();
-            drop(taken);
-            Ok(())
-        }
-    }
+    };
 }
-
-impl<T> Drop for StreamCell<T> {
-    fn drop(&mut self) {
-        self.cancel.send_replace(true);
-        if let Ok(mut g) = self.stream.try_lock() {
-            drop_in_runtime(g.take());
-        }
-    }
-}
+pub(crate) use stream_class;

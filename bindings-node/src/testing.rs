@@ -75,6 +75,8 @@ type Shared = Arc<Mutex<Option<testing::EtcdCluster>>>;
 pub struct EtcdCluster {
     inner: Shared,
     endpoints: Vec<String>,
+    etcdctl: Vec<String>,
+    dir: String,
     certs: Option<TestCerts>,
     user: Option<String>,
     password: Option<String>,
@@ -128,9 +130,11 @@ impl EtcdCluster {
                 .await
                 .map_err(|e| internal(e.to_string()))??;
             let endpoints = c.endpoints();
+            let etcdctl = std::iter::once(testing::etcdctl_binary().to_string_lossy().into_owned()).chain(c.etcdctl_args()).collect();
+            let dir = c.dir().to_string_lossy().into_owned();
             let certs = c.certs().map(TestCerts::from);
             let (user, password) = (c.user().map(str::to_string), c.password().map(str::to_string));
-            Ok(EtcdCluster { inner: Arc::new(Mutex::new(Some(c))), endpoints, certs, user, password })
+            Ok(EtcdCluster { inner: Arc::new(Mutex::new(Some(c))), endpoints, etcdctl, dir, certs, user, password })
         })
     }
 
@@ -162,6 +166,26 @@ impl EtcdCluster {
     #[napi(getter)]
     pub fn endpoints(&self) -> Vec<String> {
         self.endpoints.clone()
+    }
+
+    /// Client URL of member `i`.
+    #[napi]
+    pub fn endpoint(&self, env: &Env, member: u32) -> napi::Result<String> {
+        let n = self.endpoints.len();
+        self.endpoints.get(member as usize).cloned().ok_or_else(|| errors::invalid(env, format!("no member {member} (cluster has {n})")))
+    }
+
+    /// `etcdctl` aimed at this cluster: the binary, then `--endpoints=...` (and the TLS
+    /// files and root user when it has them); run it with `ETCDCTL_API=3`.
+    #[napi(getter)]
+    pub fn etcdctl(&self) -> Vec<String> {
+        self.etcdctl.clone()
+    }
+
+    /// The temporary directory holding data and logs (deleted by `close()`).
+    #[napi(getter)]
+    pub fn dir(&self) -> String {
+        self.dir.clone()
     }
 
     /// Path of the `etcdctl` matching the etcd binary (use with `ETCDCTL_API=3` and `--endpoints`).
@@ -202,8 +226,14 @@ impl EtcdCluster {
 
     /// Stop member `i` gracefully (SIGTERM).
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn stop<'env>(&self, env: &'env Env, member: u32) -> napi::Result<PromiseRaw<'env, ()>> {
+    pub fn stop_member<'env>(&self, env: &'env Env, member: u32) -> napi::Result<PromiseRaw<'env, ()>> {
         blocking(env, &self.inner, move |c| c.stop(member as usize))
+    }
+
+    /// Stop every member gracefully; the files stay until `close()`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn stop<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        blocking(env, &self.inner, |c| c.stop_all())
     }
 
     /// Start member `i` again (after `stop` or `kill`) and wait until healthy.

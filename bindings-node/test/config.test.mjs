@@ -51,17 +51,29 @@ test('a prefix view and for await over changes (break unsubscribes)', async () =
   const changes = view.changes()
   const watching = (async () => {
     for await (const change of changes) {
-      seen.push([change.key, change.old?.toString() ?? null, change.new?.toString() ?? null])
-      if (change.new === null) break
+      seen.push([change.key, change.old?.toString() ?? null, change.new?.toString() ?? null, change.deleted])
+      if (change.deleted) break
     }
   })()
   await client.put('flags/b', '2')
   await client.put('flags/a', '3')
   await client.delete('flags/b')
   await within(watching, 15000, () => `the changes iterator (saw ${seen.length}: ${JSON.stringify(seen)})`)
-  assert.deepEqual(seen, [['flags/b', null, '2'], ['flags/a', '1', '3'], ['flags/b', '2', null]])
+  assert.deepEqual(seen, [['flags/b', null, '2', false], ['flags/a', '1', '3', false], ['flags/b', '2', null, true]])
   assert.deepEqual(Object.fromEntries(Object.entries(view.snapshot()).map(([k, v]) => [k, v.toString()])), { 'flags/a': '3' })
   await view[Symbol.asyncDispose]()
+})
+
+test('for await over the view itself yields changes; client.close() ends it', async () => {
+  const c = await Client.connect({ endpoints: etcd.endpoints, namespace: 'cfg/' })
+  const view = await c.config('iter/', { prefix: true })
+  const seen = []
+  const watching = (async () => { for await (const change of view) seen.push(change.key) })()
+  await client.put('iter/a', '1')
+  await until(() => seen.length === 1, 15000, 'the change')
+  await c.close()
+  await within(watching, 15000, 'the iterator end after client.close()')
+  assert.deepEqual(seen, ['iter/a'])
 })
 
 test('a view converges after its watch falls behind a compaction (3 members, one frozen)', { timeout: 150000 }, async () => {

@@ -74,7 +74,7 @@ test('example http-server.mjs: registers and leads at startup; SIGTERM resigns a
     await until(() => view.instances().some((i) => i.id === 'web-test' && i.addr === addr), 15000,
       () => `registered (discovery has ${view.instances().map((i) => `${i.id}@${i.addr}`).join(', ')})`)
     await until(async () => (await getJson(`http://${addr}/`)).leader === true, 20000, () => `leader: ${tail(out(), 500)}`)
-    assert.equal((await client.election('web-leader').leader()).value, 'web-test')
+    assert.equal((await client.leader('web-leader')).valueString, 'web-test')
     await until(async () => (await client.getString('web/last-job'))?.startsWith('web-test'), 15000, () => `leader job ran: ${tail(out(), 500)}`)
     child.kill('SIGTERM')
     const { code, signal } = await within(server.exited, 30000, () => `exit after SIGTERM: ${tail(out())}`)

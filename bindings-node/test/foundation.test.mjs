@@ -3,6 +3,8 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { Client } from 'etcd-recipes'
 import { EtcdCluster } from 'etcd-recipes/testing'
+import { existsSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
 import { within, until } from '../testlib/helpers.mjs'
 
 let etcd
@@ -16,6 +18,12 @@ before(async () => {
 after(async () => {
   await client?.close()
   await etcd?.close()
+})
+
+test('client: endpoints, namespace, isClosed', async () => {
+  assert.deepEqual(client.endpoints, etcd.endpoints)
+  assert.equal(client.namespace, 'foundation/')
+  assert.equal(client.isClosed, false)
 })
 
 test('put, get, getString, delete with a namespace', async () => {
@@ -53,7 +61,7 @@ test('a session with TTL 2 stays alive across renewals; close() revokes its leas
   await s.close()
   assert.equal(s.state, 'closed')
   assert.equal(await client.leaseExists(s.leaseId), false)
-  assert.equal(await s.lost(), 'session closed')
+  assert.equal(await s.lost(), null, 'closed is a normal end, not a loss')
   await s.close() // idempotent
 })
 
@@ -107,6 +115,17 @@ test('bad input: TypeError with code INVALID_ARGUMENT, fast', async () => {
     () => Client.connect(),
     () => Client.connect({ endpoints: etcd.endpoints, connectTimeoutMs: -1 }),
     () => client.revokeLease('not-a-number'),
+    () => client.session('ttl=10'),
+    () => client.session(10),
+    () => client.config('k', 'prefix'),
+    () => client.lock('x', 'ttl=10'),
+    () => client.lock('x', { ttl: '10' }),
+    () => client.lock('x').acquire(5),
+    () => client.lock('x', { timeoutMs: -1 }),
+    () => client.election('e', 7),
+    () => client.election('e').campaign('v', 'soon'),
+    () => client.register({ service: 's', id: 'i', addr: 'h:1', metadata: { n: 10n } }),
+    () => client.register({ service: 's', id: 'i', addr: 'h:1', metadata: [{ deep: [1n] }] }),
   ]
   for (const f of bad) {
     await assert.rejects(async () => f(), (e) => {
@@ -138,7 +157,7 @@ test('a closed client rejects with CLOSED and closes its sessions', async () => 
   assert.equal(c.isClosed, false)
   await c.close()
   assert.equal(c.isClosed, true)
-  assert.equal(await within(lost, 15000, 'lost after client.close()'), 'session closed')
+  assert.equal(await within(lost, 15000, 'lost after client.close()'), null)
   assert.equal(await client.leaseExists(s.leaseId), false)
   await assert.rejects(c.get('x'), { code: 'CLOSED' })
   await c.close()
@@ -158,12 +177,33 @@ test('Symbol.asyncDispose (await using) closes sessions and clients', async () =
   assert.equal(await client.leaseExists(s2.leaseId), false)
 })
 
-test('test helper: endpoints, etcdctlPath, pause/resume', async () => {
+test('test helper: endpoints, endpoint(i), dir, etcdctl, etcdctlPath, pause/resume', async () => {
   assert.match(etcd.endpoints[0], /^http:\/\/127\.0\.0\.1:\d+$/)
+  assert.equal(etcd.endpoint(0), etcd.endpoints[0])
+  assert.throws(() => etcd.endpoint(3), { code: 'INVALID_ARGUMENT' })
+  assert.ok(existsSync(etcd.dir), etcd.dir)
   assert.match(etcd.etcdctlPath, /etcdctl$/)
+  assert.deepEqual(etcd.etcdctl, [etcd.etcdctlPath, `--endpoints=${etcd.endpoints.join(',')}`])
+  await client.put('via-etcdctl', 'seen')
+  const ctl = execFileSync(etcd.etcdctl[0], [...etcd.etcdctl.slice(1), 'get', '--print-value-only', 'foundation/via-etcdctl'], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' })
+  assert.equal(ctl.trim(), 'seen')
   assert.equal(typeof etcd.pid(0), 'number')
   etcd.pause(0)
   etcd.resume(0)
   assert.equal(await client.put('after-resume', 'x') > 0, true)
   assert.throws(() => etcd.pause(7), { code: 'INVALID_ARGUMENT' })
+})
+
+test('test helper: stopMember(i) / startMember(i), stop() stops every member', async () => {
+  const c = await EtcdCluster.start()
+  try {
+    await c.stopMember(0)
+    assert.equal(c.pid(0), null)
+    await c.startMember(0)
+    assert.equal(typeof c.pid(0), 'number')
+    await c.stop()
+    assert.equal(c.pid(0), null)
+  } finally {
+    await c.close()
+  }
 })

@@ -66,6 +66,42 @@ test('tryAcquire and acquire timeout reject with LOCK_TIMEOUT while held', async
   await g2.release() // idempotent
 })
 
+test('a guard names its lock and lease; release is a normal end (lost() null, no onLost); its own session is closed', async () => {
+  const g = await client.lock('named', { ttl: 60 }).acquire()
+  assert.equal(g.name, 'named')
+  assert.equal(typeof g.leaseId, 'bigint')
+  assert.equal(g.key, `named/${g.leaseId.toString(16)}`)
+  let called = null
+  g.onLost((r) => { called = r })
+  const lost = g.lost()
+  await g.release()
+  assert.equal(await within(lost, 15000, 'guard.lost() after release'), null)
+  assert.equal(await client.leaseExists(g.leaseId), false, 'the session made for the acquisition is closed')
+  // onLost must stay silent: a later loss-free event proves the callback had its chance.
+  const s = await client.session({ ttl: 5 })
+  const g2 = await s.lock('named').acquire()
+  await g2.release()
+  assert.equal(await client.leaseExists(s.leaseId), true, 'a shared session stays open after release')
+  await s.close()
+  assert.equal(called, null)
+})
+
+test('timeouts: the lock default (timeoutMs), overridden per acquire; session.lock takes one too', async () => {
+  const held = await client.lock('slow').acquire()
+  const t0 = Date.now()
+  await assert.rejects(within(client.lock('slow', { timeoutMs: 200 }).acquire(), 15000, 'default timeout'), { code: 'LOCK_TIMEOUT' })
+  assert.ok(Date.now() - t0 < 5000)
+  await assert.rejects(within(client.lock('slow', { timeoutMs: 600000 }).acquire({ timeoutMs: 200 }), 15000, 'overridden timeout'), { code: 'LOCK_TIMEOUT' })
+  const s = await client.session({ ttl: 5 })
+  await assert.rejects(within(s.lock('slow', { timeoutMs: 200 }).acquire(), 15000, 'session lock timeout'), { code: 'LOCK_TIMEOUT' })
+  assert.equal(s.isAlive, true, 'a timed-out wait leaves a shared session open')
+  const contenders = await client.config('slow/', { prefix: true, reconcileIntervalMs: 0 })
+  assert.deepEqual(contenders.keys(), [held.key], 'timed-out waiters removed their keys')
+  contenders.close()
+  await s.close()
+  await held.release()
+})
+
 test('a lost session makes the guard lost: lost(), onLost, isHeld, FENCED writes', async () => {
   const session = await client.session({ ttl: 5 })
   const g = await session.lock('fragile').acquire()
@@ -77,7 +113,7 @@ test('a lost session makes the guard lost: lost(), onLost, isHeld, FENCED writes
   assert.equal(typeof reason, 'string')
   assert.equal(g.isHeld, false)
   await assert.rejects(g.put('fragile-data', 'v2'), { code: 'FENCED' })
-  await assert.rejects(g.txn([{ type: 'delete', key: 'fragile-data' }]), { code: 'FENCED' })
+  await assert.rejects(g.txn([{ kind: 'delete', key: 'fragile-data' }]), { code: 'FENCED' })
   await until(() => cb !== null, 10000, 'onLost callback')
   assert.equal(await client.getString('fragile-data'), 'v1')
 })
@@ -85,11 +121,11 @@ test('a lost session makes the guard lost: lost(), onLost, isHeld, FENCED writes
 test('guarded txn applies all ops atomically', async () => {
   await using_(client.lock('txn-lock').acquire(), async (g) => {
     const rev = await g.txn([
-      { type: 'put', key: 'a', value: '1' },
-      { type: 'put', key: 'b', value: Buffer.from('2') },
+      { kind: 'put', key: 'a', value: '1' },
+      { kind: 'put', key: 'b', value: Buffer.from('2') },
     ])
     assert.ok(rev > 0)
-    await g.txn([{ type: 'delete', key: 'a' }])
+    await g.txn([{ kind: 'delete', key: 'a' }])
   })
   assert.equal(await client.get('a'), null)
   assert.equal(await client.getString('b'), '2')
@@ -157,8 +193,13 @@ test('bad lock input: TypeError INVALID_ARGUMENT', async () => {
   assert.throws(() => client.lock(42), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
   assert.throws(() => client.lock('x', { ttl: -1 }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
   assert.throws(() => client.lock('x').acquire({ timeoutMs: -5 }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.throws(() => client.lock('x', 'ttl=10'), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.throws(() => client.lock('x').acquire(5), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.throws(() => client.lock('x/'), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
   await using_(client.lock('bad-txn').acquire(), async (g) => {
-    assert.throws(() => g.txn([{ type: 'upsert', key: 'k' }]), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
-    assert.throws(() => g.txn([{ type: 'put', key: 'k' }]), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+    assert.throws(() => g.txn([{ kind: 'upsert', key: 'k' }]), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+    assert.throws(() => g.txn([{ kind: 'put', key: 'k' }]), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+    assert.throws(() => g.txn([{ kind: 'delete', key: 'k', value: 'v' }]), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+    assert.throws(() => g.txn([{ type: 'put', key: 'k', value: 'v' }]), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
   })
 })

@@ -28,11 +28,13 @@ test('register writes Go naming/endpoints JSON; discovery sees up, updated and d
   assert.equal(r1.state.state, 'registered')
   assert.equal(r1.state.leaseId, r1.leaseId)
   const up = await within(events.next(), 15000, 'up event')
-  assert.equal(up.value.type, 'up')
+  assert.equal(up.value.kind, 'up')
+  assert.equal(up.value.id, 'b1')
+  assert.ok(up.value.revision > 0)
   assert.deepEqual(up.value.instance, { id: 'b1', addr: '10.0.0.1:80', metadata: { zone: 'a' } })
   await r1.updateMetadata({ zone: 'b' })
   const upd = await within(events.next(), 15000, 'updated event')
-  assert.equal(upd.value.type, 'updated')
+  assert.equal(upd.value.kind, 'updated')
   assert.deepEqual(upd.value.instance.metadata, { zone: 'b' })
   const r2 = await client.register({ service: 'billing', id: 'b2', addr: '10.0.0.2:80' })
   await until(() => view.instances().length === 2, 15000, () => `two instances (have ${view.instances().map((i) => i.id).join(', ')})`)
@@ -47,8 +49,8 @@ test('register writes Go naming/endpoints JSON; discovery sees up, updated and d
   const ev = []
   for (;;) {
     const e = await within(events.next(), 15000, () => `down event (after ${ev.join(', ')})`)
-    ev.push(e.value.type)
-    if (e.value.type === 'down') { assert.equal(e.value.id, 'b2'); break }
+    ev.push(e.value.kind)
+    if (e.value.kind === 'down') { assert.equal(e.value.id, 'b2'); break }
   }
   assert.equal(await client.get('billing/b2'), null)
   await events.return()
@@ -68,6 +70,23 @@ test('for await over a view yields the current set, then each change; break stop
   assert.deepEqual(sizes, [0, 1])
   await reg.close()
   await view[Symbol.asyncDispose]()
+})
+
+test('updates(): the current set first, then the whole set after each change; close() ends it', async () => {
+  const r1 = await client.register({ service: 'upd', id: 'u1', addr: 'h:1' })
+  const view = await client.discover('upd')
+  const updates = view.updates()
+  const ids = (step) => step.value.map((i) => i.id).join(',')
+  assert.equal(ids(await within(updates.next(), 15000, 'the current set')), 'u1')
+  const r2 = await client.register({ service: 'upd', id: 'u2', addr: 'h:2' })
+  assert.equal(ids(await within(updates.next(), 15000, 'the set after u2')), 'u1,u2')
+  await r1.close()
+  assert.equal(ids(await within(updates.next(), 15000, 'the set after u1 left')), 'u2')
+  const pending = updates.next()
+  view.close()
+  assert.equal((await within(pending, 15000, 'the end after close()')).done, true)
+  await assert.rejects(view.changed(), { code: 'CLOSED' })
+  await r2.close()
 })
 
 test('a registration heals itself after its lease is revoked', async () => {
@@ -107,4 +126,9 @@ test('bad registry input: TypeError INVALID_ARGUMENT', async () => {
   assert.throws(() => client.register({ service: 'svc', id: 'x', addr: 'a:1', ttl: 0 }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
   await assert.rejects(client.register({ service: '', id: 'x', addr: 'a:1' }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
   await assert.rejects(client.discover(''), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.throws(() => client.register({ service: 'svc', id: 'x', addr: 'a:1', metadata: { big: 10n } }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  const reg = await client.register({ service: 'svc', id: 'x', addr: 'a:1', metadata: { n: 10 } })
+  assert.throws(() => reg.updateMetadata({ n: 10n }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.deepEqual(reg.instance.metadata, { n: 10 })
+  await reg.close()
 })

@@ -87,3 +87,24 @@ export function within (p, ms = EVENTUALLY_MS, what = 'promise') {
     }),
   ])
 }
+
+/**
+ * Start `node` on a script text (ESM) in a child and return at once:
+ * { child, stdout(), stderr(), exited } where `exited` resolves {code, signal, exitedAt}.
+ * SIGKILL after `timeoutMs` catches a hang.
+ */
+export function startNode (source, { env = {}, timeoutMs = 60000, cwd = pkgDir } = {}) {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', source], {
+    cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d) => { stdout += d })
+  child.stderr.on('data', (d) => { stderr += d })
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => {
+    clearTimeout(timer)
+    resolve({ code, signal, exitedAt: Date.now() })
+  }))
+  return { child, stdout: () => stdout, stderr: () => stderr, exited }
+}

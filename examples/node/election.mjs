@@ -8,16 +8,17 @@ const election = client.election('scheduler', { ttl: 3 })
 let observed = null // the value of the leader the observer printed last
 const observer = (async () => {
   for await (const leader of election.observe()) {
-    say(`observer: leader is ${leader ? `${leader.value} (rev ${leader.revision})` : 'nobody'}`)
-    observed = leader?.value ?? null
+    say(`observer: leader is ${leader ? `${leader.valueString} (fencing token ${leader.fencingToken})` : 'nobody'}`)
+    observed = leader?.valueString ?? null
   }
 })()
 
 const sessions = await Promise.all([1, 2, 3].map(() => client.session({ ttl: 3 })))
 const campaigns = sessions.map((s, i) => s.election('scheduler').campaign(`node-${i + 1}`).then((l) => {
   say(`node-${i + 1} is the leader`)
-  // lost() resolves when leadership ends (onLost(callback) is the callback form).
-  const lost = l.lost().then((reason) => say(`node-${i + 1} lost leadership: ${reason}`))
+  // lost() resolves when leadership ends: with the reason if it was lost, with null on a
+  // resign or close (onLost(callback) is the callback form, for a loss only).
+  const lost = l.lost().then((reason) => say(`node-${i + 1} ${reason ? `lost leadership: ${reason}` : 'stepped down'}`))
   return [i, l, lost]
 }))
 

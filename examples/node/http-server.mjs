@@ -49,9 +49,9 @@ const campaign = (async () => {
     }
   }, 500)
   job.unref()
-  const reason = await leadership.lost()
+  const reason = await leadership.lost() // null: resigned (at shutdown)
   clearInterval(job)
-  say(`no longer leader: ${reason}`)
+  say(`no longer leader: ${reason ?? 'resigned'}`)
 })()
 
 let stopping = false

@@ -5,11 +5,11 @@ import { connectOrStart, say, sleep, waitFor } from './common.mjs'
 const { client, close } = await connectOrStart()
 
 const view = await client.discover('billing')
-const seen = new Set() // every event printed, as "type id"
+const seen = new Set() // every event printed, as "kind id"
 const events = (async () => {
   for await (const e of view.events()) {
-    say(`discovery: ${e.type} ${e.id}${e.instance ? ` at ${e.instance.addr}` : ''}`)
-    seen.add(`${e.type} ${e.id}`)
+    say(`discovery: ${e.kind} ${e.id}${e.instance ? ` at ${e.instance.addr}` : ''}`)
+    seen.add(`${e.kind} ${e.id}`)
   }
 })()
 

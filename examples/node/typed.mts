@@ -1,14 +1,14 @@
 // The Node API in TypeScript; `tsc --strict` checks it (bindings-node/test.sh).
 //   npx tsc -p bindings-node/tsconfig.json   (type-check only)
 import {
-  Client, type ConnectOptions, type ConfigChange, type Instance, type LeaderInfo,
-  type LockGuard, type RegistrationStatus, type Session,
+  Client, type ConnectOptions, type ConfigChange, type Instance, type InstanceEvent, type InstanceSets,
+  type LeaderInfo, type LeaderObserver, type LockGuard, type RegistrationStatus, type Session, type TxnOp,
 } from 'etcd-recipes'
 import { EtcdCluster } from 'etcd-recipes/testing'
 
-async function keepAlive(session: Session): Promise<string> {
+async function keepAlive(session: Session): Promise<string | null> {
   session.onLost((reason: string) => console.error(`session lost: ${reason}`))
-  return session.lost()
+  return session.lost() // the reason of a loss, or null once closed
 }
 
 async function withLock(client: Client): Promise<number> {
@@ -17,7 +17,10 @@ async function withLock(client: Client): Promise<number> {
   guard.onLost((reason) => console.error(`lock lost: ${reason}`))
   const token: number = guard.fencingToken
   await guard.put('jobs/last-owner', `token ${token}`)
-  await guard.txn([{ type: 'put', key: 'jobs/a', value: '1' }, { type: 'delete', key: 'jobs/b' }])
+  const ops: TxnOp[] = [{ kind: 'put', key: 'jobs/a', value: '1' }, { kind: 'delete', key: 'jobs/b' }]
+  await guard.txn(ops)
+  const lease: bigint = guard.leaseId
+  console.log(`lock ${guard.name} on lease ${lease.toString(16)}`)
   return token
 }
 
@@ -25,12 +28,16 @@ async function lead(client: Client): Promise<void> {
   const election = client.election('scheduler', { ttl: 5 })
   await using leadership = await election.campaign('node-1', { timeoutMs: 5000 })
   await leadership.proclaim('node-1 (ready)')
-  const current: LeaderInfo | null = await election.leader()
-  console.log(`leader ${current?.value} rev ${current?.revision} leader=${leadership.isLeader}`)
-  for await (const leader of election.observe()) {
-    console.log(`observed ${leader?.value ?? 'nobody'}`)
+  const current: LeaderInfo | null = await client.leader('scheduler')
+  const value: Buffer | undefined = current?.value
+  console.log(`leader ${current?.valueString} (${value?.length} bytes) token ${current?.fencingToken} leader=${leadership.isLeader}`)
+  const observer: LeaderObserver = election.observe()
+  for await (const leader of observer) {
+    console.log(`observed ${leader?.valueString ?? 'nobody'}`)
     break // stops the watch
   }
+  const first: IteratorResult<LeaderInfo | null, undefined> = await client.observeLeader('scheduler').next()
+  console.log(`first leader ${first.done ? '(ended)' : first.value?.valueString}`)
 }
 
 async function serve(client: Client): Promise<void> {
@@ -44,6 +51,19 @@ async function serve(client: Client): Promise<void> {
     console.log(`now ${instances.map((i) => i.id).join(',')}`)
     break
   }
+  const updates: InstanceSets = view.updates()
+  const step = await updates.next()
+  if (!step.done) console.log(`updates start with ${step.value.length}`)
+  await updates.return()
+  const events = view.events() // subscribed now
+  const pendingEvent = events.next()
+  await reg.updateMetadata({ zone: 'b' })
+  const event = await pendingEvent
+  if (!event.done) {
+    const e: InstanceEvent = event.value
+    console.log(`event ${e.kind} ${e.id}`)
+  }
+  await events.return()
 }
 
 async function configure(client: Client): Promise<void> {
@@ -57,7 +77,7 @@ async function configure(client: Client): Promise<void> {
   await client.put('app/feature', JSON.stringify({ enabled: false }))
   for await (const change of changes) {
     const c: ConfigChange = change
-    console.log(`${c.key}: ${c.new?.toString() ?? '(deleted)'} at ${c.revision}`)
+    console.log(`${c.key}: ${c.deleted ? '(deleted)' : c.new?.toString()} at ${c.revision}`)
     break
   }
 }
@@ -78,7 +98,7 @@ export async function main(): Promise<void> {
   await serve(client)
   await configure(client)
   await session.close()
-  console.log(`ended: ${await lost}`)
+  console.log(`ended: ${(await lost) ?? 'session closed'}`)
   try {
     await client.session({ ttl: 0 })
   } catch (e) {
