@@ -722,6 +722,9 @@ impl Run {
                     Ok(o) => o,
                     Err(_) => return Err(format!("not true within {:?}: {}", self.step_timeout, short(&until.to_string()))),
                 };
+                if let Err(Fail::Runner(m)) = &outcome {
+                    return Err(format!("runner error: {}", short(m)));
+                }
                 match check(&exp, &outcome) {
                     Ok(()) => {
                         if let Ok(v) = outcome {
