@@ -361,15 +361,18 @@ export declare class Registration {
   get instance(): Instance
   /** The current lease (it changes when the registration heals itself). */
   get leaseId(): bigint
-  /** Where the registration stands. */
-  get state(): RegistrationStatus
+  /**
+   * `'registered'`, `'recovering'` (re-granting a lease and re-putting the key, after
+   * its lease was lost) or `'closed'`.
+   */
+  get state(): 'registered' | 'recovering' | 'closed'
   /** How many times it re-registered itself after losing its lease. */
   get reregistrations(): number
   /**
-   * Call `callback(status)` on every state change (e.g. `recovering` then `registered`
-   * after a re-registration, `closed` at the end). Does not keep the process alive.
+   * Call `callback(state)` on every state change (e.g. `'recovering'` then `'registered'`
+   * after a re-registration, `'closed'` at the end). Does not keep the process alive.
    */
-  onStateChange(callback: (status: RegistrationStatus) => void): void
+  onStateChange(callback: (state: 'registered' | 'recovering' | 'closed') => void): void
   /** Replace the metadata (same lease, same key). */
   updateMetadata(metadata: any): Promise<void>
   /** Deregister: delete the key and revoke the lease. Idempotent. */
@@ -585,16 +588,6 @@ export interface RegisterInput {
   metadata?: any
   /** Lease TTL in seconds (default 10). */
   ttl?: number
-}
-
-/** Where a registration stands. */
-export interface RegistrationStatus {
-  /** `'registered'`, `'recovering'` (re-granting a lease and re-putting the key) or `'closed'`. */
-  state: 'registered' | 'recovering' | 'closed'
-  /** The lease while registered. */
-  leaseId?: bigint
-  /** Why it is recovering. */
-  reason?: string
 }
 
 /** Options of `client.session()`. */

@@ -49,25 +49,14 @@ pub struct RegisterInput {
     pub ttl: Option<f64>,
 }
 
-/// Where a registration stands.
-#[napi(object, object_from_js = false)]
-pub struct RegistrationStatus {
-    /// `'registered'`, `'recovering'` (re-granting a lease and re-putting the key) or `'closed'`.
-    #[napi(ts_type = "'registered' | 'recovering' | 'closed'")]
-    pub state: String,
-    /// The lease while registered.
-    pub lease_id: Option<i64n>,
-    /// Why it is recovering.
-    pub reason: Option<String>,
-}
-
-fn status(s: RegistrationState) -> RegistrationStatus {
-    let (state, lease_id, reason) = match s {
-        RegistrationState::Registered { lease_id } => ("registered", Some(i64n(lease_id)), None),
-        RegistrationState::Recovering { reason } => ("recovering", None, Some(reason)),
-        RegistrationState::Closed => ("closed", None, None),
-    };
-    RegistrationStatus { state: state.into(), lease_id, reason }
+/// Where a registration stands: `'registered'`, `'recovering'` (re-granting a lease and
+/// re-putting the key) or `'closed'`.
+fn state(s: &RegistrationState) -> &'static str {
+    match s {
+        RegistrationState::Registered { .. } => "registered",
+        RegistrationState::Recovering { .. } => "recovering",
+        RegistrationState::Closed => "closed",
+    }
 }
 
 /// A change in a service's instance set.
@@ -164,10 +153,11 @@ impl Registration {
         i64n(self.core.lease_id())
     }
 
-    /// Where the registration stands.
-    #[napi(getter)]
-    pub fn state(&self) -> RegistrationStatus {
-        status(self.core.state())
+    /// `'registered'`, `'recovering'` (re-granting a lease and re-putting the key, after
+    /// its lease was lost) or `'closed'`.
+    #[napi(getter, ts_return_type = "'registered' | 'recovering' | 'closed'")]
+    pub fn state(&self) -> &'static str {
+        state(&self.core.state())
     }
 
     /// How many times it re-registered itself after losing its lease.
@@ -176,18 +166,17 @@ impl Registration {
         self.core.reregistrations() as i64
     }
 
-    /// Call `callback(status)` on every state change (e.g. `recovering` then `registered`
-    /// after a re-registration, `closed` at the end). Does not keep the process alive.
-    #[napi(ts_args_type = "callback: (status: RegistrationStatus) => void")]
-    pub fn on_state_change(&self, callback: Callback<RegistrationStatus>) {
+    /// Call `callback(state)` on every state change (e.g. `'recovering'` then `'registered'`
+    /// after a re-registration, `'closed'` at the end). Does not keep the process alive.
+    #[napi(ts_args_type = "callback: (state: 'registered' | 'recovering' | 'closed') => void")]
+    pub fn on_state_change(&self, callback: Callback<&'static str>) {
         let mut rx = self.core.watch_state();
         rx.borrow_and_update();
         spawn(async move {
             while rx.changed().await.is_ok() {
-                let s = rx.borrow_and_update().clone();
-                let end = s == RegistrationState::Closed;
-                let _ = callback.call(status(s), ThreadsafeFunctionCallMode::NonBlocking);
-                if end {
+                let s = state(&rx.borrow_and_update());
+                let _ = callback.call(s, ThreadsafeFunctionCallMode::NonBlocking);
+                if s == "closed" {
                     break;
                 }
             }

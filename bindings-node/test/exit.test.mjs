@@ -55,7 +55,7 @@ function child (ns, ending) {
     const leadership = await client.election('election', { ttl: 60 }).campaign('me')
     leadership.onLost((r) => console.log('leadership lost:', r))
     const reg = await client.register({ service: 'svc', id: 'child', addr: 'h:1', ttl: 60 })
-    reg.onStateChange((s) => console.log('registration:', s.state))
+    reg.onStateChange((s) => console.log('registration:', s))
     const view = await client.discover('svc')
     const sets = ${waits} ? (async () => { for await (const s of view) {} ; return 'ended' })() : null
     const leases = [...queue.keys().map((k) => k.split('/').pop()), leadership.leaseId.toString(16), reg.leaseId.toString(16)]

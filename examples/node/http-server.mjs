@@ -28,7 +28,7 @@ await new Promise((resolve) => server.listen(Number(process.env.PORT ?? 0), '127
 const addr = `127.0.0.1:${server.address().port}`
 
 const registration = await client.register({ service: 'web', id, addr, metadata: { pid: process.pid }, ttl: 5 })
-registration.onStateChange((s) => say(`registration ${s.state}${s.reason ? `: ${s.reason}` : ''}`))
+registration.onStateChange((state) => say(`registration ${state}`))
 say(`serving on http://${addr}, registered as ${registration.key}`)
 
 const election = client.election('web-leader', { ttl: 5 })

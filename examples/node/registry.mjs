@@ -27,9 +27,9 @@ await regs[2].close()
 await waitFor(() => seen.has('down billing-3'), 'discovery to report billing-3 down')
 say('billing-3 deregistered')
 
-regs[0].onStateChange((s) => say(`billing-1 registration is ${s.state}${s.reason ? ` (${s.reason})` : ''}`))
+regs[0].onStateChange((state) => say(`billing-1 registration is ${state}`))
 await client.revokeLease(regs[0].leaseId) // an operator (or an etcd restart) kills its lease
-await waitFor(() => regs[0].reregistrations >= 1 && regs[0].state.state === 'registered', 'billing-1 to re-register')
+await waitFor(() => regs[0].reregistrations >= 1 && regs[0].state === 'registered', 'billing-1 to re-register')
 say(`billing-1 healed itself with a new lease (${regs[0].reregistrations} re-registration)`)
 await sleep(200)
 say(`instances now: ${view.instances().map((i) => `${i.id}@${i.addr}`).join(', ')}`)

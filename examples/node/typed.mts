@@ -2,7 +2,7 @@
 //   npx tsc -p bindings-node/tsconfig.json   (type-check only)
 import {
   Client, type ConnectOptions, type ConfigChange, type Instance, type InstanceEvent, type InstanceSets,
-  type LeaderInfo, type LeaderObserver, type LockGuard, type RegistrationStatus, type Session, type TxnOp,
+  type LeaderInfo, type LeaderObserver, type LockGuard, type Session, type TxnOp,
 } from 'etcd-recipes'
 import { EtcdCluster } from 'etcd-recipes/testing'
 
@@ -42,7 +42,7 @@ async function lead(client: Client): Promise<void> {
 
 async function serve(client: Client): Promise<void> {
   await using reg = await client.register({ service: 'billing', id: 'b-1', addr: '127.0.0.1:8080', metadata: { zone: 'a' } })
-  reg.onStateChange((s: RegistrationStatus) => console.log(`registration ${s.state}`))
+  reg.onStateChange((state: 'registered' | 'recovering' | 'closed') => console.log(`registration ${state}`))
   await using view = await client.discover('billing')
   const all: Instance[] = view.instances()
   const next: Instance | null = view.pickRoundRobin()
