@@ -1,54 +1,23 @@
 //! `Client`: one connection to etcd, with keyword-only connect options, KV helpers,
 //! and the factories of every recipe.
 
-use std::sync::RwLock;
-
-use etcd_recipes::{Client, ClientOptions, Error, Session, TlsConfig};
+use etcd_recipes::election::{self, Election};
+use etcd_recipes::lock::Lock;
+use etcd_recipes::registry::{self, RegisterOptions};
+use etcd_recipes::{Client, ClientOptions, Error, Session, SessionSource, TlsConfig};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 
-use crate::convert::{seconds, Value};
-use crate::errors::{CoreResultExt, FResult};
-use crate::runtime::{rt, spawn_py};
+use crate::convert::{self, py_to_json, seconds, Bytes, Ttl, Value};
+use crate::errors::{invalid, CoreResultExt, FResult};
+use crate::runtime::{ready_py, spawn_py, InRt};
 use crate::session::PySession;
-
-/// `bytes` as a result type (a `Vec<u8>` would become `list[int]`).
-pub struct Bytes(pub Vec<u8>);
-
-impl<'py> IntoPyObject<'py> for Bytes {
-    type Target = PyBytes;
-    type Output = Bound<'py, PyBytes>;
-    type Error = std::convert::Infallible;
-    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
-        Ok(PyBytes::new(py, &self.0))
-    }
-}
 
 /// A connection to etcd shared by every recipe. Make one with `await Client.connect(...)`.
 #[pyclass(module = "etcd_recipes._native", name = "Client", frozen)]
 pub struct PyClient {
-    inner: RwLock<Option<Client>>,
-    endpoints: Vec<String>,
-    namespace: String,
-}
-
-impl Drop for PyClient {
-    fn drop(&mut self) {
-        let _g = rt().enter();
-        self.inner.write().unwrap_or_else(|p| p.into_inner()).take();
-    }
-}
-
-impl PyClient {
-    /// The core client, or `ClosedError` after `close()`.
-    pub fn core(&self) -> Result<Client, Error> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Closed("client"))
-    }
-
-    pub fn core_py(&self, py: Python<'_>) -> PyResult<Client> {
-        self.core().py_err(py)
-    }
+    inner: InRt<Client>,
 }
 
 fn endpoints_arg(ob: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
@@ -59,11 +28,7 @@ fn endpoints_arg(ob: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if ob.is_instance_of::<PyBytes>() {
         return Err(err());
     }
-    let mut out = Vec::new();
-    for e in ob.try_iter().map_err(|_| err())? {
-        out.push(e?.extract::<String>().map_err(|_| err())?);
-    }
-    Ok(out)
+    ob.try_iter().map_err(|_| err())?.map(|e| e?.extract::<String>().map_err(|_| err())).collect()
 }
 
 /// PEM material given as bytes (the PEM itself) or as a path (str / os.PathLike).
@@ -78,12 +43,20 @@ fn pem_arg(what: &str, ob: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<u8>
     Ok(Some(std::fs::read(&path)?))
 }
 
+/// Where a lock or an election gets its sessions: `session`, or a fresh one of `ttl` per use.
+fn source(client: &Client, ttl: Ttl, session: Option<PyRef<'_, PySession>>) -> etcd_recipes::Result<SessionSource> {
+    match session {
+        Some(s) => Ok(SessionSource::Shared((*s.inner).clone())),
+        None => SessionSource::per_use(client, ttl.0),
+    }
+}
+
 #[pymethods]
 impl PyClient {
     /// Connect and wait until etcd answers (at most `connect_timeout` seconds).
     #[staticmethod]
     #[pyo3(signature = (endpoints, *, connect_timeout=5.0, request_timeout=10.0, user=None, password=None,
-                        ca_cert=None, cert=None, key=None, server_name=None, namespace=""))]
+                        ca_cert=None, cert=None, key=None, tls_domain=None, namespace=""))]
     #[allow(clippy::too_many_arguments)]
     fn connect<'py>(
         py: Python<'py>,
@@ -95,199 +68,205 @@ impl PyClient {
         ca_cert: Option<&Bound<'py, PyAny>>,
         cert: Option<&Bound<'py, PyAny>>,
         key: Option<&Bound<'py, PyAny>>,
-        server_name: Option<String>,
+        tls_domain: Option<String>,
         namespace: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let eps = endpoints_arg(endpoints)?;
-        let mut opts = ClientOptions::new(eps.clone())
-            .with_connect_timeout(seconds("connect_timeout", connect_timeout)?)
-            .with_request_timeout(seconds("request_timeout", request_timeout)?)
+        let mut opts = ClientOptions::new(endpoints_arg(endpoints)?)
+            .with_connect_timeout(seconds(py, "connect_timeout", connect_timeout, false)?)
+            .with_request_timeout(seconds(py, "request_timeout", request_timeout, false)?)
             .with_namespace(namespace);
         match (user, password) {
             (Some(u), p) => opts = opts.with_user(u, p.unwrap_or_default()),
-            (None, Some(_)) => {
-                return Err(pyo3::exceptions::PyValueError::new_err("password given without user"));
-            }
+            (None, Some(_)) => return Err(invalid(py, "password given without user")),
             (None, None) => {}
         }
         let tls = TlsConfig {
             ca_pem: pem_arg("ca_cert", ca_cert)?,
             client_cert_pem: pem_arg("cert", cert)?,
             client_key_pem: pem_arg("key", key)?,
-            domain: server_name,
+            domain: tls_domain,
         };
         if tls.ca_pem.is_some() || tls.client_cert_pem.is_some() || tls.client_key_pem.is_some() || tls.domain.is_some() {
             opts = opts.with_tls(tls);
         }
         crate::logging::refresh_level(py);
-        let ns = namespace.to_string();
-        spawn_py(py, async move {
-            let c = Client::connect(opts).await?;
-            FResult::Ok(PyClient { inner: RwLock::new(Some(c)), endpoints: eps, namespace: ns })
-        })
+        spawn_py(py, async move { FResult::Ok(PyClient { inner: InRt::new(Client::connect(opts).await?) }) })
     }
 
     /// The endpoints given to `connect`.
     #[getter]
     fn endpoints(&self) -> Vec<String> {
-        self.endpoints.clone()
+        self.inner.options().endpoints().to_vec()
     }
 
     /// The prefix put in front of every key this client's recipes touch.
     #[getter]
     fn namespace(&self) -> &str {
-        &self.namespace
+        self.inner.namespace()
     }
 
-    /// False once `close()` was called.
+    /// True once `close()` was called.
     #[getter]
-    fn is_open(&self) -> bool {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).is_some()
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
     }
 
     /// Put `value` (bytes or str) at `key`; returns the revision of the write.
     fn put<'py>(&self, py: Python<'py>, key: String, value: Value) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.core_py(py)?;
+        let c = self.inner.clone();
         spawn_py(py, async move { Ok(c.put(&key, value.0).await?) })
     }
 
     /// The value at `key`, or None.
     fn get<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.core_py(py)?;
+        let c = self.inner.clone();
         spawn_py(py, async move { Ok(c.get(&key).await?.map(Bytes)) })
     }
 
-    /// Delete `key`; True if it existed.
+    /// The value at `key` as text, or None; `DecodeError` if it is not UTF-8.
+    fn get_string<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        spawn_py(py, async move {
+            let Some(v) = c.get(&key).await? else { return Ok(None) };
+            let text = String::from_utf8(v).map_err(|e| Error::Decode { key, message: format!("not UTF-8: {e}") })?;
+            Ok(Some(text))
+        })
+    }
+
+    /// Delete `key`; returns the number of keys deleted (0 or 1).
     fn delete<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.core_py(py)?;
-        spawn_py(py, async move { Ok(c.delete(&key).await? > 0) })
+        let c = self.inner.clone();
+        spawn_py(py, async move { Ok(c.delete(&key).await?) })
     }
 
     /// The current revision of the store.
     fn revision<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.core_py(py)?;
+        let c = self.inner.clone();
         spawn_py(py, async move { Ok(c.revision().await?) })
     }
 
     /// Does this lease exist in etcd?
     fn lease_exists<'py>(&self, py: Python<'py>, lease_id: i64) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.core_py(py)?;
+        let c = self.inner.clone();
         spawn_py(py, async move { Ok(c.lease_exists(lease_id).await?) })
     }
 
     /// Revoke a lease by id (operators and tests: its owner's session becomes lost).
     fn revoke_lease<'py>(&self, py: Python<'py>, lease_id: i64) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.core_py(py)?;
+        let c = self.inner.clone();
         spawn_py(py, async move { Ok(c.revoke_lease(lease_id).await?) })
     }
 
     /// Grant a lease of `ttl` seconds and keep it alive: a `Session`.
-    #[pyo3(signature = (*, ttl=10))]
-    fn session<'py>(&self, py: Python<'py>, ttl: i64) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.core_py(py)?;
-        spawn_py(py, async move { Ok(PySession::new(Session::new(&c, ttl).await?)) })
+    #[pyo3(signature = (*, ttl=Ttl(10)))]
+    fn session<'py>(&self, py: Python<'py>, ttl: Ttl) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        spawn_py(py, async move { Ok(PySession::new(Session::new(&c, ttl.0).await?)) })
     }
 
-    /// A distributed lock called `name`. Each acquisition runs on its own session of
+    /// A distributed lock called `name`. Each acquisition runs on a session of its own of
     /// `ttl` seconds (or on `session` if given); `timeout` bounds the wait (None: forever).
-    #[pyo3(signature = (name, *, ttl=10, timeout=None, session=None))]
+    #[pyo3(signature = (name, *, ttl=Ttl(10), timeout=None, session=None))]
     fn lock(
         &self,
         py: Python<'_>,
-        name: String,
-        ttl: i64,
+        name: &str,
+        ttl: Ttl,
         timeout: Option<f64>,
         session: Option<PyRef<'_, PySession>>,
     ) -> PyResult<crate::lock::PyLock> {
-        crate::lock::make_lock(py, self.core_py(py)?, name, ttl, timeout, session)
+        let t = convert::timeout(py, timeout)?;
+        let lock = Lock::new(source(&self.inner, ttl, session).py_err(py)?, name).py_err(py)?;
+        Ok(crate::lock::PyLock::new(lock.with_timeout(t)))
     }
 
-    /// The election called `name`; each campaign runs on its own session of `ttl`
-    /// seconds (or on `session` if given).
-    #[pyo3(signature = (name, *, ttl=10, session=None))]
+    /// The election called `name`. Each campaign runs on a session of its own of `ttl`
+    /// seconds (or on `session` if given); `timeout` bounds the wait (None: forever).
+    #[pyo3(signature = (name, *, ttl=Ttl(10), timeout=None, session=None))]
     fn election(
         &self,
         py: Python<'_>,
-        name: String,
-        ttl: i64,
+        name: &str,
+        ttl: Ttl,
+        timeout: Option<f64>,
         session: Option<PyRef<'_, PySession>>,
     ) -> PyResult<crate::election::PyElection> {
-        let c = self.core_py(py)?;
-        let source = crate::lock::SessionSource::from_args(c.clone(), ttl, session)?;
-        crate::election::PyElection::new(py, c, source, name)
+        let t = convert::timeout(py, timeout)?;
+        let election = Election::new(source(&self.inner, ttl, session).py_err(py)?, name).py_err(py)?;
+        Ok(crate::election::PyElection::new(election.with_timeout(t)))
     }
 
     /// The current leader of election `name` (no session needed), or None.
     fn leader<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
-        crate::election::leader_py(py, self.core_py(py)?, name)
+        let c = self.inner.clone();
+        spawn_py(py, async move { Ok(election::current_leader(&c, &name).await?.map(crate::election::PyLeaderInfo::from)) })
     }
 
     /// Observe election `name` without a session: `async for leader in client.observe_leader(name)`.
     fn observe_leader(&self, py: Python<'_>, name: &str) -> PyResult<crate::election::PyLeaderObserver> {
-        crate::election::observe_py(py, &self.core_py(py)?, name)
+        let _g = crate::runtime::rt().enter();
+        Ok(crate::election::PyLeaderObserver::new(election::observe(&self.inner, name).py_err(py)?))
     }
 
     /// Register an instance of `service` (kept alive, self-healing). Await it for a
     /// `Registration`, or `async with client.register(...) as registration:` to
     /// deregister on exit.
-    #[pyo3(signature = (service, id, addr, *, metadata=None, ttl=10))]
+    #[pyo3(signature = (service, id, addr, *, metadata=None, ttl=Ttl(10)))]
     fn register(
         &self,
-        py: Python<'_>,
         service: String,
         id: String,
         addr: String,
         metadata: Option<&Bound<'_, PyAny>>,
-        ttl: i64,
+        ttl: Ttl,
     ) -> PyResult<crate::registry::PyRegistering> {
-        crate::registry::PyRegistering::new(self.core_py(py)?, service, id, addr, metadata, ttl)
+        let md = metadata.map(py_to_json).transpose()?.unwrap_or_default();
+        let opts = RegisterOptions::new(service, id, addr).metadata(md).ttl(ttl.0);
+        Ok(crate::registry::PyRegistering::new((*self.inner).clone(), opts))
     }
 
     /// The instances of `service` now (one read).
     fn list_instances<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
-        crate::registry::list_py(py, self.core_py(py)?, service)
+        let c = self.inner.clone();
+        spawn_py(py, async move { Ok(crate::registry::instances(registry::list_instances(&c, &service).await?.0)) })
     }
 
     /// A live view of `service`'s instances.
     fn discover<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
-        crate::registry::discover_py(py, self.core_py(py)?, service)
+        let c = self.inner.clone();
+        spawn_py(py, async move { Ok(crate::registry::PyServiceView::new(registry::ServiceView::start(&c, &service).await?, service)) })
     }
 
     /// A local, watched copy of `key` (or of every key under it, with `prefix=True`).
     /// `reconcile_interval`: seconds between full comparisons with etcd (None/0: off).
     #[pyo3(signature = (key, *, prefix=false, reconcile_interval=Some(30.0)))]
     fn config<'py>(&self, py: Python<'py>, key: String, prefix: bool, reconcile_interval: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        crate::config::config_py(py, self.core_py(py)?, key, prefix, reconcile_interval)
+        let every = seconds(py, "reconcile_interval", reconcile_interval.unwrap_or(0.0), true)?;
+        crate::config::open(py, (*self.inner).clone(), key, prefix, every)
     }
 
-    /// Drop this handle's connection. Sessions, locks and views made from it keep
-    /// their own reference and are closed by their own `close()` / `async with`.
+    /// Close the client and everything made from it (sessions revoked, locks released,
+    /// leaderships resigned, registrations removed, views and iterators ended), within 5 s.
+    /// Idempotent.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let old = {
-            let _g = rt().enter();
-            self.inner.write().unwrap_or_else(|p| p.into_inner()).take()
-        };
+        let c = self.inner.clone();
         spawn_py(py, async move {
-            drop(old);
+            c.close().await;
             FResult::Ok(())
         })
     }
 
     fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        crate::runtime::ready_py(slf.py(), slf.into_any())
+        ready_py(slf.py(), slf.into_any())
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, pyo3::types::PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
         self.close(py)
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "Client(endpoints={:?}, namespace={:?}{})",
-            self.endpoints,
-            self.namespace,
-            if self.is_open() { "" } else { ", closed" }
-        )
+        let closed = if self.inner.is_closed() { ", closed" } else { "" };
+        format!("Client(endpoints={:?}, namespace={:?}{closed})", self.inner.options().endpoints(), self.inner.namespace())
     }
 }

@@ -1,48 +1,41 @@
 //! The config view's Python face: `cfg = await client.config(key, prefix=False)`;
 //! `cfg.get(key)` is a plain synchronous local read; `async for change in cfg.changes()`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_recipes::config::{ConfigChange, ConfigOptions, ConfigView};
 use etcd_recipes::Client;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
-use crate::client::Bytes;
-use crate::convert::json_to_py;
-use crate::errors::{CoreResultExt, FResult};
+use crate::convert::{json_to_py, Bytes};
+use crate::errors::{invalid, CoreResultExt};
 use crate::runtime::{ready_py, rt, spawn_py, InRt};
 use crate::stream::StreamCell;
 
-pub fn config_py<'py>(py: Python<'py>, client: Client, key: String, prefix: bool, reconcile_interval: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-    let every = match reconcile_interval {
-        None => Duration::ZERO,
-        Some(s) if s == 0.0 => Duration::ZERO,
-        Some(s) => crate::convert::seconds("reconcile_interval", s)?,
-    };
+/// `client.config(...)`: load, then follow.
+pub fn open(py: Python<'_>, client: Client, key: String, prefix: bool, every: Duration) -> PyResult<Bound<'_, PyAny>> {
     let opts = ConfigOptions::new().reconcile_interval(every);
     spawn_py(py, async move {
         let v = if prefix { ConfigView::prefix(&client, &key, opts).await? } else { ConfigView::key(&client, &key, opts).await? };
-        Ok(PyConfigView { inner: Arc::new(InRt::new(v)), key, prefix })
+        Ok(PyConfigView { inner: InRt::new(v), key, prefix })
     })
 }
 
 /// A local copy of one key or a prefix, kept in sync by a watch. Reads are synchronous.
 #[pyclass(module = "etcd_recipes._native", name = "ConfigView", frozen)]
 pub struct PyConfigView {
-    inner: Arc<InRt<ConfigView>>,
+    inner: InRt<ConfigView>,
     key: String,
     prefix: bool,
 }
 
 impl PyConfigView {
-    fn key_or_own<'a>(&'a self, key: Option<&'a str>) -> PyResult<&'a str> {
+    fn key_or_own<'a>(&'a self, py: Python<'_>, key: Option<&'a str>) -> PyResult<&'a str> {
         match key {
             Some(k) => Ok(k),
             None if !self.prefix => Ok(&self.key),
-            None => Err(PyValueError::new_err("a prefix view needs the key to read")),
+            None => Err(invalid(py, "a prefix view needs the key to read")),
         }
     }
 }
@@ -54,29 +47,35 @@ impl PyConfigView {
     fn key(&self) -> &str {
         &self.key
     }
+    /// True for a prefix view.
+    #[getter]
+    fn is_prefix(&self) -> bool {
+        self.prefix
+    }
     /// The cached bytes of `key` (namespace-relative; default: the view's own key), or None.
     #[pyo3(signature = (key=None))]
     fn get<'py>(&self, py: Python<'py>, key: Option<&str>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let k = self.key_or_own(key)?;
-        Ok(self.inner.get(k).map(|v| PyBytes::new(py, &v)))
+        Ok(self.inner.get(self.key_or_own(py, key)?).map(|v| PyBytes::new(py, &v)))
     }
     /// The cached value as text; `DecodeError` if not UTF-8.
     #[pyo3(signature = (key=None))]
-    fn get_str(&self, py: Python<'_>, key: Option<&str>) -> PyResult<Option<String>> {
-        let k = self.key_or_own(key)?;
-        self.inner.get_str(k).py_err(py)
+    fn get_string(&self, py: Python<'_>, key: Option<&str>) -> PyResult<Option<String>> {
+        self.inner.get_string(self.key_or_own(py, key)?).py_err(py)
     }
     /// The cached value decoded from JSON; `DecodeError` if it is not JSON.
     #[pyo3(signature = (key=None))]
     fn get_json<'py>(&self, py: Python<'py>, key: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
-        let k = self.key_or_own(key)?;
-        match self.inner.get_json_value(k).py_err(py)? {
+        match self.inner.get_json_value(self.key_or_own(py, key)?).py_err(py)? {
             Some(v) => json_to_py(py, &v),
             None => Ok(py.None().into_bound(py)),
         }
     }
+    /// True when `key` has a value (also `key in view`).
+    fn has(&self, key: &str) -> bool {
+        self.inner.has(key)
+    }
     fn __contains__(&self, key: &str) -> bool {
-        self.inner.get(key).is_some()
+        self.inner.has(key)
     }
     /// Every cached key, sorted.
     fn keys(&self) -> Vec<String> {
@@ -98,14 +97,13 @@ impl PyConfigView {
     /// `async for change in cfg.changes()`: every change from now on (ends on close()).
     fn changes(&self) -> PyConfigChanges {
         let _g = rt().enter();
-        PyConfigChanges { cell: StreamCell::new(self.inner.subscribe()) }
+        PyConfigChanges { cell: StreamCell::new(self.inner.changes()) }
     }
     fn __aiter__(&self) -> PyConfigChanges {
         self.changes()
     }
     /// Stop watching (cached values stay readable; change iterators end).
     fn close(&self) {
-        let _g = rt().enter();
         self.inner.close();
     }
     fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
@@ -114,14 +112,14 @@ impl PyConfigView {
     #[pyo3(signature = (*_exc))]
     fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
         self.close();
-        spawn_py(py, async move { FResult::Ok(()) })
+        ready_py(py, py.None().into_bound(py))
     }
     fn __repr__(&self) -> String {
         format!("ConfigView(key={:?}, prefix={}, revision={})", self.key, self.prefix, self.inner.revision())
     }
 }
 
-/// One change: `key`, `old`, `new` (None = deleted), `revision`.
+/// One change: `key`, `old`, `new` (None = deleted), `revision`, `deleted`.
 #[pyclass(module = "etcd_recipes._native", name = "ConfigChange", frozen)]
 pub struct PyConfigChange {
     c: ConfigChange,
@@ -140,8 +138,8 @@ impl PyConfigChange {
         self.c.old.clone().map(Bytes)
     }
     /// The value after the change, or None if the key was deleted.
-    #[getter]
-    fn new(&self) -> Option<Bytes> {
+    #[getter(new)]
+    fn new_value(&self) -> Option<Bytes> {
         self.c.new.clone().map(Bytes)
     }
     /// The etcd revision of the change.
@@ -155,7 +153,7 @@ impl PyConfigChange {
         self.c.new.is_none()
     }
     fn __repr__(&self) -> String {
-        format!("ConfigChange(key={:?}, revision={}, deleted={})", self.c.key, self.c.revision, self.c.new.is_none())
+        format!("ConfigChange(key={:?}, revision={}, deleted={})", self.c.key, self.c.revision, self.deleted())
     }
 }
 

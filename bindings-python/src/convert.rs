@@ -1,13 +1,18 @@
-//! Argument and result conversions shared by every class: bytes/str values,
+//! Argument and result conversions shared by every class: bytes/str values, TTLs,
 //! seconds as floats, JSON values <-> Python objects.
-
-#![allow(dead_code)] // some helpers are used only by recipe bindings
 
 use std::time::Duration;
 
+use etcd_recipes::session::{check_ttl, MAX_TTL_SECS};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::errors::{invalid, CoreResultExt};
+
+fn type_name(ob: &Bound<'_, PyAny>) -> String {
+    ob.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
 
 /// A value given as `bytes`, `bytearray`, `memoryview` or `str` (UTF-8 encoded).
 pub struct Value(pub Vec<u8>);
@@ -21,29 +26,59 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Value {
         if let Ok(b) = ob.cast::<PyBytes>() {
             return Ok(Value(b.as_bytes().to_vec()));
         }
-        if let Ok(v) = ob.extract::<Vec<u8>>() {
-            if !ob.is_instance_of::<PyList>() && !ob.is_instance_of::<PyTuple>() {
+        if !ob.is_instance_of::<PyList>() && !ob.is_instance_of::<PyTuple>() {
+            if let Ok(v) = ob.extract::<Vec<u8>>() {
                 return Ok(Value(v));
             }
         }
-        Err(PyTypeError::new_err(format!(
-            "value must be bytes or str, not {}",
-            ob.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
-        )))
+        Err(PyTypeError::new_err(format!("value must be bytes or str, not {}", type_name(&ob))))
     }
 }
 
-/// Seconds (int or float) -> Duration; `what` names the argument in errors.
-pub fn seconds(what: &str, s: f64) -> PyResult<Duration> {
-    if !s.is_finite() || s <= 0.0 {
-        return Err(PyValueError::new_err(format!("{what} must be a positive number of seconds, got {s}")));
+/// `bytes` as a result type (a `Vec<u8>` would become `list[int]`).
+pub struct Bytes(pub Vec<u8>);
+
+impl<'py> IntoPyObject<'py> for Bytes {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = std::convert::Infallible;
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(PyBytes::new(py, &self.0))
     }
-    Duration::try_from_secs_f64(s).map_err(|_| PyValueError::new_err(format!("{what} is too large: {s}")))
 }
 
-/// Like [`seconds`], but `None` stays `None`.
-pub fn opt_seconds(what: &str, s: Option<f64>) -> PyResult<Option<Duration>> {
-    s.map(|s| seconds(what, s)).transpose()
+/// A lease TTL in whole seconds: any Python `int`. Out of range (below 1, above etcd's
+/// maximum, even beyond 64 bits) is `InvalidArgumentError`, never `OverflowError`.
+#[derive(Clone, Copy)]
+pub struct Ttl(pub i64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Ttl {
+    type Error = PyErr;
+    fn extract(ob: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let py = ob.py();
+        let int = ob.cast::<PyInt>().map_err(|_| PyTypeError::new_err(format!("ttl must be an int, not {}", type_name(&ob))))?;
+        match int.extract::<i64>() {
+            Ok(secs) => check_ttl(secs).map(|_| Ttl(secs)).py_err(py),
+            // Beyond 64 bits.
+            Err(_) if int.lt(0)? => Err(invalid(py, format!("ttl must be at least 1 second, got {}", *int))),
+            Err(_) => Err(invalid(py, format!("ttl {} s is above etcd's maximum of {MAX_TTL_SECS} s", *int))),
+        }
+    }
+}
+
+/// Seconds -> Duration: `InvalidArgumentError` for NaN, infinities, negatives and (unless
+/// `zero_ok`) zero.
+pub fn seconds(py: Python<'_>, what: &str, s: f64, zero_ok: bool) -> PyResult<Duration> {
+    if !s.is_finite() || s < 0.0 || (s == 0.0 && !zero_ok) {
+        let want = if zero_ok { "a non-negative" } else { "a positive" };
+        return Err(invalid(py, format!("{what} must be {want} number of seconds, got {s}")));
+    }
+    Duration::try_from_secs_f64(s).map_err(|_| invalid(py, format!("{what} is too large: {s} s")))
+}
+
+/// A wait bound: `None` waits as long as it takes; 0 gives up unless it is at once.
+pub fn timeout(py: Python<'_>, s: Option<f64>) -> PyResult<Option<Duration>> {
+    s.map(|s| seconds(py, "timeout", s, true)).transpose()
 }
 
 /// A JSON value as the Python object `json.loads` would give.
@@ -52,20 +87,13 @@ pub fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound
     Ok(match v {
         J::Null => py.None().into_bound(py),
         J::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        J::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.into_pyobject(py)?.into_any()
-            } else if let Some(u) = n.as_u64() {
-                u.into_pyobject(py)?.into_any()
-            } else {
-                n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any()
-            }
-        }
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i.into_pyobject(py)?.into_any(),
+            (None, Some(u)) => u.into_pyobject(py)?.into_any(),
+            _ => n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any(),
+        },
         J::String(s) => PyString::new(py, s).into_any(),
-        J::Array(a) => {
-            let items = a.iter().map(|x| json_to_py(py, x)).collect::<PyResult<Vec<_>>>()?;
-            PyList::new(py, items)?.into_any()
-        }
+        J::Array(a) => PyList::new(py, a.iter().map(|x| json_to_py(py, x)).collect::<PyResult<Vec<_>>>()?)?.into_any(),
         J::Object(o) => {
             let d = PyDict::new(py);
             for (k, x) in o {
@@ -86,13 +114,11 @@ pub fn py_to_json(ob: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
         return Ok(J::Bool(b.is_true()));
     }
     if ob.is_instance_of::<PyInt>() {
-        if let Ok(i) = ob.extract::<i64>() {
-            return Ok(J::from(i));
-        }
-        if let Ok(u) = ob.extract::<u64>() {
-            return Ok(J::from(u));
-        }
-        return Err(PyValueError::new_err("integer is too large for JSON"));
+        return match (ob.extract::<i64>(), ob.extract::<u64>()) {
+            (Ok(i), _) => Ok(J::from(i)),
+            (_, Ok(u)) => Ok(J::from(u)),
+            _ => Err(PyValueError::new_err("integer is too large for JSON")),
+        };
     }
     if let Ok(f) = ob.cast::<PyFloat>() {
         let v = f.value();
@@ -106,29 +132,16 @@ pub fn py_to_json(ob: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
     if let Ok(d) = ob.cast::<PyDict>() {
         let mut m = serde_json::Map::new();
         for (k, v) in d.iter() {
-            let k = k
-                .cast::<PyString>()
-                .map_err(|_| PyTypeError::new_err("JSON object keys must be str"))?
-                .to_cow()?
-                .into_owned();
-            m.insert(k, py_to_json(&v)?);
+            let k = k.cast::<PyString>().map_err(|_| PyTypeError::new_err("JSON object keys must be str"))?;
+            m.insert(k.to_cow()?.into_owned(), py_to_json(&v)?);
         }
         return Ok(J::Object(m));
     }
     if ob.is_instance_of::<PyList>() || ob.is_instance_of::<PyTuple>() {
-        let mut a = Vec::new();
-        for x in ob.try_iter()? {
-            a.push(py_to_json(&x?)?);
-        }
-        return Ok(J::Array(a));
+        return ob.try_iter()?.map(|x| py_to_json(&x?)).collect::<PyResult<Vec<_>>>().map(J::Array);
     }
     Err(PyTypeError::new_err(format!(
         "cannot encode {} as JSON (use dict, list, str, int, float, bool or None)",
-        ob.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+        type_name(ob)
     )))
-}
-
-/// Python bytes from a slice.
-pub fn bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyBytes> {
-    PyBytes::new(py, b)
 }

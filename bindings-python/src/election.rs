@@ -1,19 +1,18 @@
-//! The election's Python face: `client.election(name, ttl=)` -> `Election`;
-//! `async with election.campaign(value) as leadership`, `await election.leader()`,
-//! `async for leader in election.observe()`; `client.observe_leader(name)` without a session.
+//! The election's Python face: `client.election(name, ttl=)` / `session.election(name)`
+//! -> `Election`; `async with election.campaign(value) as leadership`,
+//! `await election.leader()`, `async for leader in election.observe()`.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use etcd_recipes::election::{self, Election, LeaderInfo, LeaderObserver, Leadership};
-use etcd_recipes::{Client, Session};
+use etcd_recipes::election::{Election, LeaderInfo, LeaderObserver, Leadership};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::client::Bytes;
-use crate::convert::Value;
-use crate::errors::{CoreResultExt, FResult};
-use crate::lock::{fence_delete, fence_put, fence_txn, SessionSource};
-use crate::runtime::{ready_py, rt, spawn_py, InRt};
+use crate::convert::{Bytes, Value};
+use crate::errors::FResult;
+use crate::lock::{fence_delete, fence_put, fence_txn};
+use crate::runtime::{on_lost, ready_py, rt, spawn_py, InRt, Watchers};
 use crate::stream::StreamCell;
 
 /// Who leads an election.
@@ -21,6 +20,12 @@ use crate::stream::StreamCell;
 #[derive(PartialEq)]
 pub struct PyLeaderInfo {
     info: LeaderInfo,
+}
+
+impl From<LeaderInfo> for PyLeaderInfo {
+    fn from(info: LeaderInfo) -> Self {
+        PyLeaderInfo { info }
+    }
 }
 
 #[pymethods]
@@ -35,10 +40,15 @@ impl PyLeaderInfo {
     fn value<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.info.value)
     }
-    /// Create revision of the leader key (its fencing token).
+    /// The value as text (invalid UTF-8 replaced).
     #[getter]
-    fn revision(&self) -> i64 {
-        self.info.revision
+    fn value_string(&self) -> String {
+        String::from_utf8_lossy(&self.info.value).into_owned()
+    }
+    /// Create revision of the leader key: the leadership's fencing token.
+    #[getter]
+    fn fencing_token(&self) -> i64 {
+        self.info.fencing_token
     }
     /// The lease of the leader key.
     #[getter]
@@ -46,33 +56,19 @@ impl PyLeaderInfo {
         self.info.lease_id
     }
     fn __repr__(&self) -> String {
-        format!(
-            "LeaderInfo(key={:?}, value={:?}, revision={})",
-            self.info.key,
-            String::from_utf8_lossy(&self.info.value),
-            self.info.revision
-        )
+        format!("LeaderInfo(key={:?}, value={:?}, fencing_token={})", self.info.key, self.value_string(), self.info.fencing_token)
     }
-}
-
-fn info(i: Option<LeaderInfo>) -> Option<PyLeaderInfo> {
-    i.map(|info| PyLeaderInfo { info })
 }
 
 /// An election (etcd `concurrency.Election` layout). Candidates campaign with a value.
 #[pyclass(module = "etcd_recipes._native", name = "Election", frozen)]
 pub struct PyElection {
-    client: Client,
-    source: SessionSource,
-    name: String,
+    inner: Election,
 }
 
 impl PyElection {
-    pub fn new(py: Python<'_>, client: Client, source: SessionSource, name: String) -> PyResult<Self> {
-        // Same name rules as the observer; fail at the call site.
-        let _g = rt().enter();
-        election::observe(&client, &name).py_err(py)?;
-        Ok(PyElection { client, source, name })
+    pub fn new(inner: Election) -> Self {
+        PyElection { inner }
     }
 }
 
@@ -81,95 +77,61 @@ impl PyElection {
     /// The election name (namespace-relative).
     #[getter]
     fn name(&self) -> &str {
-        &self.name
+        self.inner.name()
     }
 
-    /// Stand as a candidate with `value`. Await it for a `Leadership`, or use
-    /// `async with election.campaign(value) as leadership:` (resigns on exit).
-    fn campaign(&self, value: Value) -> PyCampaign {
-        PyCampaign {
-            source: self.source.clone(),
-            name: self.name.clone(),
-            value: value.0,
-            entered: Mutex::new(None),
-        }
+    /// Stand as a candidate with `value` and wait until leader, at most `timeout` seconds
+    /// (default: the election's own timeout; `LockTimeoutError` when it runs out). Await
+    /// it for a `Leadership`, or `async with election.campaign(value) as leadership:`
+    /// (resigns on exit).
+    #[pyo3(signature = (value, *, timeout=None))]
+    fn campaign(&self, py: Python<'_>, value: Value, timeout: Option<f64>) -> PyResult<PyCampaign> {
+        let timeout = crate::convert::timeout(py, timeout)?;
+        Ok(PyCampaign { election: self.inner.clone(), value: value.0, timeout, entered: Arc::default() })
     }
 
     /// The current leader, or None.
     fn leader<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        leader_py(py, self.client.clone(), self.name.clone())
+        let e = self.inner.clone();
+        spawn_py(py, async move { Ok(e.leader().await?.map(PyLeaderInfo::from)) })
     }
 
     /// The current leader (or None) first, then every change: `async for leader in ...`.
-    fn observe(&self, py: Python<'_>) -> PyResult<PyLeaderObserver> {
-        observe_py(py, &self.client, &self.name)
+    fn observe(&self) -> PyLeaderObserver {
+        let _g = rt().enter();
+        PyLeaderObserver::new(self.inner.observe())
     }
 
     fn __repr__(&self) -> String {
-        format!("Election(name={:?})", self.name)
+        format!("Election(name={:?})", self.inner.name())
     }
 }
 
-pub fn leader_py<'py>(py: Python<'py>, client: Client, name: String) -> PyResult<Bound<'py, PyAny>> {
-    spawn_py(py, async move { Ok(info(election::current_leader(&client, &name).await?)) })
-}
-
-pub fn observe_py(py: Python<'_>, client: &Client, name: &str) -> PyResult<PyLeaderObserver> {
-    let _g = rt().enter();
-    let obs: LeaderObserver = election::observe(client, name).py_err(py)?;
-    Ok(PyLeaderObserver { cell: StreamCell::new(obs) })
-}
-
-struct Held {
-    leadership: InRt<Leadership>,
-    session: Option<InRt<Session>>,
-    /// Revoke the lease at interpreter exit (only for a session we own).
-    _exit: Option<crate::exit::ExitHook>,
-}
-
-impl Held {
-    async fn resign(&self) -> etcd_recipes::Result<()> {
-        let r = self.leadership.resign().await;
-        if let Some(s) = &self.session {
-            s.close().await?;
-        }
-        r
-    }
-}
-
-async fn campaign(source: SessionSource, name: String, value: Vec<u8>) -> FResult<Arc<Held>> {
-    let (session, owned) = source.get().await?;
-    let hook = owned.then(|| crate::exit::track_session(&session));
-    let r = async { Election::new(&session, &name)?.campaign(value).await }.await;
-    match r {
-        Ok(l) => Ok(Arc::new(Held { leadership: InRt::new(l), session: owned.then(|| InRt::new(session)), _exit: hook })),
-        Err(e) => {
-            if owned {
-                let _ = session.close().await;
-            }
-            Err(e.into())
-        }
-    }
-}
+type Held = Arc<InRt<Leadership>>;
 
 /// A campaign in progress: `await` it, or `async with` it.
 #[pyclass(module = "etcd_recipes._native", name = "Campaign", frozen)]
 pub struct PyCampaign {
-    source: SessionSource,
-    name: String,
+    election: Election,
     value: Vec<u8>,
-    entered: Mutex<Option<Arc<Held>>>,
+    timeout: Option<Duration>,
+    entered: Arc<Mutex<Option<Held>>>,
 }
 
 impl PyCampaign {
-    fn start<'py>(&self, py: Python<'py>, keep: Option<Py<PyCampaign>>) -> PyResult<Bound<'py, PyAny>> {
-        let (source, name, value) = (self.source.clone(), self.name.clone(), self.value.clone());
+    fn start<'py>(&self, py: Python<'py>, keep: bool) -> PyResult<Bound<'py, PyAny>> {
+        let (e, value, t) = (self.election.clone(), self.value.clone(), self.timeout);
+        let entered = keep.then(|| self.entered.clone());
         spawn_py(py, async move {
-            let held = campaign(source, name, value).await?;
-            if let Some(me) = keep {
-                *me.get().entered.lock().unwrap_or_else(|p| p.into_inner()) = Some(held.clone());
+            let l = match t {
+                Some(t) => e.campaign_within(value, Some(t)).await?,
+                None => e.campaign(value).await?,
+            };
+            let held: Held = Arc::new(InRt::new(l));
+            if let Some(entered) = entered {
+                *entered.lock().unwrap_or_else(|p| p.into_inner()) = Some(held.clone());
             }
-            Ok(PyLeadership { held })
+            Ok(PyLeadership { inner: held, watchers: Watchers::default() })
         })
     }
 }
@@ -177,20 +139,19 @@ impl PyCampaign {
 #[pymethods]
 impl PyCampaign {
     fn __await__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.start(py, None)?.call_method0("__await__")
+        self.start(py, false)?.call_method0("__await__")
     }
 
-    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let keep = slf.clone().unbind();
-        slf.get().start(slf.py(), Some(keep))
+    fn __aenter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.start(py, true)
     }
 
     #[pyo3(signature = (*_exc))]
     fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
         let held = self.entered.lock().unwrap_or_else(|p| p.into_inner()).take();
         spawn_py(py, async move {
-            if let Some(h) = held {
-                h.resign().await?;
+            if let Some(l) = held {
+                l.resign().await?;
             }
             FResult::Ok(())
         })
@@ -201,62 +162,81 @@ impl PyCampaign {
 /// our key deleted; `lost()` resolves then and `is_leader` turns false for good.
 #[pyclass(module = "etcd_recipes._native", name = "Leadership", frozen)]
 pub struct PyLeadership {
-    held: Arc<Held>,
+    inner: Held,
+    watchers: Watchers,
 }
 
 #[pymethods]
 impl PyLeadership {
+    /// Our full leader key (`<namespace><name>/<lease hex>`).
+    #[getter]
+    fn key(&self) -> &str {
+        self.inner.key()
+    }
+    /// The election name (namespace-relative).
+    #[getter]
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    /// The lease behind the leadership.
+    #[getter]
+    fn lease_id(&self) -> i64 {
+        self.inner.lease_id()
+    }
+    /// Create revision of our key: strictly increases from leader to leader.
+    #[getter]
+    fn fencing_token(&self) -> i64 {
+        self.inner.fencing_token()
+    }
+    /// The value last proclaimed (or campaigned with).
+    #[getter]
+    fn value(&self) -> Bytes {
+        Bytes(self.inner.value())
+    }
+    /// The value as text (invalid UTF-8 replaced).
+    #[getter]
+    fn value_string(&self) -> String {
+        String::from_utf8_lossy(&self.inner.value()).into_owned()
+    }
     /// True until leadership ends; never true again after that.
     #[getter]
     fn is_leader(&self) -> bool {
-        self.held.leadership.is_leader()
-    }
-    /// Our full leader key.
-    #[getter]
-    fn key(&self) -> &str {
-        self.held.leadership.key()
-    }
-    /// Create revision of our key.
-    #[getter]
-    fn revision(&self) -> i64 {
-        self.held.leadership.revision()
-    }
-    /// Same as `revision`: the token downstream systems compare.
-    #[getter]
-    fn fencing_token(&self) -> i64 {
-        self.held.leadership.revision()
-    }
-    /// The value last proclaimed.
-    #[getter]
-    fn value(&self) -> Bytes {
-        Bytes(self.held.leadership.value())
+        self.inner.is_leader()
     }
     /// Publish a new value (`NotLeaderError` if no longer leader).
     fn proclaim<'py>(&self, py: Python<'py>, value: Value) -> PyResult<Bound<'py, PyAny>> {
-        let held = self.held.clone();
-        spawn_py(py, async move { Ok(held.leadership.proclaim(value.0).await?) })
+        let l = self.inner.clone();
+        spawn_py(py, async move { Ok(l.proclaim(value.0).await?) })
     }
-    /// Step down (idempotent); the next candidate takes over at once.
+    /// Step down (idempotent; closes the session made for the campaign); the next
+    /// candidate takes over at once.
     fn resign<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let held = self.held.clone();
-        spawn_py(py, async move { Ok(held.resign().await?) })
+        let l = self.inner.clone();
+        spawn_py(py, async move { Ok(l.resign().await?) })
     }
-    /// Resolves, with the reason, when leadership ends.
+    /// Resolves when leadership ends: with the reason when it was lost (session lost, key
+    /// deleted or replaced), with None when it ended normally (resigned, session closed).
     fn lost<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let held = self.held.clone();
-        spawn_py(py, async move { FResult::Ok(held.leadership.lost().await) })
+        let l = self.inner.clone();
+        spawn_py(py, async move { FResult::Ok(l.lost().await) })
+    }
+    /// Call `callback(reason)` on the running event loop if leadership is lost (not when
+    /// we resign). Keeps nothing alive.
+    fn on_lost(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+        let l = self.inner.clone();
+        on_lost(py, &self.watchers, callback, async move { l.lost().await })
     }
     /// Put only while leader (`FencedError` otherwise).
     fn put<'py>(&self, py: Python<'py>, key: String, value: Value) -> PyResult<Bound<'py, PyAny>> {
-        fence_put(py, self.held.leadership.fence().clone(), key, value)
+        fence_put(py, self.inner.fence().clone(), key, value)
     }
     /// Delete only while leader.
     fn delete<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        fence_delete(py, self.held.leadership.fence().clone(), key)
+        fence_delete(py, self.inner.fence().clone(), key)
     }
     /// Atomic `[("put", k, v), ("delete", k)]` only while leader.
     fn txn<'py>(&self, py: Python<'py>, ops: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        fence_txn(py, self.held.leadership.fence().clone(), ops)
+        fence_txn(py, self.inner.fence().clone(), ops)
     }
     fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         ready_py(slf.py(), slf.into_any())
@@ -266,7 +246,7 @@ impl PyLeadership {
         self.resign(py)
     }
     fn __repr__(&self) -> String {
-        format!("Leadership(key={:?}, revision={}, is_leader={})", self.key(), self.revision(), self.is_leader())
+        format!("Leadership(key={:?}, fencing_token={}, is_leader={})", self.key(), self.fencing_token(), self.is_leader())
     }
 }
 
@@ -276,13 +256,19 @@ pub struct PyLeaderObserver {
     cell: StreamCell<etcd_recipes::Result<Option<LeaderInfo>>>,
 }
 
+impl PyLeaderObserver {
+    pub fn new(obs: LeaderObserver) -> Self {
+        PyLeaderObserver { cell: StreamCell::new(obs) }
+    }
+}
+
 #[pymethods]
 impl PyLeaderObserver {
     fn __aiter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.cell.next_py(py, |item| Ok(info(item?)))
+        self.cell.next_py(py, |item| Ok(item?.map(PyLeaderInfo::from)))
     }
     /// Stop observing.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

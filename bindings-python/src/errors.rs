@@ -11,47 +11,31 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
-/// Python class name and extra builtin base for each kind.
+/// Python class name, extra builtin base and docstring of each kind.
 type ExtraBase = Option<fn(Python<'_>) -> Bound<'_, PyType>>;
 
-fn class_of(kind: ErrorKind) -> (&'static str, ExtraBase) {
+fn class_of(kind: ErrorKind) -> (&'static str, ExtraBase, &'static str) {
+    use ErrorKind as K;
     match kind {
-        ErrorKind::InvalidArgument => ("InvalidArgumentError", Some(|py| py.get_type::<PyValueError>())),
-        ErrorKind::Connect => ("ConnectError", Some(|py| py.get_type::<PyConnectionError>())),
-        ErrorKind::Timeout => ("EtcdTimeoutError", Some(|py| py.get_type::<PyTimeoutError>())),
-        ErrorKind::SessionLost => ("SessionLostError", None),
-        ErrorKind::LockTimeout => ("LockTimeoutError", None),
-        ErrorKind::LockLost => ("LockLostError", None),
-        ErrorKind::NotLeader => ("NotLeaderError", None),
-        ErrorKind::Fenced => ("FencedError", None),
-        ErrorKind::Compacted => ("CompactedError", None),
-        ErrorKind::PermissionDenied => ("PermissionDeniedError", None),
-        ErrorKind::Decode => ("DecodeError", None),
-        ErrorKind::Closed => ("ClosedError", None),
-        ErrorKind::UnknownOutcome => ("UnknownOutcomeError", None),
-        _ => ("EtcdError", None),
-    }
-}
-
-/// The docstring of each class.
-fn doc_of(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::InvalidArgument => "A bad argument: empty or malformed key, name, endpoint, TTL... (also a ValueError).",
-        ErrorKind::Connect => "etcd could not be reached (also a ConnectionError).",
-        ErrorKind::Timeout => "An etcd request did not finish within the request timeout (also a TimeoutError).",
-        ErrorKind::SessionLost => "The session's lease expired or was revoked: what depended on it is gone.",
-        ErrorKind::LockTimeout => "The lock was not acquired in time (or at once, for try_acquire).",
-        ErrorKind::LockLost => "The lock was lost while held (its session ended).",
-        ErrorKind::NotLeader => "This candidate is no longer the leader.",
-        ErrorKind::Fenced => "A guarded write was refused: the lock or leadership behind it is no longer ours.",
-        ErrorKind::Compacted => "The requested revision has been compacted away.",
-        ErrorKind::PermissionDenied => "etcd refused the request: authentication or permission failure.",
-        ErrorKind::Decode => "A stored value could not be decoded (not UTF-8 / not JSON); the message names the key.",
-        ErrorKind::Closed => "The client, session, view or stream was already closed.",
-        ErrorKind::UnknownOutcome => {
-            "A write was sent but no answer came back: it may or may not have been applied. Read before retrying."
-        }
-        _ => "Any other error reported by etcd or the transport.",
+        K::InvalidArgument => ("InvalidArgumentError", Some(|py| py.get_type::<PyValueError>()),
+            "A bad argument: empty or malformed key, name, endpoint, TTL, timeout... (also a ValueError)."),
+        K::Connect => ("ConnectError", Some(|py| py.get_type::<PyConnectionError>()),
+            "etcd could not be reached (also a ConnectionError)."),
+        K::Timeout => ("EtcdTimeoutError", Some(|py| py.get_type::<PyTimeoutError>()),
+            "An etcd request did not finish within the request timeout (also a TimeoutError)."),
+        K::SessionLost => ("SessionLostError", None, "The session's lease expired or was revoked: what depended on it is gone."),
+        K::LockTimeout => ("LockTimeoutError", None,
+            "Gave up waiting: a lock not acquired in time (or at once, for try_acquire), a campaign not won in time."),
+        K::LockLost => ("LockLostError", None, "The lock was lost while held (its session ended)."),
+        K::NotLeader => ("NotLeaderError", None, "This candidate is no longer the leader."),
+        K::Fenced => ("FencedError", None, "A guarded write was refused: the lock or leadership behind it is no longer ours."),
+        K::Compacted => ("CompactedError", None, "The requested revision has been compacted away."),
+        K::PermissionDenied => ("PermissionDeniedError", None, "etcd refused the request: authentication or permission failure."),
+        K::Decode => ("DecodeError", None, "A stored value could not be decoded (not UTF-8 / not JSON); the message names the key."),
+        K::Closed => ("ClosedError", None, "The client, session, view or stream was already closed."),
+        K::UnknownOutcome => ("UnknownOutcomeError", None,
+            "A write was sent but no answer came back: it may or may not have been applied. Read before retrying."),
+        _ => ("EtcdError", None, "Any other error reported by etcd or the transport."),
     }
 }
 
@@ -74,11 +58,11 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
         let base = type_.call1(("EtcdRecipesError", bases, ns))?.cast_into::<PyType>()?;
         let mut kinds = Vec::new();
         for kind in ErrorKind::ALL {
-            let (name, extra) = class_of(kind);
+            let (name, extra, doc) = class_of(kind);
             let ns = PyDict::new(py);
             ns.set_item("__module__", module)?;
             ns.set_item("code", kind.code())?;
-            ns.set_item("__doc__", doc_of(kind))?;
+            ns.set_item("__doc__", doc)?;
             let mut b = vec![base.clone()];
             if let Some(f) = extra {
                 b.push(f(py));
@@ -131,6 +115,11 @@ pub fn to_py(py: Python<'_>, e: &Error) -> PyErr {
         }
         Err(err) => err,
     }
+}
+
+/// `InvalidArgumentError(msg)`: bad input caught at the boundary, before core sees it.
+pub fn invalid(py: Python<'_>, msg: impl Into<String>) -> PyErr {
+    to_py(py, &Error::InvalidArgument(msg.into()))
 }
 
 /// An error produced off the interpreter (in a tokio task): converted to a Python

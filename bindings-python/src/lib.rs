@@ -1,15 +1,14 @@
 //! `etcd_recipes._native`: the Python face of the `etcd-recipes` core.
 //!
-//! The binding only converts arguments, results and errors; every recipe lives in core.
-//! One tokio runtime per process (created here at import), every awaitable is a real
-//! asyncio future bridged by [`runtime::spawn_py`].
+//! The binding only converts arguments, results and errors; every recipe and every
+//! lifetime lives in core. One tokio runtime per process (created here at import), every
+//! awaitable is a real asyncio future bridged by [`runtime::spawn_py`].
 
 mod client;
 mod config;
 mod convert;
 mod election;
 mod errors;
-mod exit;
 mod lock;
 mod logging;
 mod runtime;
@@ -18,15 +17,27 @@ mod session;
 mod stream;
 mod testing;
 
+use std::time::Duration;
+
 use pyo3::prelude::*;
 
-/// Interpreter exit: revoke the leases we still own (bounded), stop test clusters,
-/// close the gate to Python for background threads.
+/// How long process exit may spend revoking what the process still owns.
+const EXIT_BUDGET: Duration = Duration::from_secs(2);
+
+/// Close every client of the process: sessions revoked, locks and leaderships ended,
+/// registrations removed, views stopped (bounded; the rest expires with its TTL).
+#[pyfunction]
+fn _shutdown(py: Python<'_>) {
+    py.detach(|| etcd_recipes::shutdown_blocking(runtime::rt().handle(), EXIT_BUDGET));
+}
+
+/// Interpreter exit (atexit, or SIGTERM before the process dies): shut down, stop test
+/// clusters, and close the gate to Python for background threads.
 #[pyfunction]
 fn _at_exit(py: Python<'_>) {
-    py.detach(exit::revoke_all);
+    _shutdown(py);
     testing::stop_all();
-    runtime::_shutdown(py);
+    runtime::close_gate(py);
 }
 
 #[pymodule]
@@ -58,6 +69,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::PyConfigChanges>()?;
     m.add_function(wrap_pyfunction!(testing::etcd_binary_path, m)?)?;
     m.add_function(wrap_pyfunction!(testing::etcd_binary_version, m)?)?;
+    m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
     let at_exit = wrap_pyfunction!(_at_exit, m)?;
     py.import("atexit")?.call_method1("register", (&at_exit,))?;
     m.add_function(at_exit)?;

@@ -4,15 +4,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use etcd_recipes::registry::{self, Instance, InstanceEvent, RegisterOptions, Registration, RegistrationState, ServiceView};
-use etcd_recipes::{Client, ErrorKind};
+use etcd_recipes::registry::{Instance, InstanceEvent, RegisterOptions, Registration, RegistrationState, ServiceView};
+use etcd_recipes::Client;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use crate::convert::{json_to_py, py_to_json};
-use crate::errors::{FResult, Failure};
-use crate::runtime::{ready_py, rt, spawn_py, InRt};
-use crate::stream::{stop, StreamCell};
+use crate::errors::FResult;
+use crate::runtime::{notify, ready_py, rt, spawn_py, InRt, Watchers};
+use crate::stream::StreamCell;
 
 /// One instance of a service.
 #[pyclass(module = "etcd_recipes._native", name = "Instance", frozen, eq)]
@@ -43,49 +43,25 @@ impl PyInstance {
     }
 }
 
-fn instances(v: Vec<Instance>) -> Vec<PyInstance> {
+pub fn instances(v: Vec<Instance>) -> Vec<PyInstance> {
     v.into_iter().map(|inner| PyInstance { inner }).collect()
 }
 
-/// A registration, its client, and its place on the revoke-at-exit list: at interpreter
-/// exit its current lease is revoked (the instance disappears at once, not one TTL later).
-pub struct RegCell {
-    reg: InRt<Registration>,
-    client: Client,
-    _exit: crate::exit::ExitHook,
-}
-
-impl RegCell {
-    fn new(client: Client, reg: Registration) -> Arc<Self> {
-        Arc::new_cyclic(|me: &std::sync::Weak<RegCell>| {
-            let (me, c) = (me.clone(), client.clone());
-            let hook = crate::exit::track(move || me.upgrade().map(|r| (c.clone(), r.reg.lease_id())));
-            RegCell { reg: InRt::new(reg), client, _exit: hook }
-        })
+fn state_name(s: &RegistrationState) -> &'static str {
+    match s {
+        RegistrationState::Registered { .. } => "registered",
+        RegistrationState::Recovering { .. } => "recovering",
+        RegistrationState::Closed => "closed",
     }
 }
 
-impl std::ops::Deref for RegCell {
-    type Target = Registration;
-    fn deref(&self) -> &Registration {
-        &self.reg
-    }
-}
-
-impl Drop for RegCell {
-    fn drop(&mut self) {
-        // The drop-time cleanup of `Registration` runs in the background; if the
-        // interpreter exits right after, revoke the lease then.
-        if self.reg.state() != RegistrationState::Closed {
-            crate::exit::recently_ended((self.client.clone(), self.reg.lease_id()));
-        }
-    }
-}
+type Reg = Arc<InRt<Registration>>;
 
 /// A registered instance, kept alive (and re-registered after a lease loss) until closed.
 #[pyclass(module = "etcd_recipes._native", name = "Registration", frozen)]
 pub struct PyRegistration {
-    inner: Arc<RegCell>,
+    inner: Reg,
+    watchers: Watchers,
 }
 
 #[pymethods]
@@ -100,7 +76,7 @@ impl PyRegistration {
     fn instance(&self) -> PyInstance {
         PyInstance { inner: self.inner.instance() }
     }
-    /// The current lease id.
+    /// The current lease id (it changes when the registration heals itself).
     #[getter]
     fn lease_id(&self) -> i64 {
         self.inner.lease_id()
@@ -108,21 +84,29 @@ impl PyRegistration {
     /// "registered", "recovering" or "closed".
     #[getter]
     fn state(&self) -> &'static str {
-        match self.inner.state() {
-            RegistrationState::Registered { .. } => "registered",
-            RegistrationState::Recovering { .. } => "recovering",
-            RegistrationState::Closed => "closed",
-        }
+        state_name(&self.inner.state())
     }
     /// How many times it re-registered itself after losing its lease.
     #[getter]
     fn reregistrations(&self) -> u64 {
         self.inner.reregistrations()
     }
+    /// Call `callback(state)` on the running event loop at every state change from now
+    /// on ("recovering", "registered", "closed"). Keeps nothing alive.
+    fn on_state_change(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+        // Every change up to and including "closed" (nothing changes after it).
+        let states = futures::stream::unfold(Some(self.inner.watch_state()), |rx| async move {
+            let mut rx = rx?;
+            rx.changed().await.ok()?;
+            let s = rx.borrow_and_update().clone();
+            Some((state_name(&s), (s != RegistrationState::Closed).then_some(rx)))
+        });
+        self.watchers.push(notify(py, callback, states)?);
+        Ok(())
+    }
     /// Replace the metadata (same lease).
     fn update_metadata<'py>(&self, py: Python<'py>, metadata: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let md = py_to_json(metadata)?;
-        let r = self.inner.clone();
+        let (md, r) = (py_to_json(metadata)?, self.inner.clone());
         spawn_py(py, async move { Ok(r.update_metadata(md).await?) })
     }
     /// Deregister: delete the key and revoke the lease. Idempotent.
@@ -147,26 +131,23 @@ impl PyRegistration {
 pub struct PyRegistering {
     client: Client,
     opts: RegisterOptions,
-    entered: Mutex<Option<Arc<RegCell>>>,
+    entered: Arc<Mutex<Option<Reg>>>,
 }
 
 impl PyRegistering {
-    pub fn new(client: Client, service: String, id: String, addr: String, metadata: Option<&Bound<'_, PyAny>>, ttl: i64) -> PyResult<Self> {
-        let md = match metadata {
-            Some(m) => py_to_json(m)?,
-            None => serde_json::Value::Null,
-        };
-        Ok(PyRegistering { client, opts: RegisterOptions::new(service, id, addr).metadata(md).ttl(ttl), entered: Mutex::new(None) })
+    pub fn new(client: Client, opts: RegisterOptions) -> Self {
+        PyRegistering { client, opts, entered: Arc::default() }
     }
 
-    fn start<'py>(&self, py: Python<'py>, keep: Option<Py<PyRegistering>>) -> PyResult<Bound<'py, PyAny>> {
+    fn start<'py>(&self, py: Python<'py>, keep: bool) -> PyResult<Bound<'py, PyAny>> {
         let (client, opts) = (self.client.clone(), self.opts.clone());
+        let entered = keep.then(|| self.entered.clone());
         spawn_py(py, async move {
-            let r = RegCell::new(client.clone(), Registration::register(&client, opts).await?);
-            if let Some(me) = keep {
-                *me.get().entered.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.clone());
+            let r: Reg = Arc::new(InRt::new(Registration::register(&client, opts).await?));
+            if let Some(entered) = entered {
+                *entered.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.clone());
             }
-            Ok(PyRegistration { inner: r })
+            Ok(PyRegistration { inner: r, watchers: Watchers::default() })
         })
     }
 }
@@ -174,11 +155,10 @@ impl PyRegistering {
 #[pymethods]
 impl PyRegistering {
     fn __await__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.start(py, None)?.call_method0("__await__")
+        self.start(py, false)?.call_method0("__await__")
     }
-    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let keep = slf.clone().unbind();
-        slf.get().start(slf.py(), Some(keep))
+    fn __aenter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.start(py, true)
     }
     #[pyo3(signature = (*_exc))]
     fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
@@ -192,22 +172,17 @@ impl PyRegistering {
     }
 }
 
-pub fn list_py<'py>(py: Python<'py>, client: Client, service: String) -> PyResult<Bound<'py, PyAny>> {
-    spawn_py(py, async move { Ok(instances(registry::list_instances(&client, &service).await?.0)) })
-}
-
-pub fn discover_py<'py>(py: Python<'py>, client: Client, service: String) -> PyResult<Bound<'py, PyAny>> {
-    spawn_py(py, async move {
-        let v = ServiceView::start(&client, &service).await?;
-        Ok(PyServiceView { inner: Arc::new(InRt::new(v)), service })
-    })
-}
-
 /// The live instance set of a service: local reads, and `async for instances in view`.
 #[pyclass(module = "etcd_recipes._native", name = "ServiceView", frozen)]
 pub struct PyServiceView {
-    inner: Arc<InRt<ServiceView>>,
+    inner: InRt<ServiceView>,
     service: String,
+}
+
+impl PyServiceView {
+    pub fn new(view: ServiceView, service: String) -> Self {
+        PyServiceView { inner: InRt::new(view), service }
+    }
 }
 
 #[pymethods]
@@ -244,13 +219,18 @@ impl PyServiceView {
         let _g = rt().enter();
         PyInstanceEvents { cell: StreamCell::new(self.inner.events()) }
     }
-    /// `async for instances in view`: the new set after each change (ends on close()).
+    /// `async for instances in view.updates()`: the current set first, then the whole set
+    /// after each change (none is missed between reads); ends on close().
+    fn updates(&self) -> PyInstanceSets {
+        let _g = rt().enter();
+        PyInstanceSets { cell: StreamCell::new(self.inner.updates()) }
+    }
+    /// Same as `updates()`.
     fn __aiter__(&self) -> PyInstanceSets {
-        PyInstanceSets { view: self.inner.clone(), closed: tokio::sync::watch::channel(false).0 }
+        self.updates()
     }
     /// Stop watching (local reads keep the last set; iterations end).
     fn close(&self) {
-        let _g = rt().enter();
         self.inner.close();
     }
     fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
@@ -259,7 +239,7 @@ impl PyServiceView {
     #[pyo3(signature = (*_exc))]
     fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
         self.close();
-        spawn_py(py, async move { FResult::Ok(()) })
+        ready_py(py, py.None().into_bound(py))
     }
     fn __len__(&self) -> usize {
         self.inner.instances().len()
@@ -269,11 +249,10 @@ impl PyServiceView {
     }
 }
 
-/// Iterator over instance sets (`async for instances in view`).
+/// `async for instances in view`: the current set, then the set after each change.
 #[pyclass(module = "etcd_recipes._native", name = "InstanceSets", frozen)]
 pub struct PyInstanceSets {
-    view: Arc<InRt<ServiceView>>,
-    closed: tokio::sync::watch::Sender<bool>,
+    cell: StreamCell<Vec<Instance>>,
 }
 
 #[pymethods]
@@ -282,23 +261,11 @@ impl PyInstanceSets {
         slf
     }
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let v = self.view.clone();
-        let mut closed = self.closed.subscribe();
-        spawn_py(py, async move {
-            tokio::select! {
-                r = v.changed() => match r {
-                    Ok(set) => Ok(instances(set)),
-                    Err(e) if e.kind() == ErrorKind::Closed => Err(stop()),
-                    Err(e) => Err(Failure::Core(e)),
-                },
-                _ = closed.wait_for(|c| *c) => Err(stop()),
-            }
-        })
+        self.cell.next_py(py, |set| Ok(instances(set)))
     }
     /// Stop iterating: a pending and every later `__anext__` raise `StopAsyncIteration`.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.closed.send_replace(true);
-        spawn_py(py, async move { FResult::Ok(()) })
+        self.cell.aclose_py(py)
     }
 }
 

@@ -5,13 +5,15 @@
 //! Cancelling the asyncio future aborts the tokio task, which drops the Rust future
 //! (so core's drop-cleanup runs: a cancelled lock waiter deletes its key).
 //!
-//! Interpreter exit: an `atexit` hook closes a gate ([`python_gate`]) before CPython
-//! starts finalizing. Background threads (future completions, the logging bridge) only
+//! Interpreter exit: an `atexit` hook (see `lib.rs`) closes every client of the process
+//! (core's `shutdown`), then a gate ([`python_gate`]) before CPython starts finalizing. Background threads (future completions, the logging bridge) only
 //! attach to Python while holding the gate open, so no Rust thread ever touches a
 //! finalizing interpreter (the classic shutdown segfault of Rust-backed Python packages).
 
 use std::future::Future;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::{Stream, StreamExt};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -19,6 +21,7 @@ use pyo3::IntoPyObjectExt;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyCFunction;
 use tokio::runtime::Runtime;
+use tokio::task::AbortHandle;
 
 /// The shared runtime (created on first use, which is module init).
 pub fn rt() -> &'static Runtime {
@@ -48,8 +51,8 @@ pub fn python_gate<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
     Python::try_attach(f)
 }
 
-/// `atexit` hook: close the gate. Waits (detached) for threads currently attached.
-pub fn _shutdown(py: Python<'_>) {
+/// Close the gate. Waits (detached) for threads currently attached.
+pub fn close_gate(py: Python<'_>) {
     py.detach(|| {
         *PY_OPEN.write().unwrap_or_else(|p| p.into_inner()) = false;
     });
@@ -101,7 +104,7 @@ fn _resolve(fut: &Bound<'_, PyAny>, ok: bool, value: Bound<'_, PyAny>) -> PyResu
 /// Aborts the tokio task when the asyncio future is cancelled.
 #[pyclass(frozen)]
 struct CancelOnDone {
-    abort: tokio::task::AbortHandle,
+    abort: AbortHandle,
 }
 
 #[pymethods]
@@ -116,18 +119,23 @@ impl CancelOnDone {
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
+/// The asyncio loop running in this thread (`RuntimeError` outside a coroutine).
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let get_loop = GET_RUNNING_LOOP.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("asyncio")?.getattr("get_running_loop")?.unbind())
+    })?;
+    get_loop.bind(py).call0().map_err(|_| {
+        PyRuntimeError::new_err("etcd_recipes: this call must be made from a coroutine running on an asyncio event loop")
+    })
+}
+
 /// Run `fut` on the shared runtime; return an asyncio future (on the running loop) for it.
 pub fn spawn_py<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = crate::errors::FResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    let get_loop = GET_RUNNING_LOOP.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import("asyncio")?.getattr("get_running_loop")?.unbind())
-    })?;
-    let event_loop = get_loop.bind(py).call0().map_err(|_| {
-        PyRuntimeError::new_err("etcd_recipes: this call must be made from a coroutine running on an asyncio event loop")
-    })?;
+    let event_loop = running_loop(py)?;
     let py_fut = event_loop.call_method0("create_future")?;
     let resolve = RESOLVE
         .get_or_try_init(py, || Ok::<_, PyErr>(wrap_pyfunction!(_resolve, py)?.cast_into::<PyCFunction>()?.unbind()))?
@@ -158,13 +166,67 @@ where
     Ok(py_fut)
 }
 
+/// Call `cb(item)` on the event loop running now (`loop.call_soon_threadsafe`) for each
+/// item of `items`, in order, until the stream ends or the returned handle is aborted.
+pub fn notify<S, T>(py: Python<'_>, cb: Py<PyAny>, items: S) -> PyResult<AbortHandle>
+where
+    S: Stream<Item = T> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let target = Arc::new((running_loop(py)?.unbind(), cb));
+    let task = rt().spawn(async move {
+        let mut items = std::pin::pin!(items);
+        while let Some(item) = items.next().await {
+            let target = target.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                python_gate(|py| {
+                    let (event_loop, cb) = &*target;
+                    if let Ok(v) = item.into_py_any(py) {
+                        // RuntimeError once the loop is closed: nobody left to tell.
+                        let _ = event_loop.bind(py).call_method1("call_soon_threadsafe", (cb.bind(py), v));
+                    }
+                })
+            })
+            .await;
+        }
+    });
+    Ok(task.abort_handle())
+}
+
+/// `on_lost(cb)`: `cb(reason)` once `lost` resolves with a reason (a loss, not a normal end).
+pub fn on_lost<F>(py: Python<'_>, watchers: &Watchers, cb: Py<PyAny>, lost: F) -> PyResult<()>
+where
+    F: Future<Output = Option<String>> + Send + 'static,
+{
+    watchers.push(notify(py, cb, futures::stream::once(lost).filter_map(futures::future::ready))?);
+    Ok(())
+}
+
+/// The callbacks watching one Python object: stopped when it is dropped, so that a
+/// callback never keeps what it watches (a lease, a lock) alive.
+#[derive(Default)]
+pub struct Watchers(Mutex<Vec<AbortHandle>>);
+
+impl Watchers {
+    pub fn push(&self, h: AbortHandle) {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|h| !h.is_finished());
+        v.push(h);
+    }
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        for h in self.0.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            h.abort();
+        }
+    }
+}
+
 /// An asyncio future on the running loop that is already resolved with `value`
 /// (for `__aenter__` returning self: no trip through tokio).
 pub fn ready_py<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let get_loop = GET_RUNNING_LOOP.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import("asyncio")?.getattr("get_running_loop")?.unbind())
-    })?;
-    let fut = get_loop.bind(py).call0()?.call_method0("create_future")?;
+    let fut = running_loop(py)?.call_method0("create_future")?;
     fut.call_method1("set_result", (value,))?;
     Ok(fut)
 }

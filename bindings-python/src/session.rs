@@ -4,21 +4,20 @@ use etcd_recipes::{Session, SessionState};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::errors::FResult;
-use crate::runtime::{spawn_py, InRt};
+use crate::errors::{CoreResultExt, FResult};
+use crate::runtime::{on_lost, ready_py, spawn_py, InRt, Watchers};
 
 /// One lease, kept alive in the background until closed, dropped or lost.
 /// Make one with `await client.session(ttl=10)`; `async with` closes it.
 #[pyclass(module = "etcd_recipes._native", name = "Session", frozen)]
 pub struct PySession {
     pub inner: InRt<Session>,
-    _exit: crate::exit::ExitHook,
+    watchers: Watchers,
 }
 
 impl PySession {
     pub fn new(s: Session) -> Self {
-        let hook = crate::exit::track_session(&s);
-        PySession { inner: InRt::new(s), _exit: hook }
+        PySession { inner: InRt::new(s), watchers: Watchers::default() }
     }
 }
 
@@ -28,6 +27,12 @@ impl PySession {
     #[getter]
     fn lease_id(&self) -> i64 {
         self.inner.lease_id()
+    }
+
+    /// The lease id in lowercase hex, as in lock and election keys and `etcdctl lease list`.
+    #[getter]
+    fn lease_id_hex(&self) -> String {
+        format!("{:x}", self.inner.lease_id())
     }
 
     /// The TTL etcd granted, in seconds.
@@ -52,10 +57,34 @@ impl PySession {
         }
     }
 
-    /// Resolves, with the reason, when the session stops being alive (lost or closed).
+    /// Resolves when the session stops being alive: with the reason when it was lost
+    /// (renewals not confirmed, lease expired or revoked), with None when it was closed.
     fn lost<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
         spawn_py(py, async move { FResult::Ok(s.lost().await) })
+    }
+
+    /// Call `callback(reason)` on the running event loop if the session is lost (not
+    /// when it is closed). Keeps nothing alive.
+    fn on_lost(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+        let s = self.inner.clone();
+        on_lost(py, &self.watchers, callback, async move { s.lost().await })
+    }
+
+    /// A lock called `name` whose acquisitions run on this session (its lease);
+    /// `timeout` bounds each wait (None: forever).
+    #[pyo3(signature = (name, *, timeout=None))]
+    fn lock(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::lock::PyLock> {
+        let t = crate::convert::timeout(py, timeout)?;
+        Ok(crate::lock::PyLock::new(self.inner.lock(name).py_err(py)?.with_timeout(t)))
+    }
+
+    /// The election called `name`, campaigning with this session (its lease);
+    /// `timeout` bounds each campaign (None: forever).
+    #[pyo3(signature = (name, *, timeout=None))]
+    fn election(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::election::PyElection> {
+        let t = crate::convert::timeout(py, timeout)?;
+        Ok(crate::election::PyElection::new(self.inner.election(name).py_err(py)?.with_timeout(t)))
     }
 
     /// Stop renewing and revoke the lease (every key attached to it is deleted). Idempotent.
@@ -65,7 +94,7 @@ impl PySession {
     }
 
     fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        crate::runtime::ready_py(slf.py(), slf.into_any())
+        ready_py(slf.py(), slf.into_any())
     }
 
     #[pyo3(signature = (*_exc))]

@@ -43,7 +43,7 @@ impl<I: Send + 'static> StreamCell<I> {
         spawn_py(py, async move {
             let next = async {
                 let mut g = stream.lock().await;
-                let Some(s) = g.as_mut() else { return None };
+                let s = g.as_mut()?;
                 match s.next().await {
                     Some(item) => Some(item),
                     None => {

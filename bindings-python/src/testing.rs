@@ -14,8 +14,14 @@ type Shared = Arc<tokio::sync::Mutex<Option<EtcdCluster>>>;
 /// Every cluster still running, so that interpreter exit stops them even if never closed.
 static LIVE: Mutex<Vec<Weak<tokio::sync::Mutex<Option<EtcdCluster>>>>> = Mutex::new(Vec::new());
 
+/// The process that started them (a forked child must leave its parent's clusters alone).
+static OWNER: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
 /// Stop every cluster this process started (called at interpreter exit).
 pub fn stop_all() {
+    if OWNER.get().is_some_and(|p| *p != std::process::id()) {
+        return;
+    }
     let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|p| p.into_inner()));
     for w in live {
         if let Some(c) = w.upgrade() {
@@ -31,18 +37,65 @@ pub fn stop_all() {
 #[pyclass(module = "etcd_recipes._native", name = "EtcdCluster", frozen)]
 pub struct PyEtcdCluster {
     inner: Shared,
+    /// Client URLs of every member.
+    #[pyo3(get)]
     endpoints: Vec<String>,
     etcdctl_args: Vec<String>,
+    /// The generated certificates (started with `tls=True`), else None.
+    #[pyo3(get)]
     certs: Option<Py<PyTestCerts>>,
+    /// The root user's name (started with `auth=True`), else None.
+    #[pyo3(get)]
     user: Option<String>,
+    /// The root user's password (started with `auth=True`), else None.
+    #[pyo3(get)]
     password: Option<String>,
 }
 
 /// Paths of the PEM files generated for a TLS test etcd (`EtcdCluster.start(tls=True)`).
 /// Pass them straight to `Client.connect(ca_cert=..., cert=..., key=...)`.
-#[pyclass(module = "etcd_recipes._native", name = "TestCerts", frozen)]
+#[pyclass(module = "etcd_recipes._native", name = "TestCerts", frozen, get_all)]
 pub struct PyTestCerts {
-    certs: TestCerts,
+    /// The CA that signed the server certificate and the good client certificates.
+    ca: String,
+    /// A client certificate the server accepts.
+    client_cert: String,
+    /// The key of `client_cert`.
+    client_key: String,
+    /// Another CA, which signed nothing the server or a client trusts.
+    other_ca: String,
+    /// A client certificate signed by `other_ca`: the server refuses it.
+    other_client_cert: String,
+    /// The key of `other_client_cert`.
+    other_client_key: String,
+    /// A client certificate signed by the right CA that expired in 2001.
+    expired_client_cert: String,
+    /// The key of `expired_client_cert`.
+    expired_client_key: String,
+    /// The server certificate (for 127.0.0.1 and localhost).
+    server_cert: String,
+    /// The key of `server_cert`.
+    server_key: String,
+    /// The directory holding every file.
+    dir: String,
+}
+
+impl From<&TestCerts> for PyTestCerts {
+    fn from(c: &TestCerts) -> Self {
+        PyTestCerts {
+            ca: path(&c.ca),
+            client_cert: path(&c.client_cert),
+            client_key: path(&c.client_key),
+            other_ca: path(&c.other_ca),
+            other_client_cert: path(&c.other_client_cert),
+            other_client_key: path(&c.other_client_key),
+            expired_client_cert: path(&c.expired_client_cert),
+            expired_client_key: path(&c.expired_client_key),
+            server_cert: path(&c.server_cert),
+            server_key: path(&c.server_key),
+            dir: path(&c.dir),
+        }
+    }
 }
 
 fn path(p: &std::path::Path) -> String {
@@ -56,63 +109,8 @@ impl PyTestCerts {
     #[allow(non_upper_case_globals)]
     const __test__: bool = false;
 
-    /// The CA that signed the server certificate and the good client certificates.
-    #[getter]
-    fn ca(&self) -> String {
-        path(&self.certs.ca)
-    }
-    /// A client certificate the server accepts.
-    #[getter]
-    fn client_cert(&self) -> String {
-        path(&self.certs.client_cert)
-    }
-    /// The key of `client_cert`.
-    #[getter]
-    fn client_key(&self) -> String {
-        path(&self.certs.client_key)
-    }
-    /// Another CA, which signed nothing the server or a client trusts.
-    #[getter]
-    fn other_ca(&self) -> String {
-        path(&self.certs.other_ca)
-    }
-    /// A client certificate signed by `other_ca`: the server refuses it.
-    #[getter]
-    fn other_client_cert(&self) -> String {
-        path(&self.certs.other_client_cert)
-    }
-    /// The key of `other_client_cert`.
-    #[getter]
-    fn other_client_key(&self) -> String {
-        path(&self.certs.other_client_key)
-    }
-    /// A client certificate signed by the right CA that expired in 2001.
-    #[getter]
-    fn expired_client_cert(&self) -> String {
-        path(&self.certs.expired_client_cert)
-    }
-    /// The key of `expired_client_cert`.
-    #[getter]
-    fn expired_client_key(&self) -> String {
-        path(&self.certs.expired_client_key)
-    }
-    /// The server certificate (for 127.0.0.1 and localhost).
-    #[getter]
-    fn server_cert(&self) -> String {
-        path(&self.certs.server_cert)
-    }
-    /// The key of `server_cert`.
-    #[getter]
-    fn server_key(&self) -> String {
-        path(&self.certs.server_key)
-    }
-    /// The directory holding every file.
-    #[getter]
-    fn dir(&self) -> String {
-        path(&self.certs.dir)
-    }
     fn __repr__(&self) -> String {
-        format!("TestCerts(dir={:?})", path(&self.certs.dir))
+        format!("TestCerts(dir={:?})", self.dir)
     }
 }
 
@@ -154,41 +152,18 @@ impl PyEtcdCluster {
         let c = py.detach(|| EtcdCluster::start_with(options)).py_err(py)?;
         let endpoints = c.endpoints();
         let etcdctl_args = c.etcdctl_args();
-        let certs = c.certs().map(|certs| Py::new(py, PyTestCerts { certs: certs.clone() })).transpose()?;
+        let certs = c.certs().map(|certs| Py::new(py, PyTestCerts::from(certs))).transpose()?;
         let (user, password) = (c.user().map(str::to_string), c.password().map(str::to_string));
         let inner: Shared = Arc::new(tokio::sync::Mutex::new(Some(c)));
+        OWNER.get_or_init(std::process::id);
         LIVE.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&inner));
         Ok(PyEtcdCluster { inner, endpoints, etcdctl_args, certs, user, password })
-    }
-
-    /// The generated certificates (started with `tls=True`), else None.
-    #[getter]
-    fn certs(&self, py: Python<'_>) -> Option<Py<PyTestCerts>> {
-        self.certs.as_ref().map(|c| c.clone_ref(py))
-    }
-
-    /// The root user's name (started with `auth=True`), else None.
-    #[getter]
-    fn user(&self) -> Option<String> {
-        self.user.clone()
-    }
-
-    /// The root user's password (started with `auth=True`), else None.
-    #[getter]
-    fn password(&self) -> Option<String> {
-        self.password.clone()
     }
 
     /// Add a user with this password and no role, so no permission on any key
     /// (needs `auth=True`; blocking).
     fn add_user(&self, py: Python<'_>, name: String, password: String) -> PyResult<()> {
         self.with(py, move |c| c.add_user(&name, &password))
-    }
-
-    /// Client URLs of every member.
-    #[getter]
-    fn endpoints(&self) -> Vec<String> {
-        self.endpoints.clone()
     }
 
     /// Client URL of member `i`.
@@ -257,7 +232,7 @@ impl PyEtcdCluster {
     /// The temporary directory holding data and logs.
     #[getter]
     fn dir(&self, py: Python<'_>) -> PyResult<String> {
-        self.with(py, |c| Ok(c.dir().display().to_string()))
+        self.with(py, |c| Ok(path(c.dir())))
     }
 
     /// Compact the store at its current revision (physically); returns that revision.
@@ -274,15 +249,32 @@ impl PyEtcdCluster {
     /// TLS files and root user when it has them (run it with `ETCDCTL_API=3` in the environment).
     #[getter]
     fn etcdctl(&self) -> Vec<String> {
-        let mut cmd = vec![etcdctl_binary().display().to_string()];
+        let mut cmd = vec![path(&etcdctl_binary())];
         cmd.extend(self.etcdctl_args.iter().cloned());
         cmd
+    }
+
+    /// Path of the etcd binary used.
+    #[getter]
+    fn etcd_path(&self) -> String {
+        path(&etcd_binary())
+    }
+
+    /// Path of the etcdctl matching the etcd binary (`etcdctl` has the arguments too).
+    #[getter]
+    fn etcdctl_path(&self) -> String {
+        path(&etcdctl_binary())
     }
 
     /// Kill every member and delete the files. Idempotent.
     fn close(&self, py: Python<'_>) {
         let inner = self.inner.clone();
         py.detach(move || inner.blocking_lock().take());
+    }
+
+    /// Same as `close()` (which is synchronous in Python already).
+    fn close_sync(&self, py: Python<'_>) {
+        self.close(py)
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -302,7 +294,7 @@ impl PyEtcdCluster {
 /// Path of the etcd binary the harness runs.
 #[pyfunction]
 pub fn etcd_binary_path() -> String {
-    etcd_binary().display().to_string()
+    path(&etcd_binary())
 }
 
 /// The version of that binary, e.g. "3.4.23".

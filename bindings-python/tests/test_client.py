@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import re
@@ -31,15 +32,19 @@ async def test_kv_roundtrip_and_namespace(etcd: EtcdCluster, client: Client, ns:
     # The namespace is a real prefix in etcd.
     async with await Client.connect(etcd.endpoints) as plain:
         assert await plain.get(ns + "greeting") == b"hello"
-    assert await client.delete("greeting") is True
-    assert await client.delete("greeting") is False
+    assert await client.get_string("greeting") == "hello"
+    assert await client.get_string("missing") is None
+    with pytest.raises(etcd_recipes.DecodeError, match="raw"):
+        await client.get_string("raw")
+    assert await client.delete("greeting") == 1
+    assert await client.delete("greeting") == 0
     assert await client.revision() >= rev
 
 
 async def test_async_with_closes_client(etcd: EtcdCluster) -> None:
     async with await Client.connect(etcd.endpoints[0]) as c:
-        assert c.is_open
-    assert not c.is_open
+        assert not c.is_closed and c.endpoints == [etcd.endpoints[0]] and c.namespace == ""
+    assert c.is_closed
     with pytest.raises(etcd_recipes.ClosedError) as ei:
         await c.get("k")
     assert ei.value.code == "CLOSED"
@@ -81,7 +86,7 @@ async def test_session_context_manager_and_lost_on_revoke(client: Client) -> Non
         assert not waiter.done()
         await client.revoke_lease(session.lease_id)
         reason = await asyncio.wait_for(waiter, EVENTUALLY)
-        assert "revoked" in reason or "expired" in reason
+        assert reason is not None and ("revoked" in reason or "expired" in reason)
         assert session.state in ("lost",)
     # closing a lost session is fine
 
@@ -111,7 +116,8 @@ async def test_cancelled_await_does_not_break_the_session(client: Client) -> Non
         await asyncio.wait_for(session.lost(), 0.1)
     assert session.is_alive
     await session.close()
-    assert await asyncio.wait_for(session.lost(), EVENTUALLY) == "session closed"
+    # Closed by its owner: a normal end, not a loss.
+    assert await asyncio.wait_for(session.lost(), EVENTUALLY) is None
 
 
 # ------------------------------------------------------------------ bad input
@@ -162,16 +168,59 @@ async def test_bad_values_and_ttls(client: Client) -> None:
         await client.put("", "v")
     with pytest.raises(etcd_recipes.InvalidArgumentError, match="NUL"):
         await client.get("a\0b")
-    with pytest.raises(etcd_recipes.InvalidArgumentError, match="at least 1"):
-        await client.session(ttl=0)
-    with pytest.raises(etcd_recipes.InvalidArgumentError, match="maximum"):
-        await client.session(ttl=10**10)
     with pytest.raises(TypeError):
         await client.session(ttl=1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         await client.session(10)  # type: ignore[call-arg]  # ttl is keyword-only
-    with pytest.raises(OverflowError):
-        await client.session(ttl=10**30)
+
+
+async def settle(x: object) -> object:
+    return await x if inspect.isawaitable(x) else x
+
+
+BAD_TTLS = [(0, "at least 1"), (-1, "at least 1"), (-(2**70), "at least 1"), (10**10, "maximum"),
+            (2**63, "maximum"), (10**30, "maximum")]
+
+
+@pytest.mark.parametrize(("ttl", "message"), BAD_TTLS, ids=[str(t) for t, _ in BAD_TTLS])
+async def test_every_bad_ttl_is_an_invalid_argument(client: Client, ttl: int, message: str) -> None:
+    """Whatever takes a TTL says InvalidArgumentError (never OverflowError), at the call."""
+    makers: dict[str, Callable[[], object]] = {
+        "session": lambda: client.session(ttl=ttl),
+        "lock": lambda: client.lock("l", ttl=ttl),
+        "election": lambda: client.election("e", ttl=ttl),
+        "register": lambda: client.register("svc", "i-1", "10.0.0.1:80", ttl=ttl),
+    }
+    for what, make in makers.items():
+        with pytest.raises(etcd_recipes.InvalidArgumentError, match=message) as ei:
+            await settle(make())
+            raise AssertionError(f"{what}: no error for ttl={ttl}")
+        assert ei.value.code == "INVALID_ARGUMENT", what
+
+
+BAD_TIMEOUTS = [-1.0, float("nan"), float("inf"), -float("inf")]
+
+
+@pytest.mark.parametrize("timeout", BAD_TIMEOUTS, ids=[str(t) for t in BAD_TIMEOUTS])
+async def test_every_bad_timeout_is_an_invalid_argument(client: Client, timeout: float) -> None:
+    session = await client.session(ttl=5)
+    lock = client.lock("l")
+    election = client.election("e")
+    makers: dict[str, Callable[[], object]] = {
+        "client.lock": lambda: client.lock("l", timeout=timeout),
+        "client.election": lambda: client.election("e", timeout=timeout),
+        "session.lock": lambda: session.lock("l", timeout=timeout),
+        "session.election": lambda: session.election("e", timeout=timeout),
+        "lock.acquire": lambda: lock.acquire(timeout=timeout),
+        "election.campaign": lambda: election.campaign("v", timeout=timeout),
+        "connect_timeout": lambda: Client.connect("127.0.0.1:2379", connect_timeout=timeout),
+        "request_timeout": lambda: Client.connect("127.0.0.1:2379", request_timeout=timeout),
+    }
+    for what, make in makers.items():
+        with pytest.raises(etcd_recipes.InvalidArgumentError, match="seconds"):
+            await settle(make())
+            raise AssertionError(f"{what}: no error for timeout={timeout}")
+    await session.close()
 
 
 def test_error_hierarchy() -> None:

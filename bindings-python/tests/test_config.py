@@ -170,11 +170,11 @@ async def test_config_converges_after_member_restart(etcd_factory: Callable[...,
     view = await client.config("cfg/v", reconcile_interval=None)
     log = RevisionLog(view)
     try:
-        assert view.get_str() == "before"
+        assert view.get_string() == "before"
         rev_before = view.revision
         cluster.restart(0)  # keeps its data; the watch reconnects
         # Local reads keep working while etcd is away, and afterwards.
-        assert view.get_str() == "before"
+        assert view.get_string() == "before"
         await client.put("cfg/v", "after")
         await converge(view, "cfg/v", b"after")
         assert view.revision > rev_before
@@ -182,7 +182,7 @@ async def test_config_converges_after_member_restart(etcd_factory: Callable[...,
         # The same after a member was stopped for a while: writes resume, the view follows.
         cluster.stop_member(0)
         await asyncio.sleep(0.5)
-        assert view.get_str() == "after"
+        assert view.get_string() == "after"
         cluster.start_member(0)
         for i in range(5):
             await client.put("cfg/v", f"again-{i}")

@@ -1,14 +1,16 @@
-"""Interpreter exit while a lock acquisition is still waiting (another process holds
-the lock): the process exits at once with code 0, and its waiter key is gone from etcd
-right away (deleted, or its lease revoked), not one TTL later."""
+"""Process exit: whatever way a process ends (normal end, exception, sys.exit, SIGTERM,
+SIGINT, a client never closed), it exits at once and leaves nothing in etcd: no lease,
+no lock key, no leader key, no registration; and it says nothing alarming on the way."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -84,44 +86,152 @@ async def test_exit_with_a_pending_lock_wait(etcd: EtcdCluster, client: Client, 
                 await p.wait()
 
 
-HOLDER = """
-import asyncio, sys, etcd_recipes
+CHILD = """
+import asyncio, sys, time, etcd_recipes
+
+MODE, NS, *ENDPOINTS = sys.argv[1:]
+
+
+async def quietly(aw):
+    try:
+        await aw
+    except (etcd_recipes.EtcdRecipesError, asyncio.CancelledError):
+        pass
+
+
+async def follow(view):
+    async for _ in view:
+        pass
+
+
+async def hold_everything(client):
+    global keep
+    guard = await client.lock("held", ttl=60).acquire()
+    waiter = asyncio.ensure_future(quietly(client.lock("held", ttl=60).acquire()))
+    leadership = await client.election("boss", ttl=60).campaign("me")
+    registration = await client.register("svc", "i-1", "10.0.0.1:80", ttl=60)
+    view = await client.discover("svc")
+    follower = asyncio.ensure_future(follow(view))
+    session = await client.session(ttl=60)
+    queue = await client.config("held/", prefix=True)
+    while len(queue.keys()) < 2:          # until the waiter is queued behind the holder
+        await asyncio.sleep(0.01)
+    keep = (guard, waiter, leadership, registration, view, follower, session, queue)
+    leases = [guard.lease_id, leadership.lease_id, registration.lease_id, session.lease_id]
+    print("ready", time.monotonic(), *leases, flush=True)
+
 
 async def main():
-    global keep
-    client = await etcd_recipes.Client.connect(sys.argv[2:], namespace=sys.argv[1])
-    guard = await client.lock("exitheld", ttl=30).acquire()
-    registration = await client.register("exitsvc", "i-1", "10.0.0.1:80", ttl=30)
-    leadership = await client.election("exitelect", ttl=30).campaign("me")
-    keep = (client, guard, registration, leadership)
-    print("holding", flush=True)
-    sys.exit(0)                         # nothing released, closed or resigned
+    if MODE == "normal":
+        async with await etcd_recipes.Client.connect(ENDPOINTS, namespace=NS) as client:
+            await hold_everything(client)
+        return
+    client = await etcd_recipes.Client.connect(ENDPOINTS, namespace=NS)
+    await hold_everything(client)
+    if MODE == "exception":
+        raise RuntimeError("boom")
+    if MODE == "sys.exit":
+        sys.exit(3)
+    if MODE in ("SIGTERM", "SIGINT"):
+        await asyncio.Event().wait()
+    # "forgot": return without closing anything
 
-asyncio.new_event_loop().run_until_complete(main())
+asyncio.run(main())
+"""
+
+# Exit status per way of ending (SIGINT: Python re-raises it once finalized).
+ENDINGS = {"normal": {0}, "forgot": {0}, "exception": {1}, "sys.exit": {3}, "SIGTERM": {-signal.SIGTERM},
+           "SIGINT": {-signal.SIGINT, 128 + signal.SIGINT}}
+# What a process that ends on purpose must not say.
+ALARMING = ["lost", "putting it again", "re-registering", "goes with its lease", "not everything closed",
+            "could not", "failed", "panicked", "Fatal Python error", "Exception ignored", "Segmentation"]
+
+
+async def leases_in(etcd: EtcdCluster) -> set[int]:
+    p = await asyncio.create_subprocess_exec(
+        *etcd.etcdctl, "lease", "list", env=dict(os.environ, ETCDCTL_API="3"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await p.communicate()
+    assert p.returncode == 0, tail(err)
+    return {int(line, 16) for line in out.decode().split()[3:]}  # after "found N leases"
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+async def test_any_exit_leaves_nothing_behind(etcd_factory: Callable[..., EtcdCluster], ending: str) -> None:
+    """A held lock, a queued waiter, a leadership, a registration, a session and views, all
+    with TTL 60 s: however the process ends, right after it is gone etcd has no lease and no
+    key of it (expiry cannot explain that), and its stderr has nothing alarming."""
+    exit_etcd = etcd_factory(1)  # of its own: nothing but the child ever holds a lease in it
+    ns = f"exit-{ending}/"
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", textwrap.dedent(CHILD), ending, ns, *exit_etcd.endpoints,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert p.stdout is not None
+        line = (await asyncio.wait_for(p.stdout.readline(), 60)).decode().split()
+        assert line[:1] == ["ready"], f"child did not get ready: {line!r}"
+        ready, leases = float(line[1]), {int(x) for x in line[2:]}
+        assert len(leases) == 4
+        if ending.startswith("SIG"):
+            p.send_signal(getattr(signal, ending))
+        out, err = await asyncio.wait_for(p.communicate(), 60)
+        exited = time.monotonic()  # CLOCK_MONOTONIC: the same clock in the child
+    finally:
+        if p.returncode is None:
+            p.kill()
+            await p.wait()
+    stderr = err.decode(errors="replace")
+    said = [phrase for phrase in ALARMING if phrase in stderr]
+    assert p.returncode in ENDINGS[ending] and not said, (
+        f"{ending}: exit status {p.returncode} (expected one of {sorted(ENDINGS[ending])}), alarming phrases "
+        f"{said} in {len(stderr)} chars of stderr; its end:\n{tail(stderr, 800)}"
+    )
+    # Checked at once: the process revoked what it owned before it was gone.
+    left = await leases_in(exit_etcd)
+    assert left == set(), f"{ending}: {len(left)} leases left ({len(left & leases)} of the child's 4)"
+    keys = [k for k, _ in await lock_entries(exit_etcd, ns)]
+    assert keys == [], f"{ending}: {len(keys)} keys left: {keys[:5]}"
+    # Bounded (2 s budget), loose for a loaded machine.
+    assert exited - ready < 8, f"{ending}: the child took {exited - ready:.1f} s to exit"
+
+
+CHAINED = """
+import signal, sys
+
+def mine(signum, frame):
+    print("the application's handler ran", flush=True)
+    sys.exit(7)
+
+signal.signal(signal.SIGTERM, mine)     # installed before etcd_recipes is imported
+
+import asyncio, etcd_recipes
+
+async def main():
+    client = await etcd_recipes.Client.connect(sys.argv[1:])
+    guard = await client.lock("chained", ttl=60).acquire()
+    print("ready", guard.lease_id, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
 """
 
 
-async def test_exit_while_holding_releases_everything(etcd: EtcdCluster, client: Client, ns: str) -> None:
+async def test_sigterm_runs_the_handler_installed_before_import(etcd: EtcdCluster, client: Client) -> None:
     p = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", textwrap.dedent(HOLDER), ns, *etcd.endpoints,
+        sys.executable, "-c", textwrap.dedent(CHAINED), *etcd.endpoints,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(p.communicate(), 60)
-    assert p.returncode == 0 and out == b"holding\n", f"rc={p.returncode}\n{tail(out)}\n{tail(err)}"
-    # TTLs are 30 s: the lock, the instance and the leader key go at once, with their leases
-    # (revoked at exit; the deadline is generous for a loaded machine, and well below the TTL).
-    await wait_until(lambda: lock_entries_empty(etcd, f"{ns}exitheld/"), "the lock key gone")
-    await wait_until(lambda: no_instances(client, "exitsvc"), "the instance gone")
-    await wait_until(lambda: no_leader(client, "exitelect"), "the leader key gone")
-
-
-async def lock_entries_empty(etcd: EtcdCluster, prefix: str) -> bool:
-    return await lock_entries(etcd, prefix) == []
-
-
-async def no_instances(client: Client, service: str) -> bool:
-    return await client.list_instances(service) == []
-
-
-async def no_leader(client: Client, name: str) -> bool:
-    return await client.leader(name) is None
+    try:
+        assert p.stdout is not None
+        line = (await asyncio.wait_for(p.stdout.readline(), 60)).decode().split()
+        assert line[:1] == ["ready"], f"child did not get ready: {line!r}"
+        p.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(p.communicate(), 60)
+    finally:
+        if p.returncode is None:
+            p.kill()
+            await p.wait()
+    assert p.returncode == 7 and b"the application's handler ran" in out, f"rc={p.returncode}\n{tail(err, 800)}"
+    assert not await client.lease_exists(int(line[1]))  # revoked before the application's handler ran

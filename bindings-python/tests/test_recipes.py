@@ -157,15 +157,12 @@ async def test_election_failover_and_observe(etcd: EtcdCluster, client: Client, 
 async def test_registry_self_heals_and_discovery(client: Client) -> None:
     view = await client.discover("svc")
     assert view.instances() == []
-    sets = view.__aiter__()
-    next_set = asyncio.ensure_future(sets.__anext__())
-    # A pending __anext__ reports changes from the moment its task first runs on the
-    # runtime, which nothing observable tells (the task is spawned at once, so this is
-    # a margin, not a guess how long the registration takes). See the report: an
-    # iterator should rather subscribe once, when created.
-    await asyncio.sleep(0.05)
+    sets = view.updates()  # subscribed now: no change after this is missed
+    assert await asyncio.wait_for(sets.__anext__(), EVENTUALLY) == []  # the current set first
+    states: list[str] = []
     async with client.register("svc", "i-1", "10.0.0.1:80", metadata={"zone": "a"}, ttl=2) as reg:
-        got = await asyncio.wait_for(next_set, EVENTUALLY)
+        reg.on_state_change(states.append)
+        got = await asyncio.wait_for(sets.__anext__(), EVENTUALLY)
         assert [i.id for i in got] == ["i-1"] and got[0].metadata == {"zone": "a"}
         assert view.pick_round_robin() is not None
         old_lease = reg.lease_id
@@ -178,9 +175,33 @@ async def test_registry_self_heals_and_discovery(client: Client) -> None:
         )
         assert reg.lease_id != old_lease
         assert [i.addr for i in await client.list_instances("svc")] == ["10.0.0.1:80"]
+        await wait_until(lambda: states[-1:] == ["registered"], lambda: f"state changes seen: {states}")
+        assert "recovering" in states, states
         await sets.aclose()
+    await wait_until(lambda: states[-1:] == ["closed"], lambda: f"state changes seen: {states}")
     await wait_until(lambda: view.instances() == [], lambda: f"view still has {[i.id for i in view.instances()]}")
+    # `async for instances in view` is `updates()`: the current (empty) set first.
+    async for instances in view:
+        assert instances == []
+        break
     view.close()
+
+
+async def test_view_updates_miss_nothing_between_reads(client: Client) -> None:
+    """A change that lands while nobody awaits the iterator is in the next set."""
+    view = await client.discover("busy")
+    sets = view.updates()
+    assert await asyncio.wait_for(sets.__anext__(), EVENTUALLY) == []
+    reg = await client.register("busy", "a", "10.0.0.1:80", ttl=5)
+    await wait_until(lambda: len(view) == 1, "the view saw the registration")  # nobody reading
+    got = await asyncio.wait_for(sets.__anext__(), EVENTUALLY)
+    assert [i.id for i in got] == ["a"]
+    await reg.close()
+    await wait_until(lambda: len(view) == 0, "the view saw the deregistration")
+    assert await asyncio.wait_for(sets.__anext__(), EVENTUALLY) == []
+    view.close()  # ends the iteration
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(sets.__anext__(), EVENTUALLY)
 
 
 async def test_config_view_local_reads_and_compaction(etcd_factory: Any) -> None:
@@ -205,7 +226,7 @@ async def test_config_view_local_reads_and_compaction(etcd_factory: Any) -> None
     await wait_until(lambda: cfg.get("app/a") == b"119", lambda: f"app/a = {cfg.get('app/a')!r}, expected b'119'")
     await changes.aclose()
     single = await client.config("app/a")
-    assert single.get() == b"119" and single.get_str() == "119"
+    assert single.get() == b"119" and single.get_string() == "119"
     cfg.close()
     single.close()
     await client.close()

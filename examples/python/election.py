@@ -31,7 +31,7 @@ async def main() -> None:
                     if saw_b.is_set():
                         saw_none_after_b.set()
                 else:
-                    print(f"observer: leader is {leader.value.decode()} (revision {leader.revision})", flush=True)
+                    print(f"observer: leader is {leader.value_string} (fencing token {leader.fencing_token})", flush=True)
                     if leader.value == b"node-b":
                         saw_b.set()
 

@@ -35,7 +35,7 @@ async def main() -> None:
         await client.put("app/feature-x", "on")
         await client.put("app/limits", '{"rps": 100}')
         async with await client.config("app/", prefix=True) as config:
-            print("feature-x:", config.get_str("app/feature-x"), "limits:", config.get_json("app/limits"))
+            print("feature-x:", config.get_string("app/feature-x"), "limits:", config.get_json("app/limits"))
 
         # Errors: one base class, a subclass per kind, with a stable `code`.
         async with client.lock("jobs/report"):

@@ -101,7 +101,7 @@ async def handle(app: App, method: str, path: str) -> tuple[int, Any]:
     assert app.client is not None and app.config is not None and app.peers is not None
     if method == "GET" and path == "/config":
         prefix = f"{APP}/config/"
-        return 200, {k[len(prefix):]: app.config.get_str(k) for k in app.config.keys()}
+        return 200, {k[len(prefix):]: app.config.get_string(k) for k in app.config.keys()}
     if method == "GET" and path == "/peers":
         return 200, {"peers": [i.id for i in app.peers.instances()], "leader": app.is_leader}
     if method == "POST" and path == "/report":

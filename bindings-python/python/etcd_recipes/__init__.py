@@ -16,9 +16,12 @@ thin binding. Locks, elections and registrations use the key layout of etcd's Go
     asyncio.run(main())
 
 Core ``tracing`` events are forwarded to the ``logging`` logger ``"etcd_recipes"``.
+
+At process exit (normal end, exception, ``sys.exit``, SIGTERM, SIGINT) every lease the
+process still owns is revoked within 2 s: nothing it held outlives it by a TTL.
 """
 
-from etcd_recipes import _native
+from etcd_recipes import _exit, _native
 from etcd_recipes._native import (
     Client,
     Lock,
@@ -57,6 +60,8 @@ from etcd_recipes._native import (
 )
 
 __version__: str = _native.__version__
+
+_exit.install()
 
 __all__ = [
     "Client",
