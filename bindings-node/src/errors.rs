@@ -71,7 +71,7 @@ pub fn ttl(env: &Env, ttl: Option<f64>) -> napi::Result<i64> {
     if !t.is_finite() || t.fract() != 0.0 {
         return Err(invalid(env, format!("ttl must be a whole number of seconds, got {t}")));
     }
-    let t = t.clamp(i64::MIN as f64, i64::MAX as f64) as i64;
+    let t = t as i64; // saturating: out-of-range values stay out of range
     etcd_recipes::session::check_ttl(t).map_err(|e| sync(env, e))?;
     Ok(t)
 }
