@@ -17,7 +17,7 @@ while (!stop && Date.now() < deadline) {
   let guard
   try {
     guard = mode === 'lock' ? await lock.acquire({ timeoutMs: 10000 }) : await election.campaign(name, { timeoutMs: 10000 })
-    const token = mode === 'lock' ? guard.fencingToken : guard.revision
+    const token = guard.fencingToken
     const raw = await client.get(counter)
     const [n, stored] = (raw ? raw.toString() : '0 0').split(' ').map(Number)
     rec.t = token
