@@ -6,13 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_recipes::election::{Election, LeaderInfo, LeaderObserver, Leadership};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+use pyo3::PyTraverseError;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::convert::{Bytes, Value};
 use crate::errors::FResult;
 use crate::lock::{fence_delete, fence_put, fence_txn};
-use crate::runtime::{on_lost, ready_py, rt, spawn_py, InRt, Watchers};
+use crate::runtime::{ready_py, rt, spawn_py, InRt, Watchers};
 use crate::stream::StreamCell;
 
 /// Who leads an election.
@@ -224,7 +226,7 @@ impl PyLeadership {
     /// we resign). Keeps nothing alive.
     fn on_lost(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
         let l = self.inner.clone();
-        on_lost(py, &self.watchers, callback, async move { l.lost().await })
+        self.watchers.on_lost(py, callback, async move { l.lost().await })
     }
     /// Put only while leader (`FencedError` otherwise).
     fn put<'py>(&self, py: Python<'py>, key: String, value: Value) -> PyResult<Bound<'py, PyAny>> {
@@ -237,6 +239,12 @@ impl PyLeadership {
     /// Atomic `[("put", k, v), ("delete", k)]` only while leader.
     fn txn<'py>(&self, py: Python<'py>, ops: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         fence_txn(py, self.inner.fence().clone(), ops)
+    }
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.watchers.traverse(&visit)
+    }
+    fn __clear__(&self) {
+        self.watchers.clear()
     }
     fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         ready_py(slf.py(), slf.into_any())

@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex};
 use etcd_recipes::lock::{Lock, LockGuard};
 use etcd_recipes::{Fence, FencedOp};
 use pyo3::exceptions::PyTypeError;
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+use pyo3::PyTraverseError;
 use pyo3::types::PyTuple;
 
 use crate::convert::Value;
 use crate::errors::FResult;
-use crate::runtime::{on_lost, ready_py, spawn_py, InRt, Watchers};
+use crate::runtime::{ready_py, spawn_py, InRt, Watchers};
 
 /// Guarded-transaction operations from Python: `("put", key, value)` / `("delete", key)`.
 fn fenced_ops(ops: &Bound<'_, PyAny>) -> PyResult<Vec<FencedOp>> {
@@ -179,7 +181,7 @@ impl PyLockGuard {
     /// it is released). Keeps nothing alive.
     fn on_lost(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
         let g = self.inner.clone();
-        on_lost(py, &self.watchers, callback, async move { g.lost().await })
+        self.watchers.on_lost(py, callback, async move { g.lost().await })
     }
 
     /// Release: delete our key (and close the session made for this acquisition). Idempotent.
@@ -201,6 +203,14 @@ impl PyLockGuard {
     /// Apply `[("put", k, v), ("delete", k), ...]` atomically, only while the lock is ours.
     fn txn<'py>(&self, py: Python<'py>, ops: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         fence_txn(py, self.inner.fence().clone(), ops)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.watchers.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.watchers.clear()
     }
 
     fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {

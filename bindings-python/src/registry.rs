@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use etcd_recipes::registry::{Instance, InstanceEvent, RegisterOptions, Registration, RegistrationState, ServiceView};
 use etcd_recipes::Client;
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+use pyo3::PyTraverseError;
 use pyo3::types::PyTuple;
 
 use crate::convert::{json_to_py, py_to_json};
 use crate::errors::FResult;
-use crate::runtime::{notify, ready_py, rt, spawn_py, InRt, Watchers};
+use crate::runtime::{ready_py, rt, spawn_py, InRt, Watchers};
 use crate::stream::StreamCell;
 
 /// One instance of a service.
@@ -101,8 +103,7 @@ impl PyRegistration {
             let s = rx.borrow_and_update().clone();
             Some((state_name(&s), (s != RegistrationState::Closed).then_some(rx)))
         });
-        self.watchers.push(notify(py, callback, states)?);
-        Ok(())
+        self.watchers.watch(py, callback, states)
     }
     /// Replace the metadata (same lease).
     fn update_metadata<'py>(&self, py: Python<'py>, metadata: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -113,6 +114,12 @@ impl PyRegistration {
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let r = self.inner.clone();
         spawn_py(py, async move { Ok(r.close().await?) })
+    }
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.watchers.traverse(&visit)
+    }
+    fn __clear__(&self) {
+        self.watchers.clear()
     }
     fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         ready_py(slf.py(), slf.into_any())

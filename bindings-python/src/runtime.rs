@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use futures::{Stream, StreamExt};
 
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+use pyo3::PyTraverseError;
 use pyo3::IntoPyObjectExt;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyCFunction;
@@ -166,58 +168,87 @@ where
     Ok(py_fut)
 }
 
-/// Call `cb(item)` on the event loop running now (`loop.call_soon_threadsafe`) for each
-/// item of `items`, in order, until the stream ends or the returned handle is aborted.
-pub fn notify<S, T>(py: Python<'_>, cb: Py<PyAny>, items: S) -> PyResult<AbortHandle>
-where
-    S: Stream<Item = T> + Send + 'static,
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    let target = Arc::new((running_loop(py)?.unbind(), cb));
-    let task = rt().spawn(async move {
-        let mut items = std::pin::pin!(items);
-        while let Some(item) = items.next().await {
-            let target = target.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                python_gate(|py| {
-                    let (event_loop, cb) = &*target;
-                    if let Ok(v) = item.into_py_any(py) {
-                        // RuntimeError once the loop is closed: nobody left to tell.
-                        let _ = event_loop.bind(py).call_method1("call_soon_threadsafe", (cb.bind(py), v));
-                    }
-                })
-            })
-            .await;
-        }
-    });
-    Ok(task.abort_handle())
-}
+/// A callback, in a slot that Python's garbage collector can see and empty.
+type Slot = Arc<Mutex<Option<Py<PyAny>>>>;
 
-/// `on_lost(cb)`: `cb(reason)` once `lost` resolves with a reason (a loss, not a normal end).
-pub fn on_lost<F>(py: Python<'_>, watchers: &Watchers, cb: Py<PyAny>, lost: F) -> PyResult<()>
-where
-    F: Future<Output = Option<String>> + Send + 'static,
-{
-    watchers.push(notify(py, cb, futures::stream::once(lost).filter_map(futures::future::ready))?);
-    Ok(())
-}
-
-/// The callbacks watching one Python object: stopped when it is dropped, so that a
-/// callback never keeps what it watches (a lease, a lock) alive.
+/// The callbacks watching one Python object (`on_lost`, `on_state_change`). Each runs on
+/// the event loop that was running when it was registered. They keep nothing alive: they
+/// stop when the object is dropped, and the object reports them to the garbage collector,
+/// so a callback that refers back to its object is collected with it.
 #[derive(Default)]
-pub struct Watchers(Mutex<Vec<AbortHandle>>);
+pub struct Watchers(Mutex<Vec<(AbortHandle, Slot)>>);
 
 impl Watchers {
-    pub fn push(&self, h: AbortHandle) {
+    /// Call `callback(item)` (`loop.call_soon_threadsafe`) for each item of `items`, in
+    /// order, until the stream ends or the object goes.
+    pub fn watch<S, T>(&self, py: Python<'_>, callback: Py<PyAny>, items: S) -> PyResult<()>
+    where
+        S: Stream<Item = T> + Send + 'static,
+        T: for<'a> IntoPyObject<'a> + Send + 'static,
+    {
+        let event_loop = Arc::new(running_loop(py)?.unbind());
+        let slot: Slot = Arc::new(Mutex::new(Some(callback)));
+        let cb = slot.clone();
+        let task = rt().spawn(async move {
+            let mut items = std::pin::pin!(items);
+            while let Some(item) = items.next().await {
+                let (event_loop, cb) = (event_loop.clone(), cb.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    python_gate(|py| {
+                        // Attached first, then the slot: the collector locks it attached too.
+                        let cb = cb.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|c| c.clone_ref(py));
+                        if let (Some(cb), Ok(v)) = (cb, item.into_py_any(py)) {
+                            // RuntimeError once the loop is closed: nobody left to tell.
+                            let _ = event_loop.bind(py).call_method1("call_soon_threadsafe", (cb, v));
+                        }
+                    })
+                })
+                .await;
+            }
+        });
         let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        v.retain(|h| !h.is_finished());
-        v.push(h);
+        v.retain(|(h, _)| !h.is_finished());
+        v.push((task.abort_handle(), slot));
+        Ok(())
+    }
+
+    /// `on_lost(cb)`: `cb(reason)` once `lost` resolves with a reason (a loss, not a normal end).
+    pub fn on_lost<F>(&self, py: Python<'_>, callback: Py<PyAny>, lost: F) -> PyResult<()>
+    where
+        F: Future<Output = Option<String>> + Send + 'static,
+    {
+        self.watch(py, callback, futures::stream::once(lost).filter_map(futures::future::ready))
+    }
+
+    /// `__traverse__`: the callbacks held.
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(v) = self.0.try_lock() {
+            for (_, slot) in v.iter() {
+                if let Some(cb) = slot.try_lock().ok().as_deref().and_then(Option::as_ref) {
+                    visit.call(cb)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `__clear__`: stop watching and let go of the callbacks.
+    pub fn clear(&self) {
+        let all = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let callbacks: Vec<_> = all
+            .into_iter()
+            .map(|(h, slot)| {
+                h.abort();
+                slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+            })
+            .collect();
+        drop(callbacks); // outside the locks: dropping may run Python code
     }
 }
 
 impl Drop for Watchers {
     fn drop(&mut self) {
-        for h in self.0.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for (h, _) in self.0.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
             h.abort();
         }
     }

@@ -2,10 +2,12 @@
 
 use etcd_recipes::{Session, SessionState};
 use pyo3::prelude::*;
+use pyo3::gc::PyVisit;
+use pyo3::PyTraverseError;
 use pyo3::types::PyTuple;
 
 use crate::errors::{CoreResultExt, FResult};
-use crate::runtime::{on_lost, ready_py, spawn_py, InRt, Watchers};
+use crate::runtime::{ready_py, spawn_py, InRt, Watchers};
 
 /// One lease, kept alive in the background until closed, dropped or lost.
 /// Make one with `await client.session(ttl=10)`; `async with` closes it.
@@ -68,7 +70,7 @@ impl PySession {
     /// when it is closed). Keeps nothing alive.
     fn on_lost(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
         let s = self.inner.clone();
-        on_lost(py, &self.watchers, callback, async move { s.lost().await })
+        self.watchers.on_lost(py, callback, async move { s.lost().await })
     }
 
     /// A lock called `name` whose acquisitions run on this session (its lease);
@@ -91,6 +93,14 @@ impl PySession {
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
         spawn_py(py, async move { Ok(s.close().await?) })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.watchers.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.watchers.clear()
     }
 
     fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {

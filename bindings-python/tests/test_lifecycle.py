@@ -5,6 +5,7 @@ and callback) that fire on a loss only, timeouts that give up with LockTimeoutEr
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 
 import pytest
@@ -91,13 +92,17 @@ async def test_loss_callbacks_fire_on_a_loss_only(client: Client) -> None:
 async def test_a_callback_keeps_nothing_alive(etcd: EtcdCluster, client: Client, ns: str) -> None:
     guard = await client.lock("dropped", ttl=30).acquire()
     guard.on_lost(lambda reason: None)
-    key = guard.key
-    assert [k for k, _ in await lock_entries(etcd, f"{ns}dropped/")] == [key]
-    del guard
+    # A callback that refers back to its guard: a cycle the garbage collector must see.
+    cyclic = await client.lock("cycle", ttl=30).acquire()
+    cyclic.on_lost(functools.partial(print, cyclic))
+    assert [k for k, _ in await lock_entries(etcd, f"{ns}dropped/")] == [guard.key]
+    assert [k for k, _ in await lock_entries(etcd, f"{ns}cycle/")] == [cyclic.key]
+    del guard, cyclic
     gc.collect()
-    # Dropping the guard releases the lock (its session goes with it), callback or not;
-    # its TTL (30 s) is not what frees it.
+    # Dropping a guard releases the lock (its session goes with it), callback or not;
+    # their TTL (30 s) is not what frees them.
     await wait_until(lambda: _no_entries(etcd, f"{ns}dropped/"), "the dropped guard's key gone")
+    await wait_until(lambda: _no_entries(etcd, f"{ns}cycle/"), "the key of the guard in a cycle gone")
 
 
 async def _no_entries(etcd: EtcdCluster, prefix: str) -> bool:
