@@ -707,3 +707,113 @@ fn health(port: u16) -> bool {
     let _ = s.read_to_string(&mut buf);
     buf.contains("\"health\":\"true\"")
 }
+
+// ---------------------------------------------------------------------------------------
+// Go reference programs (tests/go/<name>): etcd's own Go code, for interop tests.
+
+/// Builds the Go program `tests/go/<name>` (if its binary is missing or older than one of
+/// its files) and returns the binary's path, `<target>/go/bin/<name>`, where `<target>` is
+/// `$CARGO_TARGET_DIR` or `target/` at the repository root.
+///
+/// It builds offline in GOPATH mode against the Debian etcd Go sources
+/// (`GOPATH=/usr/share/gocode GO111MODULE=off`, `GOCACHE=<target>/go/cache`), at most once
+/// per process, under a file lock (`<target>/go/.lock`, the same as `tests/go/build.sh`), so
+/// parallel test processes do not clash. Fails (never skips) when `go` or the etcd Go
+/// sources are missing: `scripts/setup` installs them. See `tests/go/README.md`.
+pub fn go_program(name: &str) -> std::io::Result<PathBuf> {
+    static BUILT: Mutex<Option<std::collections::HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let built = built.get_or_insert_with(Default::default);
+    if let Some(p) = built.get(name) {
+        return Ok(p.clone());
+    }
+    let p = build_go_program(name)?;
+    built.insert(name.to_string(), p.clone());
+    Ok(p)
+}
+
+/// Where `etcd-server-dev`'s Go sources live (Debian `golang-etcd-server-dev`).
+const GOPATH: &str = "/usr/share/gocode";
+
+fn build_go_program(name: &str) -> std::io::Result<PathBuf> {
+    use std::io::{Error as IoError, ErrorKind as IoKind};
+    use std::os::unix::io::AsRawFd;
+    let fail = |kind: IoKind, msg: String| IoError::new(kind, format!("go_program({name:?}): {msg}"));
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(fail(IoKind::InvalidInput, "want the name of a directory of tests/go".into()));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("core/ has a parent").to_path_buf();
+    let src = root.join("tests/go").join(name);
+    if !src.join("main.go").is_file() {
+        return Err(fail(IoKind::NotFound, format!("no Go program at {}", src.join("main.go").display())));
+    }
+    let go = which("go").ok_or_else(|| {
+        fail(IoKind::NotFound, "`go` not found on PATH: run scripts/setup (Debian package golang-go)".into())
+    })?;
+    let probe = Path::new(GOPATH).join("src/go.etcd.io/etcd/clientv3/concurrency/mutex.go");
+    if !probe.is_file() {
+        return Err(fail(
+            IoKind::NotFound,
+            format!("etcd Go sources missing ({}): run scripts/setup (Debian package golang-etcd-server-dev)", probe.display()),
+        ));
+    }
+    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {
+        Some(t) => root.join(t), // join keeps an absolute path as is
+        None => root.join("target"),
+    };
+    let dir = target.join("go");
+    fs::create_dir_all(dir.join("bin"))?;
+    fs::create_dir_all(dir.join("cache"))?;
+    let out = dir.join("bin").join(name);
+
+    // One builder at a time across processes; the lock is released when `lock` is closed.
+    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".lock"))?;
+    // SAFETY: flock on a file descriptor we own for the duration of the call.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(IoError::last_os_error());
+    }
+    if !is_stale(&out, &src)? {
+        return Ok(out);
+    }
+    let tmp = dir.join("bin").join(format!("{name}.tmp"));
+    let res = Command::new(go)
+        .args(["build", "-o"])
+        .arg(&tmp)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOPATH", GOPATH)
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOPROXY", "off")
+        .env("GOCACHE", dir.join("cache"))
+        .stdin(Stdio::null())
+        .output()?;
+    if !res.status.success() {
+        let err = String::from_utf8_lossy(&res.stderr);
+        return Err(fail(IoKind::Other, format!("go build failed ({}):\n{}", res.status, err.trim_end())));
+    }
+    fs::rename(&tmp, &out)?;
+    drop(lock);
+    Ok(out)
+}
+
+/// True when `out` is missing or older than some file under `src`.
+fn is_stale(out: &Path, src: &Path) -> std::io::Result<bool> {
+    let built = match fs::metadata(out).and_then(|m| m.modified()) {
+        Ok(t) => t,
+        Err(_) => return Ok(true),
+    };
+    let mut dirs = vec![src.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d)? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                dirs.push(e.path());
+            } else if m.modified()? > built {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
