@@ -23,6 +23,7 @@
 
 pub mod client;
 pub mod config;
+pub mod counter;
 pub mod election;
 pub mod endpoints;
 pub mod error;
@@ -34,6 +35,7 @@ pub mod registry;
 pub mod session;
 mod tlsprobe;
 pub(crate) mod waitqueue;
+pub mod workqueue;
 #[cfg(feature = "testing")]
 pub mod testing;
 
