@@ -23,7 +23,6 @@
 
 pub mod client;
 pub mod config;
-pub mod counter;
 pub mod election;
 pub mod endpoints;
 pub mod error;
@@ -32,10 +31,11 @@ pub mod lifecycle;
 pub mod lock;
 pub(crate) mod mirror;
 pub mod registry;
+pub mod rwlock;
+pub mod semaphore;
 pub mod session;
 mod tlsprobe;
 pub(crate) mod waitqueue;
-pub mod workqueue;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -282,11 +282,18 @@ impl std::fmt::Debug for LockGuard {
 
 impl LockGuard {
     fn new(lock: &Lock, session: Session, owned: bool, key: String, token: i64, local: Option<OwnedMutexGuard<()>>) -> LockGuard {
+        LockGuard::held(&lock.name, session, owned, key, token, local)
+    }
+
+    /// A guard over `key` (create revision `token`, under `session`'s lease), for every
+    /// recipe whose holder proves ownership by one key exactly as a lock does (semaphore
+    /// permits, read-write lock holds): same release, loss signal and fencing.
+    pub(crate) fn held(name: &str, session: Session, owned: bool, key: String, token: i64, local: Option<OwnedMutexGuard<()>>) -> LockGuard {
         let client = session.client().clone();
         LockGuard {
             session,
             owned,
-            name: lock.name.clone(),
+            name: name.to_string(),
             fence: Fence::new(client, key.clone(), token),
             key,
             token,
