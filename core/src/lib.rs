@@ -23,6 +23,7 @@
 
 pub mod client;
 pub mod config;
+pub mod counter;
 pub mod election;
 pub mod endpoints;
 pub mod error;
@@ -36,6 +37,7 @@ pub mod semaphore;
 pub mod session;
 mod tlsprobe;
 pub(crate) mod waitqueue;
+pub mod workqueue;
 #[cfg(feature = "testing")]
 pub mod testing;
 
