@@ -28,6 +28,7 @@ pub mod election;
 pub mod endpoints;
 pub mod error;
 pub mod fence;
+pub mod leader;
 pub mod lifecycle;
 pub mod lock;
 pub(crate) mod mirror;
