@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod barrier;
 pub mod client;
 pub mod config;
 pub mod counter;
@@ -32,6 +33,7 @@ pub mod leader;
 pub mod lifecycle;
 pub mod lock;
 pub(crate) mod mirror;
+pub mod queue;
 pub mod registry;
 pub mod rwlock;
 pub mod semaphore;
