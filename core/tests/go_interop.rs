@@ -7,96 +7,20 @@
 //! it knew it held (`header_rev`), which must not precede the deletion of our key.
 
 mod common;
-use common::{client, init_tracing};
+use common::{client, init_tracing, GoPeer};
 
-use std::io::{BufRead, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::BufRead;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use etcd_recipes::election::{self, Election, LeaderInfo};
 use etcd_recipes::lock::Lock;
-use etcd_recipes::testing::{go_program, EtcdCluster};
+use etcd_recipes::testing::EtcdCluster;
 use etcd_recipes::{Client, ErrorKind, Session};
 use serde_json::Value;
-use tokio::sync::mpsc::UnboundedReceiver;
 
-const WITHIN: Duration = Duration::from_secs(20);
-
-/// A running `peer` process: JSON events from its stdout, commands to its stdin.
-struct Peer {
-    what: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: UnboundedReceiver<Value>,
-}
-
-impl Peer {
-    fn spawn(etcd: &EtcdCluster, args: &[&str]) -> Peer {
-        let bin = go_program("peer").expect("build tests/go/peer");
-        let mut child = Command::new(bin)
-            .arg("--endpoints")
-            .arg(etcd.endpoints().join(","))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn peer");
-        let out = child.stdout.take().unwrap();
-        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
-                let v = serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({"event": "garbage", "line": line}));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        Peer { what: format!("go peer {}", args.join(" ")), stdin: child.stdin.take(), child, events }
-    }
-
-    /// The next event, which must be `event` (an error event or an exit fails the test).
-    async fn expect(&mut self, event: &str) -> Value {
-        let v = match tokio::time::timeout(WITHIN, self.events.recv()).await {
-            Err(_) => panic!("{}: no {event:?} within {WITHIN:?}", self.what),
-            Ok(None) => panic!("{}: exited ({:?}) before {event:?}", self.what, self.child.wait().ok()),
-            Ok(Some(v)) => v,
-        };
-        assert_eq!(v["event"], event, "{}: got {v}", self.what);
-        v
-    }
-
-    /// No event has arrived yet.
-    fn quiet(&mut self) -> bool {
-        self.events.try_recv().is_err()
-    }
-
-    fn send(&mut self, line: &str) {
-        let w = self.stdin.as_mut().expect("stdin open");
-        writeln!(w, "{line}").and_then(|_| w.flush()).expect("write to peer");
-    }
-
-    /// Waits for the process to exit; returns its exit code.
-    fn exit_code(&mut self) -> i32 {
-        self.stdin = None;
-        let until = Instant::now() + WITHIN;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < until, "{}: still running", self.what);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+const WITHIN: Duration = common::GO_WITHIN;
 
 fn i(v: &Value, field: &str) -> i64 {
     v[field].as_i64().unwrap_or_else(|| panic!("no integer {field:?} in {v}"))
@@ -154,7 +78,7 @@ async fn go_mutex_excludes_our_lock() {
     init_tracing();
     let etcd = EtcdCluster::start(1).unwrap();
     let c = client(&etcd).await;
-    let mut go = Peer::spawn(&etcd, &["mutex", "m"]);
+    let mut go = GoPeer::spawn("peer", &etcd, &["mutex", "m"]);
     go.expect("session").await;
     let held = go.expect("acquired").await;
     let go_key = s(&held, "key");
@@ -193,7 +117,7 @@ async fn our_lock_excludes_go_mutex() {
     let session = Session::new(&c, 10).await.unwrap();
     let g = Lock::new(&session, "m").unwrap().try_acquire().await.unwrap();
 
-    let mut go = Peer::spawn(&etcd, &["mutex", "m"]);
+    let mut go = GoPeer::spawn("peer", &etcd, &["mutex", "m"]);
     let queued = go.expect("session").await;
     until_exists(&c, &s(&queued, "key")).await;
     let gone = deletion_of(&c, g.key()).await;
@@ -219,7 +143,7 @@ async fn fifo_across_languages() {
     let first = Lock::new(&s1, "q").unwrap().try_acquire().await.unwrap();
 
     // Queue: us (holding), then Go, then our later waiter.
-    let mut go = Peer::spawn(&etcd, &["mutex", "q"]);
+    let mut go = GoPeer::spawn("peer", &etcd, &["mutex", "q"]);
     let queued = go.expect("session").await;
     until_exists(&c, &s(&queued, "key")).await;
     let later = Lock::new(&s2, "q").unwrap();
@@ -252,7 +176,7 @@ async fn go_observer_sees_our_leader_and_proclaims() {
     let session = Session::new(&c, 10).await.unwrap();
     let lead = Election::new(&session, "e").unwrap().campaign("from-rust").await.unwrap();
 
-    let mut obs = Peer::spawn(&etcd, &["observe", "e", "--count", "2"]);
+    let mut obs = GoPeer::spawn("peer", &etcd, &["observe", "e", "--count", "2"]);
     obs.expect("ready").await;
     let seen = obs.expect("leader").await;
     assert_eq!((s(&seen, "key"), s(&seen, "value")), (lead.key().to_string(), "from-rust".to_string()));
@@ -264,11 +188,11 @@ async fn go_observer_sees_our_leader_and_proclaims() {
     assert_eq!(obs.exit_code(), 0);
 
     // Go's Leader() agrees; with nobody leading it says so.
-    let mut ask = Peer::spawn(&etcd, &["leader", "e"]);
+    let mut ask = GoPeer::spawn("peer", &etcd, &["leader", "e"]);
     assert_eq!(s(&ask.expect("leader").await, "value"), "proclaimed");
     assert_eq!(ask.exit_code(), 0);
     lead.resign().await.unwrap();
-    let mut ask = Peer::spawn(&etcd, &["leader", "e"]);
+    let mut ask = GoPeer::spawn("peer", &etcd, &["leader", "e"]);
     assert_eq!(s(&ask.expect("error").await, "kind"), "no_leader");
     assert_eq!(ask.exit_code(), 2);
 }
@@ -278,7 +202,7 @@ async fn our_observer_sees_go_leader_and_etcdctl_agrees() {
     init_tracing();
     let etcd = EtcdCluster::start(1).unwrap();
     let c = client(&etcd).await;
-    let mut go = Peer::spawn(&etcd, &["elect", "e", "from-go"]);
+    let mut go = GoPeer::spawn("peer", &etcd, &["elect", "e", "from-go"]);
     go.expect("session").await;
     let elected = go.expect("elected").await;
     let go_key = s(&elected, "key");
@@ -324,7 +248,7 @@ async fn our_observer_sees_go_leader_and_etcdctl_agrees() {
     assert_eq!(go.exit_code(), 0);
 
     // A Go candidate waits behind us, and is elected only after our resignation.
-    let mut go = Peer::spawn(&etcd, &["elect", "e", "go-again"]);
+    let mut go = GoPeer::spawn("peer", &etcd, &["elect", "e", "go-again"]);
     let queued = go.expect("session").await;
     until_exists(&c, &s(&queued, "key")).await;
     let gone = deletion_of(&c, lead.key()).await;
@@ -333,7 +257,7 @@ async fn our_observer_sees_go_leader_and_etcdctl_agrees() {
     let deleted = gone.await.unwrap();
     let elected = go.expect("elected").await;
     assert!(i(&elected, "header_rev") >= deleted, "Go elected before our resignation: {elected}");
-    let mut ask = Peer::spawn(&etcd, &["leader", "e"]);
+    let mut ask = GoPeer::spawn("peer", &etcd, &["leader", "e"]);
     assert_eq!(s(&ask.expect("leader").await, "value"), "go-again");
     go.send("resign");
     go.expect("resigned").await;

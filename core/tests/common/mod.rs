@@ -26,3 +26,97 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
+
+// Go reference programs (tests/go): etcd's own code, for interop tests.
+
+/// How long a Go peer may take to report an event.
+pub const GO_WITHIN: Duration = Duration::from_secs(20);
+
+/// A running Go program of `tests/go/<name>` (see tests/go/README.md), speaking one JSON
+/// object a line on stdout (`{"event":...}`; `{"event":"error",...}` fails `expect`) and
+/// taking commands on stdin. Killed on drop.
+pub struct GoPeer {
+    what: String,
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    events: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    /// An event seen by `quiet`, not yet taken by `expect`.
+    early: Option<serde_json::Value>,
+}
+
+impl GoPeer {
+    /// Starts `tests/go/<program> --endpoints <etcd> <args...>` (built by `go_program`).
+    pub fn spawn(program: &str, etcd: &EtcdCluster, args: &[&str]) -> GoPeer {
+        let bin = etcd_recipes::testing::go_program(program).unwrap_or_else(|e| panic!("{e}"));
+        let mut child = std::process::Command::new(bin)
+            .arg("--endpoints")
+            .arg(etcd.endpoints().join(","))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn peer");
+        let out = child.stdout.take().unwrap();
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(|l| l.ok()) {
+                let v = serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({"event": "garbage", "line": line}));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        GoPeer { what: format!("go {program} {}", args.join(" ")), stdin: child.stdin.take(), child, events, early: None }
+    }
+
+    /// The next event, which must be `event` (an error event or an exit fails the test).
+    pub async fn expect(&mut self, event: &str) -> serde_json::Value {
+        let next = match self.early.take() {
+            Some(v) => Ok(Some(v)),
+            None => tokio::time::timeout(GO_WITHIN, self.events.recv()).await,
+        };
+        let v = match next {
+            Err(_) => panic!("{}: no {event:?} within {GO_WITHIN:?}", self.what),
+            Ok(None) => panic!("{}: exited ({:?}) before {event:?}", self.what, self.child.wait().ok()),
+            Ok(Some(v)) => v,
+        };
+        assert_eq!(v["event"], event, "{}: got {v}", self.what);
+        v
+    }
+
+    /// No event has arrived yet (the peer reported nothing so far).
+    pub fn quiet(&mut self) -> bool {
+        if self.early.is_none() {
+            self.early = self.events.try_recv().ok();
+        }
+        self.early.is_none()
+    }
+
+    /// Writes one command line to the peer's stdin (`release`, `proclaim <v>`, ...).
+    pub fn send(&mut self, line: &str) {
+        let w = self.stdin.as_mut().expect("stdin open");
+        std::io::Write::write_all(w, format!("{line}\n").as_bytes()).and_then(|_| std::io::Write::flush(w)).expect("write to peer");
+    }
+
+    /// Closes stdin and waits for the process to exit; returns its exit code.
+    pub fn exit_code(&mut self) -> i32 {
+        self.stdin = None;
+        let until = std::time::Instant::now() + GO_WITHIN;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(std::time::Instant::now() < until, "{}: still running", self.what);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for GoPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
