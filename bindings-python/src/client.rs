@@ -196,6 +196,35 @@ impl PyClient {
         Ok(crate::election::PyElection::new(election.with_timeout(t)))
     }
 
+    /// A reliable work queue called `name`. Each delivery is claimed on a session of its own
+    /// of `ttl` seconds (or on `session` if given), closed on ack / nack; after
+    /// `max_deliveries` failed deliveries an item moves to the dead letters (None: never);
+    /// `timeout` bounds each receive (None: forever).
+    #[pyo3(signature = (name, *, ttl=Ttl(10), max_deliveries=None, timeout=None, session=None))]
+    fn work_queue(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        ttl: Ttl,
+        max_deliveries: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        session: Option<PyRef<'_, PySession>>,
+    ) -> PyResult<crate::workqueue::PyWorkQueue> {
+        let t = convert::timeout(py, timeout)?;
+        let max = crate::workqueue::max_deliveries(py, max_deliveries)?;
+        let source = match session {
+            Some(s) => SessionSource::Shared((*s.inner).clone()),
+            None => SessionSource::per_use(&self.inner, ttl.0).py_err(py)?,
+        };
+        let queue = etcd_recipes::workqueue::WorkQueue::new(source, name).py_err(py)?.with_max_deliveries(max).py_err(py)?;
+        Ok(crate::workqueue::PyWorkQueue::new(queue.with_timeout(t)))
+    }
+
+    /// The atomic counter at `key`: a decimal integer (a missing key reads as 0).
+    fn counter(&self, py: Python<'_>, key: &str) -> PyResult<crate::counter::PyCounter> {
+        Ok(crate::counter::PyCounter::new(etcd_recipes::counter::Counter::new(&self.inner, key).py_err(py)?))
+    }
+
     /// The current leader of election `name` (no session needed), or None.
     fn leader<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();

@@ -7,6 +7,7 @@
 mod client;
 mod config;
 mod convert;
+mod counter;
 mod election;
 mod errors;
 mod lock;
@@ -16,6 +17,7 @@ mod registry;
 mod session;
 mod stream;
 mod testing;
+mod workqueue;
 
 use std::time::Duration;
 
@@ -67,6 +69,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::PyConfigView>()?;
     m.add_class::<config::PyConfigChange>()?;
     m.add_class::<config::PyConfigChanges>()?;
+    m.add_class::<workqueue::PyWorkQueue>()?;
+    m.add_class::<workqueue::PyWorkItem>()?;
+    m.add_class::<workqueue::PyDeadLetter>()?;
+    m.add_class::<counter::PyCounter>()?;
     m.add_function(wrap_pyfunction!(testing::etcd_binary_path, m)?)?;
     m.add_function(wrap_pyfunction!(testing::etcd_binary_version, m)?)?;
     m.add_function(wrap_pyfunction!(_shutdown, m)?)?;

@@ -55,6 +55,22 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
          r"^GET /peers -> 200 \{'peers': \['web-\d+'\], 'leader': True\}$", r"^GET /nope -> 404",
          r"^shutdown complete$"],
     ),
+    "workqueue.py": (
+        [],
+        [r"^worker-\d made a thumbnail of a.png \(attempt 1\)$", r"^worker-\d made a thumbnail of later.png \(attempt 1\)$",
+         r"^worker-\d failed on poison.png \(attempt 2\)$", r"^dead letters: \[\('poison.png', 2\)\]$",
+         r"^requeued: 1$", r"^poison.png is back \(attempt 1\)$", r"^visible items left: 0$"],
+    ),
+    "counter.py": (
+        [],
+        [r"^visits: 100$", r"^reset from 100: True$", r"^reset from 100 again: False$", r"^after 5 more: 5$"],
+    ),
+    "semaphore.py": ([], [r"^6 downloads done, at most [12] at a time$", r"^both permits taken: LOCK_TIMEOUT$"]),
+    "rwlock.py": (
+        [],
+        [r"^two readers hold the lock together$", r"^a writer has to wait: LOCK_TIMEOUT$",
+         r"^the writer updated the catalog \(fencing token \d+\)$", r"^a reader sees version 2$"],
+    ),
     "quickstart.py": (
         [],
         [r"^lock held, fencing token \d+$", r"^leader: b'node-1' True$",
