@@ -220,6 +220,50 @@ impl PyClient {
         Ok(crate::workqueue::PyWorkQueue::new(queue.with_timeout(t)))
     }
 
+    /// The barrier `name` (one key; etcd Go `recipe.Barrier`); `timeout` bounds each wait.
+    #[pyo3(signature = (name, *, timeout=None))]
+    fn barrier(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::barrier::PyBarrier> {
+        let b = etcd_recipes::barrier::Barrier::new(&self.inner, name).py_err(py)?;
+        Ok(crate::barrier::PyBarrier::new(b.with_timeout(convert::timeout(py, timeout)?)))
+    }
+
+    /// A double barrier `name` for `count` parties (etcd Go `recipe.DoubleBarrier`); this
+    /// object is one party. Each entry runs on a session of its own of `ttl` seconds (or on
+    /// `session` if given); `timeout` bounds each enter and leave.
+    #[pyo3(signature = (name, count, *, ttl=Ttl(10), timeout=None, session=None))]
+    fn double_barrier(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        count: &Bound<'_, PyAny>,
+        ttl: Ttl,
+        timeout: Option<f64>,
+        session: Option<PyRef<'_, PySession>>,
+    ) -> PyResult<crate::barrier::PyDoubleBarrier> {
+        let n = crate::barrier::count(py, count)?;
+        let t = convert::timeout(py, timeout)?;
+        let source = match session {
+            Some(s) => SessionSource::Shared((*s.inner).clone()),
+            None => SessionSource::per_use(&self.inner, ttl.0).py_err(py)?,
+        };
+        let b = etcd_recipes::barrier::DoubleBarrier::new(source, name, n).py_err(py)?;
+        Ok(crate::barrier::PyDoubleBarrier::new(b.with_timeout(t)))
+    }
+
+    /// The FIFO queue `name` (etcd Go `recipe.Queue`); `timeout` bounds each dequeue.
+    #[pyo3(signature = (name, *, timeout=None))]
+    fn queue(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::queue::PyQueue> {
+        let q = etcd_recipes::queue::Queue::new(&self.inner, name).py_err(py)?;
+        Ok(crate::queue::PyQueue::new(q.with_timeout(convert::timeout(py, timeout)?)))
+    }
+
+    /// The priority queue `name` (etcd Go `recipe.PriorityQueue`); `timeout` bounds each dequeue.
+    #[pyo3(signature = (name, *, timeout=None))]
+    fn priority_queue(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::queue::PyPriorityQueue> {
+        let q = etcd_recipes::queue::PriorityQueue::new(&self.inner, name).py_err(py)?;
+        Ok(crate::queue::PyPriorityQueue::new(q.with_timeout(convert::timeout(py, timeout)?)))
+    }
+
     /// The atomic counter at `key`: a decimal integer (a missing key reads as 0).
     fn counter(&self, py: Python<'_>, key: &str) -> PyResult<crate::counter::PyCounter> {
         Ok(crate::counter::PyCounter::new(etcd_recipes::counter::Counter::new(&self.inner, key).py_err(py)?))

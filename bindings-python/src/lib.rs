@@ -4,6 +4,7 @@
 //! lifetime lives in core. One tokio runtime per process (created here at import), every
 //! awaitable is a real asyncio future bridged by [`runtime::spawn_py`].
 
+mod barrier;
 mod client;
 mod config;
 mod convert;
@@ -13,6 +14,7 @@ mod errors;
 mod lock;
 mod logging;
 mod runtime;
+mod queue;
 mod registry;
 mod session;
 mod stream;
@@ -73,6 +75,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<workqueue::PyWorkItem>()?;
     m.add_class::<workqueue::PyDeadLetter>()?;
     m.add_class::<counter::PyCounter>()?;
+    m.add_class::<barrier::PyBarrier>()?;
+    m.add_class::<barrier::PyDoubleBarrier>()?;
+    m.add_class::<queue::PyQueue>()?;
+    m.add_class::<queue::PyPriorityQueue>()?;
+    m.add_class::<queue::PyQueueItem>()?;
     m.add_function(wrap_pyfunction!(testing::etcd_binary_path, m)?)?;
     m.add_function(wrap_pyfunction!(testing::etcd_binary_version, m)?)?;
     m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
