@@ -17,6 +17,7 @@ use napi_derive::napi;
 
 mod client;
 mod config;
+mod counter;
 mod election;
 mod errors;
 mod iter;
@@ -24,6 +25,7 @@ mod lock;
 mod registry;
 mod session;
 mod testing;
+mod workqueue;
 
 /// The runtime handed to napi at init.
 static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();

@@ -37,6 +37,8 @@ const cases = {
   'registry.mjs': [/instances now: billing-1, billing-2, billing-3/, /healed itself with a new lease/, /discovery: down billing-3/],
   'config.mjs': [/greeting = hello/, /app\/greeting bonjour -> \(deleted\)/, /1M local JSON reads/],
   'lock.mjs': [/report ran 8 times \(expected 8/, /tryAcquire while held: LOCK_TIMEOUT/],
+  'workqueue.mjs': [/worker-\d made a thumbnail of later\.png \(attempt 1\)/, /worker-\d failed on poison\.png \(attempt 2\)/, /dead letters: poison\.png x2/, /requeued: 1/, /poison\.png is back \(attempt 1\)/, /visible items left: 0/],
+  'counter.mjs': [/visits: 100/, /reset from 100: true/, /reset from 100 again: false/, /after 5 more: 5/],
   'election.mjs': [/lost leadership: leader key deleted|lost leadership: .*(revoked|lost)/, /resigns/, /observer: leader is node-\d/],
 }
 
