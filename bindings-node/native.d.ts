@@ -10,6 +10,36 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
+ * One key that blocks `wait()` while it exists.
+ *
+ * ```js
+ * const gate = client.barrier('deploy/gate')
+ * await gate.hold()    // workers block in wait()
+ * await gate.release() // ...and all go at once
+ * ```
+ */
+export declare class Barrier {
+  /** The barrier name (namespace-relative). */
+  get name(): string
+  /** The full etcd key. */
+  get key(): string
+  /**
+   * Create the barrier key so that waiters block. Resolves to true if this call created
+   * it, false if it was held already.
+   */
+  hold(): Promise<boolean>
+  /** Delete the barrier key: every waiter returns. Resolves to true if it was held. */
+  release(): Promise<boolean>
+  /** Is the barrier key there now? */
+  isHeld(): Promise<boolean>
+  /**
+   * Resolves when the barrier is not held (at once if it is not). Rejects with code
+   * `LOCK_TIMEOUT` after `timeoutMs` (default: the barrier's), `CLOSED` on client close.
+   */
+  wait(options?: WaitOptions | undefined | null): Promise<void>
+}
+
+/**
  * One connection to etcd, shared by every recipe made from it.
  *
  * ```js
@@ -19,6 +49,13 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * ```
  */
 export declare class Client {
+  /** The barrier `name`: one key (etcd Go `recipe.Barrier`). */
+  barrier(name: string, options?: BarrierOptions | undefined | null): Barrier
+  /**
+   * A double barrier `name` for `count` parties (etcd Go `recipe.DoubleBarrier`); this
+   * object is one party. Each entry runs on a session of its own (`ttl`, default 10 s).
+   */
+  doubleBarrier(name: string, count: number, options?: DoubleBarrierOptions | undefined | null): DoubleBarrier
   /**
    * Connect and wait until etcd answers (at most `connectTimeoutMs`).
    *
@@ -64,8 +101,6 @@ export declare class Client {
    * Resolves once loaded; reads are then synchronous and never touch the network.
    */
   config(key: string, options?: ConfigViewOptions | undefined | null): Promise<ConfigView>
-  /** The atomic counter at `key`: a decimal integer (a missing key reads as 0). */
-  counter(key: string): Counter
   /**
    * The election named `name`. Each campaign runs on a session of its own (`ttl`
    * seconds, default 10), closed when the leadership is resigned.
@@ -81,6 +116,16 @@ export declare class Client {
    */
   lock(name: string, options?: RecipeOptions | undefined | null): Lock
   /**
+   * The FIFO queue `name` (etcd Go `recipe.Queue`). At most once: use `workQueue` for
+   * at-least-once delivery.
+   */
+  queue(name: string, options?: QueueOptions | undefined | null): Queue
+  /**
+   * The priority queue `name` (etcd Go `recipe.PriorityQueue`): lower priority numbers
+   * first, FIFO within a priority.
+   */
+  priorityQueue(name: string, options?: QueueOptions | undefined | null): PriorityQueue
+  /**
    * Register a service instance and keep it registered: if its lease is lost (etcd
    * restart, long partition) it re-grants a lease and re-puts its key by itself.
    */
@@ -89,11 +134,6 @@ export declare class Client {
   listInstances(service: string): Promise<Instance[]>
   /** A live view of `service`'s instances: a consistent snapshot, then every change. */
   discover(service: string): Promise<ServiceView>
-  /**
-   * A reliable work queue called `name`. Each delivery is claimed on a session of its
-   * own (`ttl` seconds, default 10), closed when the item is acked or nacked.
-   */
-  workQueue(name: string, options?: WorkQueueOptions | undefined | null): WorkQueue
 }
 
 /** `for await (const change of view.changes())`: every change from now on. */
@@ -144,27 +184,40 @@ export declare class ConfigView {
 }
 
 /**
- * An atomic counter: one key holding a decimal integer, changed by compare-and-swap.
+ * `count` parties enter together and leave together.
  *
  * ```js
- * const hits = client.counter('stats/hits')
- * const now = await hits.add(1)
+ * const round = client.doubleBarrier('batch/42', 3)
+ * await round.enter() // all 3 start together
+ * await round.leave() // and finish together
  * ```
  */
-export declare class Counter {
-  /** The counter's key (namespace-relative). */
-  get key(): string
-  /** The current value (0 when the key does not exist; code `DECODE` if it is not an integer). */
-  get(): Promise<number>
+export declare class DoubleBarrier {
+  /** The barrier name (namespace-relative). */
+  get name(): string
+  /** How many parties the barrier waits for. */
+  get count(): number
   /**
-   * Add `delta` (default 1; negative subtracts) and resolve to the new value. Conflicts
-   * are retried; code `UNKNOWN_OUTCOME` when the answer was lost (read before adding again).
+   * Resolves once `count` parties have entered. Rejects with code `LOCK_TIMEOUT` after
+   * `timeoutMs` (default: the barrier's) or at once when the barrier is full,
+   * `SESSION_LOST` if our session is lost meanwhile, `CLOSED` on client close.
    */
-  add(delta?: number | undefined | null): Promise<number>
-  /** Set the value to `newValue` only if it is `expected` now (a missing key counts as 0). */
-  compareAndSet(expected: number, newValue: number): Promise<boolean>
-  /** Set the value, whatever it was; resolves to the revision of the write. */
-  set(value: number): Promise<number>
+  enter(options?: WaitOptions | undefined | null): Promise<void>
+  /**
+   * Resolves once every party has left. Rejects with code `LOCK_TIMEOUT` after
+   * `timeoutMs` (we are out all the same).
+   */
+  leave(options?: WaitOptions | undefined | null): Promise<void>
+  /**
+   * Resolves when this party stops being in the barrier: with the reason when its
+   * session was lost while entered, with `null` when it left (or is not entered).
+   */
+  lost(): Promise<string | null>
+  /**
+   * Call `callback(reason)` if this party's session is lost while entered (register
+   * after `enter`). Does not keep the process alive.
+   */
+  onLost(callback: (reason: string) => void): void
 }
 
 /**
@@ -384,6 +437,65 @@ export declare class LockGuard {
   [globalThis.Symbol.asyncDispose](): Promise<void>
 }
 
+/** A queue whose items come out by priority (lower number first), FIFO within a priority. */
+export declare class PriorityQueue {
+  /** The queue name (namespace-relative). */
+  get name(): string
+  /**
+   * Add an item (a string or bytes) with `priority` (0..65535, 0 comes out first);
+   * resolves to its full etcd key.
+   */
+  enqueue(value: string | Uint8Array, priority: number): Promise<string>
+  /**
+   * Take the first item (lowest priority number, then oldest), waiting for one. Rejects
+   * with code `LOCK_TIMEOUT` after `timeoutMs` (default: the queue's), `CLOSED` on close.
+   */
+  dequeue(options?: DequeueOptions | undefined | null): Promise<QueueItem>
+  /** Take the first item if there is one; resolves to `null` when the queue is empty. */
+  tryDequeue(): Promise<QueueItem | null>
+  /** How many items are in the queue now. */
+  length(): Promise<number>
+}
+
+/**
+ * A FIFO queue shared by any number of producers and consumers.
+ *
+ * ```js
+ * const jobs = client.queue('jobs')
+ * await jobs.enqueue('resize 42.png')
+ * const item = await jobs.dequeue() // waits for an item
+ * ```
+ */
+export declare class Queue {
+  /** The queue name (namespace-relative). */
+  get name(): string
+  /** Append an item (a string or bytes); resolves to its full etcd key. */
+  enqueue(value: string | Uint8Array): Promise<string>
+  /**
+   * Take the oldest item, waiting for one. Rejects with code `LOCK_TIMEOUT` after
+   * `timeoutMs` (default: the queue's), `CLOSED` if the client closes meanwhile.
+   */
+  dequeue(options?: DequeueOptions | undefined | null): Promise<QueueItem>
+  /** Take the oldest item if there is one; resolves to `null` when the queue is empty. */
+  tryDequeue(): Promise<QueueItem | null>
+  /** How many items are in the queue now. */
+  length(): Promise<number>
+}
+
+/** A dequeued item: its value and where it was. */
+export declare class QueueItem {
+  /** The full etcd key the item had. */
+  get key(): string
+  /** The value. */
+  get value(): Buffer
+  /** The value as text; throws with code `DECODE` if it is not UTF-8. */
+  get valueString(): string
+  /** The value decoded from JSON; throws with code `DECODE` if it is not JSON. */
+  valueJson(): any
+  /** The revision at which the item was enqueued. */
+  get revision(): number
+}
+
 /** A registered instance, kept registered until `close()` (or `await using`). */
 export declare class Registration {
   /** The full etcd key, `<namespace><service>/<id>`. */
@@ -488,92 +600,13 @@ export declare class Session {
   [globalThis.Symbol.asyncDispose](): Promise<void>
 }
 
-/**
- * A claimed item: `ack()` when done, `nack()` to give it back. Garbage-collected without
- * either, its claim is released (a failed delivery).
- */
-export declare class WorkItem {
-  /** The item id (unique in its queue, ordered by creation time). */
-  get id(): string
-  /** The queue name. */
-  get queue(): string
-  /** The full etcd key of the item, `<namespace><name>/items/<id>`. */
-  get key(): string
-  /** The payload. */
-  get value(): Buffer
-  /** The payload as text; throws with code `DECODE` if it is not UTF-8. */
-  get valueString(): string
-  /** The payload decoded from JSON; throws with code `DECODE` if it is not JSON. */
-  valueJson(): any
-  /** Which delivery this is (the attempt number: 1 the first time). */
-  get deliveries(): number
-  /** The create revision of our claim: strictly increases from delivery to delivery. */
-  get fencingToken(): number
-  /** The lease the claim lives on. */
-  get leaseId(): bigint
-  /** True while not acked or nacked and the session is alive. */
-  get isHeld(): boolean
+/** Options of `client.barrier()`. */
+export interface BarrierOptions {
   /**
-   * Done: delete the item and our claim, only while the claim is ours (else rejects
-   * with code `FENCED`: the item is delivered again).
+   * How long `wait()` waits, in ms, before rejecting with code `LOCK_TIMEOUT`
+   * (default: as long as it takes).
    */
-  ack(): Promise<void>
-  /**
-   * Give the item back for redelivery (not before `delayMs`, if given); on its last
-   * allowed delivery it moves to the dead letters instead.
-   */
-  nack(options?: DelayOptions | undefined | null): Promise<void>
-  /**
-   * Resolves when the claim stops being ours: with the reason when it was lost (its
-   * session lost), with `null` when it ended normally (acked, nacked, client closed).
-   */
-  lost(): Promise<string | null>
-  /**
-   * Call `callback(reason)` if the claim is lost (not on ack / nack). Does not keep the
-   * process alive.
-   */
-  onLost(callback: (reason: string) => void): void
-}
-
-/**
- * A reliable work queue (at-least-once delivery): items are claimed under the consumer's
- * lease, acked or nacked, delayed, and dead-lettered after `maxDeliveries` failed deliveries.
- *
- * ```js
- * const queue = client.workQueue('jobs/thumbnails', { maxDeliveries: 5 })
- * await queue.put('img-42.png')
- * const item = await queue.receive()
- * await item.ack() // code FENCED if the claim was lost meanwhile
- * ```
- */
-export declare class WorkQueue {
-  /** The queue name (namespace-relative). */
-  get name(): string
-  /** Failed deliveries after which an item moves to the dead letters (`null`: never). */
-  get maxDeliveries(): number | null
-  /**
-   * Add an item (a string or bytes); with `delayMs` it is not delivered before then.
-   * Resolves to its id.
-   */
-  put(value: string | Uint8Array, options?: DelayOptions | undefined | null): Promise<string>
-  /**
-   * Wait for a visible item and claim it. Rejects with code `LOCK_TIMEOUT` after
-   * `timeoutMs` (default: the queue's), `CLOSED` if the client closes meanwhile.
-   */
-  receive(options?: ReceiveOptions | undefined | null): Promise<WorkItem>
-  /** Claim a visible item if there is one now; otherwise reject with code `LOCK_TIMEOUT`. */
-  tryReceive(): Promise<WorkItem>
-  /** How many items are visible now (not claimed, not delayed). */
-  length(): Promise<number>
-  /** The dead letters, in id order. */
-  deadLetters(): Promise<DeadLetter[]>
-  /**
-   * Move dead letter `id` back into the queue (delivery count reset). Resolves to false
-   * if there is no such dead letter.
-   */
-  requeueDead(id: string): Promise<boolean>
-  /** Requeue every dead letter; resolves to how many were moved. */
-  requeueAllDead(): Promise<number>
+  timeoutMs?: number
 }
 
 /** One change seen by a config view. */
@@ -628,22 +661,24 @@ export interface ConnectOptions {
   namespace?: string
 }
 
-/** An item in the dead letters. */
-export interface DeadLetter {
-  /** The item id (give it to `requeueDead`). */
-  id: string
-  /** The payload. */
-  value: Buffer
-  /** The payload as text (invalid UTF-8 replaced). */
-  valueString: string
-  /** How many deliveries failed. */
-  deliveries: number
+/** Options of `dequeue()`. */
+export interface DequeueOptions {
+  /** Give up after this many ms: rejects with code `LOCK_TIMEOUT` (nothing is taken). */
+  timeoutMs?: number
 }
 
-/** Options of `queue.put()` and `item.nack()`. */
-export interface DelayOptions {
-  /** Not delivered before this many ms have passed. */
-  delayMs?: number
+/** Options of `client.doubleBarrier()`. */
+export interface DoubleBarrierOptions {
+  /**
+   * TTL in seconds of the session made for each entry (default 10): our waiter key lives
+   * on it. Closed on leave.
+   */
+  ttl?: number
+  /**
+   * How long `enter()` / `leave()` wait, in ms, before rejecting with code `LOCK_TIMEOUT`
+   * (default: as long as it takes).
+   */
+  timeoutMs?: number
 }
 
 /** Options of `EtcdCluster.start()`. */
@@ -698,9 +733,12 @@ export interface LeaderInfo {
   leaseId: bigint
 }
 
-/** Options of `queue.receive()`. */
-export interface ReceiveOptions {
-  /** Give up after this many ms: rejects with code `LOCK_TIMEOUT` (no claim is left). */
+/** Options of `client.queue()` and `client.priorityQueue()`. */
+export interface QueueOptions {
+  /**
+   * How long `dequeue()` waits for an item, in ms, before rejecting with code
+   * `LOCK_TIMEOUT` (default: as long as it takes).
+   */
   timeoutMs?: number
 }
 
@@ -783,25 +821,14 @@ export interface TxnOp {
 /** The version of the native module (same as the npm package). */
 export declare function version(): string
 
-/** Options of `session.lock()`, `session.election()`, `lock.acquire()` and `election.campaign()`. */
+/** Options of a single wait. */
 export interface WaitOptions {
-  /** Give up after this many ms: rejects with code `LOCK_TIMEOUT` (our waiting key is removed). */
+  /** Give up after this many ms: rejects with code `LOCK_TIMEOUT`. */
   timeoutMs?: number
 }
 
-/** Options of `client.workQueue()`. */
-export interface WorkQueueOptions {
-  /**
-   * TTL in seconds of the session made for each delivery: the claim lives on it, so a
-   * consumer that dies gives its item back after at most this long (default 10). The
-   * session is closed on ack / nack.
-   */
-  ttl?: number
-  /** Failed deliveries after which an item moves to the dead letters (default: never). */
-  maxDeliveries?: number
-  /**
-   * How long `receive()` waits, in ms, before rejecting with code `LOCK_TIMEOUT`
-   * (default: as long as it takes).
-   */
+/** Options of `session.lock()`, `session.election()`, `lock.acquire()` and `election.campaign()`. */
+export interface WaitOptions {
+  /** Give up after this many ms: rejects with code `LOCK_TIMEOUT` (our waiting key is removed). */
   timeoutMs?: number
 }

@@ -15,6 +15,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 
+mod barrier;
 mod client;
 mod config;
 mod counter;
@@ -22,6 +23,7 @@ mod election;
 mod errors;
 mod iter;
 mod lock;
+mod queue;
 mod registry;
 mod session;
 mod testing;
