@@ -101,6 +101,8 @@ export declare class Client {
    * Resolves once loaded; reads are then synchronous and never touch the network.
    */
   config(key: string, options?: ConfigViewOptions | undefined | null): Promise<ConfigView>
+  /** The atomic counter at `key`: a decimal integer (a missing key reads as 0). */
+  counter(key: string): Counter
   /**
    * The election named `name`. Each campaign runs on a session of its own (`ttl`
    * seconds, default 10), closed when the leadership is resigned.
@@ -134,6 +136,11 @@ export declare class Client {
   listInstances(service: string): Promise<Instance[]>
   /** A live view of `service`'s instances: a consistent snapshot, then every change. */
   discover(service: string): Promise<ServiceView>
+  /**
+   * A reliable work queue called `name`. Each delivery is claimed on a session of its
+   * own (`ttl` seconds, default 10), closed when the item is acked or nacked.
+   */
+  workQueue(name: string, options?: WorkQueueOptions | undefined | null): WorkQueue
 }
 
 /** `for await (const change of view.changes())`: every change from now on. */
@@ -181,6 +188,30 @@ export declare class ConfigView {
   close(): void
   /** `await using view = await client.config(...)`: closes the view. */
   [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
+/**
+ * An atomic counter: one key holding a decimal integer, changed by compare-and-swap.
+ *
+ * ```js
+ * const hits = client.counter('stats/hits')
+ * const now = await hits.add(1)
+ * ```
+ */
+export declare class Counter {
+  /** The counter's key (namespace-relative). */
+  get key(): string
+  /** The current value (0 when the key does not exist; code `DECODE` if it is not an integer). */
+  get(): Promise<number>
+  /**
+   * Add `delta` (default 1; negative subtracts) and resolve to the new value. Conflicts
+   * are retried; code `UNKNOWN_OUTCOME` when the answer was lost (read before adding again).
+   */
+  add(delta?: number | undefined | null): Promise<number>
+  /** Set the value to `newValue` only if it is `expected` now (a missing key counts as 0). */
+  compareAndSet(expected: number, newValue: number): Promise<boolean>
+  /** Set the value, whatever it was; resolves to the revision of the write. */
+  set(value: number): Promise<number>
 }
 
 /**
@@ -600,6 +631,94 @@ export declare class Session {
   [globalThis.Symbol.asyncDispose](): Promise<void>
 }
 
+/**
+ * A claimed item: `ack()` when done, `nack()` to give it back. Garbage-collected without
+ * either, its claim is released (a failed delivery).
+ */
+export declare class WorkItem {
+  /** The item id (unique in its queue, ordered by creation time). */
+  get id(): string
+  /** The queue name. */
+  get queue(): string
+  /** The full etcd key of the item, `<namespace><name>/items/<id>`. */
+  get key(): string
+  /** The payload. */
+  get value(): Buffer
+  /** The payload as text; throws with code `DECODE` if it is not UTF-8. */
+  get valueString(): string
+  /** The payload decoded from JSON; throws with code `DECODE` if it is not JSON. */
+  valueJson(): any
+  /** Which delivery this is (the attempt number: 1 the first time). */
+  get deliveries(): number
+  /** The create revision of our claim: strictly increases from delivery to delivery. */
+  get fencingToken(): number
+  /** The lease the claim lives on. */
+  get leaseId(): bigint
+  /** True while not acked or nacked and the session is alive. */
+  get isHeld(): boolean
+  /**
+   * Done: delete the item and our claim, only while the claim is ours (else rejects
+   * with code `FENCED`: the item is delivered again).
+   */
+  ack(): Promise<void>
+  /**
+   * Give the item back for redelivery (not before `delayMs`, if given); on its last
+   * allowed delivery it moves to the dead letters instead.
+   */
+  nack(options?: DelayOptions | undefined | null): Promise<void>
+  /**
+   * Resolves when the claim stops being ours: with the reason when it was lost (its
+   * session lost), with `null` when it ended normally (acked, nacked, client closed).
+   */
+  lost(): Promise<string | null>
+  /**
+   * Call `callback(reason)` if the claim is lost (not on ack / nack). Does not keep the
+   * process alive.
+   */
+  onLost(callback: (reason: string) => void): void
+}
+
+/**
+ * A reliable work queue (at-least-once delivery): items are claimed under the consumer's
+ * lease, acked or nacked, delayed, and dead-lettered after `maxDeliveries` failed deliveries.
+ *
+ * ```js
+ * const queue = client.workQueue('jobs/thumbnails', { maxDeliveries: 5 })
+ * await queue.put('img-42.png')
+ * const item = await queue.receive()
+ * await item.ack() // code FENCED if the claim was lost meanwhile
+ * ```
+ */
+export declare class WorkQueue {
+  /** The queue name (namespace-relative). */
+  get name(): string
+  /** Failed deliveries after which an item moves to the dead letters (`null`: never). */
+  get maxDeliveries(): number | null
+  /**
+   * Add an item (a string or bytes); with `delayMs` it is not delivered before then.
+   * Resolves to its id.
+   */
+  put(value: string | Uint8Array, options?: DelayOptions | undefined | null): Promise<string>
+  /**
+   * Wait for a visible item and claim it. Rejects with code `LOCK_TIMEOUT` after
+   * `timeoutMs` (default: the queue's), `CLOSED` if the client closes meanwhile.
+   */
+  receive(options?: ReceiveOptions | undefined | null): Promise<WorkItem>
+  /** Claim a visible item if there is one now; otherwise reject with code `LOCK_TIMEOUT`. */
+  tryReceive(): Promise<WorkItem>
+  /** How many items are visible now (not claimed, not delayed). */
+  length(): Promise<number>
+  /** The dead letters, in id order. */
+  deadLetters(): Promise<DeadLetter[]>
+  /**
+   * Move dead letter `id` back into the queue (delivery count reset). Resolves to false
+   * if there is no such dead letter.
+   */
+  requeueDead(id: string): Promise<boolean>
+  /** Requeue every dead letter; resolves to how many were moved. */
+  requeueAllDead(): Promise<number>
+}
+
 /** Options of `client.barrier()`. */
 export interface BarrierOptions {
   /**
@@ -659,6 +778,24 @@ export interface ConnectOptions {
   tlsDomain?: string
   /** A prefix put in front of every key this client's recipes read or write, e.g. `"myapp/"`. */
   namespace?: string
+}
+
+/** An item in the dead letters. */
+export interface DeadLetter {
+  /** The item id (give it to `requeueDead`). */
+  id: string
+  /** The payload. */
+  value: Buffer
+  /** The payload as text (invalid UTF-8 replaced). */
+  valueString: string
+  /** How many deliveries failed. */
+  deliveries: number
+}
+
+/** Options of `queue.put()` and `item.nack()`. */
+export interface DelayOptions {
+  /** Not delivered before this many ms have passed. */
+  delayMs?: number
 }
 
 /** Options of `dequeue()`. */
@@ -739,6 +876,12 @@ export interface QueueOptions {
    * How long `dequeue()` waits for an item, in ms, before rejecting with code
    * `LOCK_TIMEOUT` (default: as long as it takes).
    */
+  timeoutMs?: number
+}
+
+/** Options of `queue.receive()`. */
+export interface ReceiveOptions {
+  /** Give up after this many ms: rejects with code `LOCK_TIMEOUT` (no claim is left). */
   timeoutMs?: number
 }
 
@@ -830,5 +973,22 @@ export interface WaitOptions {
 /** Options of `session.lock()`, `session.election()`, `lock.acquire()` and `election.campaign()`. */
 export interface WaitOptions {
   /** Give up after this many ms: rejects with code `LOCK_TIMEOUT` (our waiting key is removed). */
+  timeoutMs?: number
+}
+
+/** Options of `client.workQueue()`. */
+export interface WorkQueueOptions {
+  /**
+   * TTL in seconds of the session made for each delivery: the claim lives on it, so a
+   * consumer that dies gives its item back after at most this long (default 10). The
+   * session is closed on ack / nack.
+   */
+  ttl?: number
+  /** Failed deliveries after which an item moves to the dead letters (default: never). */
+  maxDeliveries?: number
+  /**
+   * How long `receive()` waits, in ms, before rejecting with code `LOCK_TIMEOUT`
+   * (default: as long as it takes).
+   */
   timeoutMs?: number
 }
