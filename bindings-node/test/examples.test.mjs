@@ -36,6 +36,8 @@ function run (file) {
 const cases = {
   'registry.mjs': [/instances now: billing-1, billing-2, billing-3/, /healed itself with a new lease/, /discovery: down billing-3/],
   'config.mjs': [/greeting = hello/, /app\/greeting bonjour -> \(deleted\)/, /1M local JSON reads/],
+  'barrier.mjs': [/gate held: true/, /a wait with a short timeout gives up: LOCK_TIMEOUT/, /still waiting at the gate: 3/, /worker-3 passes the gate/, /gate held now: false/, /all 3 entered; they started within \d+ ms/, /a fourth party is turned away, the barrier is full: LOCK_TIMEOUT/, /all 3 left together: done/],
+  'queue.mjs': [/enqueued 6 jobs; length: 6/, /consumer-\d took job-1/, /each job went to exactly one consumer: 6 taken, 6 distinct, length now 0/, /a waiting consumer woke up with job-7/, /dequeue on an empty queue gives up: LOCK_TIMEOUT/, /dequeued in order: page on-call, patch openssl, rotate logs, resize images, weekly digest/],
   'lock.mjs': [/report ran 8 times \(expected 8/, /tryAcquire while held: LOCK_TIMEOUT/],
   'workqueue.mjs': [/worker-\d made a thumbnail of later\.png \(attempt 1\)/, /worker-\d failed on poison\.png \(attempt 2\)/, /dead letters: poison\.png x2/, /requeued: 1/, /poison\.png is back \(attempt 1\)/, /visible items left: 0/],
   'counter.mjs': [/visits: 100/, /reset from 100: true/, /reset from 100 again: false/, /after 5 more: 5/],
