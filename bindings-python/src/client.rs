@@ -196,6 +196,47 @@ impl PyClient {
         Ok(crate::election::PyElection::new(election.with_timeout(t)))
     }
 
+    /// A semaphore called `name`: at most `permits` holders at once. Each acquisition
+    /// runs on a session of its own of `ttl` seconds (or on `session` if given).
+    #[pyo3(signature = (name, permits, *, ttl=Ttl(10), timeout=None, session=None))]
+    fn semaphore(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        permits: &Bound<'_, PyAny>,
+        ttl: Ttl,
+        timeout: Option<f64>,
+        session: Option<PyRef<'_, PySession>>,
+    ) -> PyResult<crate::semaphore::PySemaphore> {
+        let (n, t) = (crate::semaphore::permits(py, permits)?, convert::timeout(py, timeout)?);
+        let source = match session {
+            Some(s) => SessionSource::Shared((*s.inner).clone()),
+            None => SessionSource::per_use(&self.inner, ttl.0).py_err(py)?,
+        };
+        let sem = etcd_recipes::semaphore::Semaphore::new(source, name, n).py_err(py)?;
+        Ok(crate::semaphore::PySemaphore::new(sem.with_timeout(t)))
+    }
+
+    /// A read-write lock called `name` (etcd Go `recipe.RWMutex` keys). Each hold runs on
+    /// a session of its own of `ttl` seconds (or on `session` if given).
+    #[pyo3(signature = (name, *, ttl=Ttl(10), timeout=None, session=None))]
+    fn rwlock(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        ttl: Ttl,
+        timeout: Option<f64>,
+        session: Option<PyRef<'_, PySession>>,
+    ) -> PyResult<crate::rwlock::PyRwLock> {
+        let t = convert::timeout(py, timeout)?;
+        let source = match session {
+            Some(s) => SessionSource::Shared((*s.inner).clone()),
+            None => SessionSource::per_use(&self.inner, ttl.0).py_err(py)?,
+        };
+        let rw = etcd_recipes::rwlock::RwLock::new(source, name).py_err(py)?;
+        Ok(crate::rwlock::PyRwLock::new(rw.with_timeout(t)))
+    }
+
     /// A reliable work queue called `name`. Each delivery is claimed on a session of its own
     /// of `ttl` seconds (or on `session` if given), closed on ack / nack; after
     /// `max_deliveries` failed deliveries an item moves to the dead letters (None: never);

@@ -16,6 +16,8 @@ mod logging;
 mod runtime;
 mod queue;
 mod registry;
+mod rwlock;
+mod semaphore;
 mod session;
 mod stream;
 mod testing;
@@ -56,6 +58,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<testing::PyTestCerts>()?;
     m.add_class::<lock::PyLock>()?;
     m.add_class::<lock::PyLockGuard>()?;
+    m.add_class::<semaphore::PySemaphore>()?;
+    m.add_class::<rwlock::PyRwLock>()?;
     m.add_class::<election::PyElection>()?;
     m.add_class::<election::PyCampaign>()?;
     m.add_class::<election::PyLeadership>()?;

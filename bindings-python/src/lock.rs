@@ -133,7 +133,7 @@ pub struct PyLockGuard {
 }
 
 impl PyLockGuard {
-    fn new(inner: Guard) -> Self {
+    pub(crate) fn new(inner: Guard) -> Self {
         PyLockGuard { inner, watchers: Watchers::default() }
     }
 }

@@ -89,6 +89,21 @@ impl PySession {
         Ok(crate::election::PyElection::new(self.inner.election(name).py_err(py)?.with_timeout(t)))
     }
 
+    /// A semaphore called `name` (at most `permits` holders) whose acquisitions run on
+    /// this session; one permit per session at a time.
+    #[pyo3(signature = (name, permits, *, timeout=None))]
+    fn semaphore(&self, py: Python<'_>, name: &str, permits: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<crate::semaphore::PySemaphore> {
+        let (n, t) = (crate::semaphore::permits(py, permits)?, crate::convert::timeout(py, timeout)?);
+        Ok(crate::semaphore::PySemaphore::new(self.inner.semaphore(name, n).py_err(py)?.with_timeout(t)))
+    }
+
+    /// A read-write lock called `name` whose holds run on this session.
+    #[pyo3(signature = (name, *, timeout=None))]
+    fn rwlock(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::rwlock::PyRwLock> {
+        let t = crate::convert::timeout(py, timeout)?;
+        Ok(crate::rwlock::PyRwLock::new(self.inner.rwlock(name).py_err(py)?.with_timeout(t)))
+    }
+
     /// Stop renewing and revoke the lease (every key attached to it is deleted). Idempotent.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
