@@ -137,6 +137,16 @@ export declare class Client {
   /** A live view of `service`'s instances: a consistent snapshot, then every change. */
   discover(service: string): Promise<ServiceView>
   /**
+   * A read-write lock named `name`. Each hold runs on a session of its own (`ttl`
+   * seconds, default 10), closed when it is released.
+   */
+  rwlock(name: string, options?: RecipeOptions | undefined | null): RwLock
+  /**
+   * A semaphore named `name` with at most `permits` holders. Each acquisition runs on a
+   * session of its own (`ttl` seconds, default 10), closed when the permit is released.
+   */
+  semaphore(name: string, permits: number, options?: RecipeOptions | undefined | null): Semaphore
+  /**
    * A reliable work queue called `name`. Each delivery is claimed on a session of its
    * own (`ttl` seconds, default 10), closed when the item is acked or nacked.
    */
@@ -556,6 +566,57 @@ export declare class Registration {
 }
 
 /**
+ * A distributed read-write lock (same keys as etcd's Go `recipe.RWMutex`): readers share
+ * it, a writer holds it alone, and a waiting writer goes before readers that come later.
+ *
+ * ```js
+ * const rw = client.rwlock('catalog', { ttl: 10 })
+ * { await using r = await rw.read() }
+ * { await using w = await rw.write({ timeoutMs: 5000 }) }
+ * ```
+ */
+export declare class RwLock {
+  /** The lock name (namespace-relative). */
+  get name(): string
+  /**
+   * Wait for a shared hold (behind every earlier writer). Rejects with code
+   * `LOCK_TIMEOUT` after `timeoutMs` (default: the lock's), `SESSION_LOST`, `CLOSED`.
+   */
+  read(options?: WaitOptions | undefined | null): Promise<LockGuard>
+  /** Wait for the exclusive hold (behind every earlier reader and writer). */
+  write(options?: WaitOptions | undefined | null): Promise<LockGuard>
+  /** A shared hold if no earlier writer is there; otherwise reject with code `LOCK_TIMEOUT`. */
+  tryRead(): Promise<LockGuard>
+  /** The exclusive hold if nobody else is there; otherwise reject with code `LOCK_TIMEOUT`. */
+  tryWrite(): Promise<LockGuard>
+}
+
+/**
+ * A counting semaphore: at most `permits` holders of one name at once, FIFO.
+ *
+ * ```js
+ * const sem = client.semaphore('downloads', 3, { ttl: 10 })
+ * await using permit = await sem.acquire({ timeoutMs: 5000 })
+ * await permit.put('downloads/last', 'me') // only while the permit is ours
+ * ```
+ */
+export declare class Semaphore {
+  /** The semaphore name (namespace-relative). */
+  get name(): string
+  /** How many holders at most. */
+  get permits(): number
+  /**
+   * Wait for a permit (FIFO) and resolve to its guard. Rejects with code `LOCK_TIMEOUT`
+   * after `timeoutMs` (default: the semaphore's), `SESSION_LOST` if the session is lost
+   * meanwhile, `CLOSED` if the client closes, `INVALID_ARGUMENT` if the holders were
+   * made with another permit count.
+   */
+  acquire(options?: WaitOptions | undefined | null): Promise<LockGuard>
+  /** Take a permit only if one is free right now; otherwise reject with code `LOCK_TIMEOUT`. */
+  tryAcquire(): Promise<LockGuard>
+}
+
+/**
  * The live instance set of one service. Reads are local (no network).
  *
  * ```js
@@ -604,6 +665,10 @@ export declare class Session {
   election(name: string, options?: WaitOptions | undefined | null): Election
   /** A lock named `name` whose acquisitions run on this session (which stays open). */
   lock(name: string, options?: WaitOptions | undefined | null): Lock
+  /** A read-write lock whose holds run on this session (which stays open). */
+  rwlock(name: string, options?: WaitOptions | undefined | null): RwLock
+  /** A semaphore whose acquisitions run on this session (one permit per session at a time). */
+  semaphore(name: string, permits: number, options?: WaitOptions | undefined | null): Semaphore
   /** The lease id as a bigint. */
   get leaseId(): bigint
   /** The lease id in lowercase hex (as in lock and election keys, and `etcdctl lease list`). */

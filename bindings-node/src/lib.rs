@@ -25,6 +25,8 @@ mod iter;
 mod lock;
 mod queue;
 mod registry;
+mod rwlock;
+mod semaphore;
 mod session;
 mod testing;
 mod workqueue;

@@ -161,6 +161,13 @@ pub struct LockGuard {
     core: Held<Arc<etcd_recipes::lock::LockGuard>>,
 }
 
+impl LockGuard {
+    /// The face of a core guard: a lock's, a semaphore permit or a read-write lock hold.
+    pub(crate) fn wrap(g: etcd_recipes::lock::LockGuard) -> LockGuard {
+        LockGuard { core: Held::new(Arc::new(g)) }
+    }
+}
+
 #[napi]
 impl LockGuard {
     /// The full etcd key that holds the lock, `<namespace><name>/<lease hex>`.
