@@ -1,7 +1,8 @@
 //! Benchmarks from BENCH.md, Rust side: ours vs the raw `etcd-client` crate, side by
 //! side against one freshly started single-member etcd, in one run.
 //!
-//! `cargo run --release -p etcd-recipes-examples --bin bench [-- K1 K2 ... F1]`
+//! `cargo run --release -p etcd-recipes-examples --bin bench [-- K1 K2 ... S1 R1 Q1 W1 F1]`
+//! (R1 and Q1 run etcd's Go recipes through tests/go/bench: needs `go` and the etcd Go sources.)
 //! (F1 starts a 3-member cluster of its own and runs with a follower, then the leader, paused.)
 //! Prints one JSON line per workload and side: side, lang, workload, value, unit, ok
 //! (and `ratio` = ours / raw on our line).
@@ -14,8 +15,12 @@ use etcd_recipes::testing::EtcdCluster;
 use etcd_recipes::config::{ConfigOptions, ConfigView};
 use etcd_recipes::election::Election;
 use etcd_recipes::registry::{RegisterOptions, Registration, ServiceView};
-use etcd_recipes::lock::Lock;
-use etcd_recipes::{Client, ClientOptions, Session};
+use etcd_recipes::lock::{Lock, LockGuard};
+use etcd_recipes::queue::Queue;
+use etcd_recipes::rwlock::RwLock;
+use etcd_recipes::semaphore::Semaphore;
+use etcd_recipes::workqueue::WorkQueue;
+use etcd_recipes::{Client, ClientOptions, ErrorKind, Session, SessionSource};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 
@@ -529,6 +534,379 @@ async fn f1(leader: bool) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------
+// S1, R1, Q1, W1: the semaphore, the read-write lock, the queue and the work queue. Each
+// runs ROUNDS rounds; where etcd's Go packages have the recipe (R1: recipe.RWMutex, Q1:
+// recipe.Queue) the rounds alternate ours, Go, ours, Go, ... against the same etcd, the Go
+// side being tests/go/bench (built offline by `testing::go_program`). Lines carry the
+// median as `value`, every round in `rounds` and `[min, max]` in `spread`.
+
+const ROUNDS: usize = 3;
+
+fn spread(v: &[f64]) -> serde_json::Value {
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    json!([(lo * 100.0).round() / 100.0, (hi * 100.0).round() / 100.0])
+}
+
+/// One line for a side measured over rounds: the median as `value`, the rounds and their spread.
+#[allow(clippy::too_many_arguments)]
+fn emit_rounds(side: &str, lang: &str, workload: &str, rounds: &[f64], unit: &str, ok: bool, ratio: Option<f64>, extra: serde_json::Value) {
+    let mut line = json!({"side": side, "lang": lang, "workload": workload, "value": (median(rounds.to_vec()) * 100.0).round() / 100.0,
+        "unit": unit, "ok": ok, "rounds": rounds.iter().map(|r| (r * 100.0).round() / 100.0).collect::<Vec<_>>(), "spread": spread(rounds)});
+    if let Some(r) = ratio {
+        line["ratio"] = json!((r * 1000.0).round() / 1000.0);
+    }
+    if let (Some(l), Some(e)) = (line.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            l.insert(k.clone(), v.clone());
+        }
+    }
+    println!("{line}");
+}
+
+/// A peer that lacks the recipe: BENCH.md allows n/a.
+fn emit_na(side: &str, lang: &str, workload: &str, unit: &str, why: &str) {
+    println!("{}", json!({"side": side, "lang": lang, "workload": workload, "value": null, "unit": unit, "ok": null, "n/a": why}));
+}
+
+/// Runs `tests/go/bench <args>` against `endpoints`; its one JSON line.
+async fn go_bench(endpoints: &[String], args: &[String]) -> serde_json::Value {
+    let bin = tokio::task::spawn_blocking(|| etcd_recipes::testing::go_program("bench")).await.expect("task").expect("build tests/go/bench");
+    let out = tokio::process::Command::new(bin)
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(args)
+        .output()
+        .await
+        .expect("run tests/go/bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
+        panic!("tests/go/bench {args:?}: no JSON line (exit {:?}): {}", out.status.code(), String::from_utf8_lossy(&out.stderr))
+    });
+    let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
+    assert!(v.get("event").is_none(), "tests/go/bench {args:?} failed: {v}");
+    v
+}
+
+async fn connect_n(endpoints: &[String], n: usize) -> Vec<Client> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Client::connect(ClientOptions::new(endpoints.to_vec())).await.expect("connect"));
+    }
+    out
+}
+
+async fn count_prefix(c: &Client, prefix: &str) -> i64 {
+    c.etcd()
+        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix().with_count_only()))
+        .await
+        .expect("count")
+        .count()
+}
+
+/// Changes the record at `key` from s to f(s) in one transaction guarded by the record's
+/// mod revision and by `guard`'s fence, so the check is made in etcd. `false` when f
+/// refuses the state it saw (an overlap) or the hold was lost.
+async fn guarded_update(raw: &mut etcd_client::Client, guard: &LockGuard, key: &str, f: impl Fn(&str) -> Option<String>) -> bool {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    loop {
+        let got = raw.get(key, None).await.expect("get");
+        let (now, modrev) = got
+            .kvs()
+            .first()
+            .map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.mod_revision()))
+            .unwrap_or_default();
+        let Some(next) = f(&now) else { return false };
+        let txn = Txn::new()
+            .when(vec![guard.fence().compare(), Compare::mod_revision(key, CompareOp::Equal, modrev)])
+            .and_then(vec![TxnOp::put(key, next, None)]);
+        if raw.txn(txn).await.expect("txn").succeeded() {
+            return true;
+        }
+        if !guard.is_held() {
+            return false;
+        }
+    }
+}
+
+/// S1: 12 workers (each its own client and session), 50 permit cycles each on a
+/// 3-permit semaphore; inside, a counter in etcd is raised and lowered under the permit's
+/// fence: raising it above 3 is refused and counted. (acquisitions/s, ok, most inside)
+async fn s1_ours(endpoints: &[String], round: usize) -> (f64, bool, i64) {
+    let name = format!("bench-s1/ours-{round:02}");
+    let inside = format!("bench-s1/inside-{round:02}");
+    let clients = connect_n(endpoints, 12).await;
+    let mut sessions = Vec::new();
+    for c in &clients {
+        sessions.push(Session::new(c, 10).await.expect("session"));
+    }
+    let t = Instant::now();
+    let tasks: Vec<_> = clients
+        .iter()
+        .zip(&sessions)
+        .map(|(c, s)| {
+            let sem = Semaphore::new(s, &name, 3).expect("semaphore");
+            let (mut raw, inside) = (c.etcd(), inside.clone());
+            tokio::spawn(async move {
+                let (mut over, mut most) = (0, 0i64);
+                for _ in 0..50 {
+                    let g = sem.acquire().await.expect("acquire");
+                    let seen = std::sync::atomic::AtomicI64::new(0);
+                    let up = |s: &str| {
+                        let n = s.parse::<i64>().unwrap_or(0) + 1;
+                        seen.store(n, std::sync::atomic::Ordering::Relaxed);
+                        (n <= 3).then(|| n.to_string())
+                    };
+                    if guarded_update(&mut raw, &g, &inside, up).await {
+                        most = most.max(seen.load(std::sync::atomic::Ordering::Relaxed));
+                        let down = |s: &str| s.parse::<i64>().ok().filter(|n| *n > 0).map(|n| (n - 1).to_string());
+                        if !guarded_update(&mut raw, &g, &inside, down).await {
+                            over += 1;
+                        }
+                    } else {
+                        over += 1;
+                    }
+                    g.release().await.expect("release");
+                }
+                (over, most)
+            })
+        })
+        .collect();
+    let (mut over, mut most) = (0, 0);
+    for t in tasks {
+        let (o, m) = t.await.expect("worker");
+        over += o;
+        most = most.max(m);
+    }
+    let rate = 600.0 / t.elapsed().as_secs_f64();
+    for s in &sessions {
+        s.close().await.ok();
+    }
+    let end = clients[0].get(&inside).await.expect("get").unwrap_or_default();
+    let left = count_prefix(&clients[0], &format!("{name}/")).await;
+    (rate, over == 0 && end == b"0" && left == 0, most)
+}
+
+fn readers_in(s: &str) -> Option<u32> {
+    if s.is_empty() { Some(0) } else { s.strip_prefix('r').and_then(|n| n.parse().ok()) }
+}
+
+/// R1: 8 readers + 2 writers (each its own client and session), 100 cycles each on one
+/// RwLock; inside, the occupancy record ("" / "r<n>" / "w") is changed in etcd under the
+/// hold's fence, refusing a reader beside a writer and a writer beside anyone. The Go side
+/// (tests/go/bench r1) does the same with recipe.RWMutex and a mod-revision CAS.
+async fn r1_ours(endpoints: &[String], round: usize) -> (f64, bool, u64) {
+    let name = format!("bench-r1/ours-{round:02}");
+    let state = format!("{name}-state");
+    let clients = connect_n(endpoints, 10).await;
+    let mut sessions = Vec::new();
+    for c in &clients {
+        sessions.push(Session::new(c, 10).await.expect("session"));
+    }
+    let t = Instant::now();
+    let tasks: Vec<_> = clients
+        .iter()
+        .zip(&sessions)
+        .enumerate()
+        .map(|(i, (c, s))| {
+            let rw = RwLock::new(s, &name).expect("rwlock");
+            let (mut raw, state, writer) = (c.etcd(), state.clone(), i < 2);
+            tokio::spawn(async move {
+                let mut overlaps = 0u64;
+                for _ in 0..100 {
+                    if writer {
+                        let g = rw.write().await.expect("write");
+                        if !guarded_update(&mut raw, &g, &state, |s| (s.is_empty() || s == "r0").then(|| "w".to_string())).await {
+                            overlaps += 1;
+                        }
+                        if !guarded_update(&mut raw, &g, &state, |s| (s == "w").then(String::new)).await {
+                            overlaps += 1;
+                        }
+                        g.release().await.expect("release");
+                    } else {
+                        let g = rw.read().await.expect("read");
+                        if !guarded_update(&mut raw, &g, &state, |s| readers_in(s).map(|n| format!("r{}", n + 1))).await {
+                            overlaps += 1;
+                        }
+                        let down = |s: &str| readers_in(s).filter(|n| *n > 0).map(|n| format!("r{}", n - 1));
+                        if !guarded_update(&mut raw, &g, &state, down).await {
+                            overlaps += 1;
+                        }
+                        g.release().await.expect("release");
+                    }
+                }
+                overlaps
+            })
+        })
+        .collect();
+    let mut overlaps = 0;
+    for t in tasks {
+        overlaps += t.await.expect("worker");
+    }
+    let rate = 1000.0 / t.elapsed().as_secs_f64();
+    for s in &sessions {
+        s.close().await.ok();
+    }
+    let end = clients[0].get(&state).await.expect("get").unwrap_or_default();
+    let left = count_prefix(&clients[0], &format!("{name}/")).await;
+    (rate, overlaps == 0 && (end.is_empty() || end == b"r0") && left == 0, overlaps)
+}
+
+/// Q1: 2 producers enqueue 2,500 values each, 2 consumers dequeue until all 5,000 are
+/// taken, each its own client; items/s from the first enqueue to the last dequeue. ok:
+/// every value taken exactly once, nothing left under the queue.
+async fn q1_ours(endpoints: &[String], round: usize) -> (f64, bool, serde_json::Value) {
+    const ITEMS: usize = 5000;
+    let name = format!("bench-q1/ours-{round:02}");
+    let producers = connect_n(endpoints, 2).await;
+    let consumers = connect_n(endpoints, 2).await;
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<Vec<u8>, u32>::with_capacity(ITEMS)));
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let finished = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let t = Instant::now();
+    let ctasks: Vec<_> = consumers
+        .iter()
+        .map(|c| {
+            let q = Queue::new(c, &name).expect("queue");
+            let (seen, taken, finished) = (seen.clone(), taken.clone(), finished.clone());
+            tokio::spawn(async move {
+                while taken.load(std::sync::atomic::Ordering::Acquire) < ITEMS {
+                    match q.dequeue_within(Some(Duration::from_millis(100))).await {
+                        Ok(item) => {
+                            *seen.lock().expect("seen").entry(item.value).or_default() += 1;
+                            if taken.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 == ITEMS {
+                                let _ = finished.set(Instant::now());
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::LockTimeout => {}
+                        Err(e) => panic!("dequeue: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let ptasks: Vec<_> = producers
+        .iter()
+        .enumerate()
+        .map(|(p, c)| {
+            let q = Queue::new(c, &name).expect("queue");
+            tokio::spawn(async move {
+                for k in 0..ITEMS / 2 {
+                    q.enqueue(format!("p{p}-{k}")).await.expect("enqueue");
+                }
+            })
+        })
+        .collect();
+    for p in ptasks {
+        p.await.expect("producer");
+    }
+    for c in ctasks {
+        c.await.expect("consumer");
+    }
+    let rate = ITEMS as f64 / finished.get().expect("finished").duration_since(t).as_secs_f64();
+    let (distinct, dups) = {
+        let seen = seen.lock().expect("seen");
+        (seen.len(), seen.values().map(|n| n - 1).sum::<u32>())
+    };
+    let left = count_prefix(&producers[0], &format!("{name}/")).await;
+    (rate, distinct == ITEMS && dups == 0 && left == 0, json!({"distinct": distinct, "duplicates": dups, "left": left}))
+}
+
+/// W1: one producer puts 2,000 items (16 in flight) while 4 consumers (each its own
+/// client and session) receive and ack; after 100 acks the first consumer takes one more
+/// item and is killed while holding it: its lease is revoked from an admin client and its
+/// task aborted (its client dropped). items/s until the last ack. ok: every item acked
+/// exactly once (or dead-lettered), no item or claim left.
+async fn w1_ours(endpoints: &[String], admin: &etcd_client::Client, round: usize) -> (f64, bool, serde_json::Value) {
+    const ITEMS: usize = 2000;
+    let name = format!("bench-w1/ours-{round:02}");
+    let producer = connect_n(endpoints, 1).await.remove(0);
+    let clients = connect_n(endpoints, 4).await;
+    let mut sessions = Vec::new();
+    for c in &clients {
+        sessions.push(Session::new(c, 10).await.expect("session"));
+    }
+    let acked = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, u32>::with_capacity(ITEMS)));
+    let redelivered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let finished = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<(i64, String)>();
+    let mut kill_tx = Some(kill_tx);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, s) in sessions.iter().enumerate() {
+        let q = WorkQueue::new(s, &name).expect("work queue").with_max_deliveries(Some(5)).expect("max");
+        let (acked, redelivered, count, finished) = (acked.clone(), redelivered.clone(), count.clone(), finished.clone());
+        let mut victim = if i == 0 { kill_tx.take() } else { None };
+        tasks.push(tokio::spawn(async move {
+            let mut mine = 0;
+            while count.load(std::sync::atomic::Ordering::Acquire) < ITEMS {
+                let item = match q.receive_within(Some(Duration::from_millis(100))).await {
+                    Ok(item) => item,
+                    Err(e) if e.kind() == ErrorKind::LockTimeout => continue,
+                    Err(e) => panic!("receive: {e}"),
+                };
+                if mine == 100 {
+                    if let Some(tx) = victim.take() {
+                        // Killed while holding this item: park until aborted.
+                        let _ = tx.send((item.lease_id(), item.id().to_string()));
+                        std::future::pending::<()>().await;
+                    }
+                }
+                if item.deliveries() > 1 {
+                    redelivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                match item.ack().await {
+                    Ok(()) => {
+                        mine += 1;
+                        *acked.lock().expect("acked").entry(item.id().to_string()).or_default() += 1;
+                        if count.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 == ITEMS {
+                            let _ = finished.set(Instant::now());
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::Fenced => {}
+                    Err(e) => panic!("ack: {e}"),
+                }
+            }
+        }));
+    }
+    let q = WorkQueue::new(&sessions[1], &name).expect("work queue");
+    let pq = WorkQueue::new(SessionSource::per_use(&producer, 10).expect("source"), &name).expect("work queue");
+    let put = stream::iter(0..ITEMS).for_each_concurrent(16, |k| {
+        let pq = pq.clone();
+        async move {
+            pq.put(format!("item-{k}"), None).await.expect("put");
+        }
+    });
+    let kill = async {
+        let (lease, held) = kill_rx.await.expect("the victim took an item");
+        admin.lease_client().revoke(lease).await.expect("revoke");
+        held
+    };
+    let (_, held) = tokio::join!(put, kill);
+    let mut tasks = tasks.into_iter();
+    let victim = tasks.next().expect("victim");
+    victim.abort();
+    let _ = victim.await;
+    for t in tasks {
+        t.await.expect("consumer");
+    }
+    let rate = ITEMS as f64 / finished.get().expect("finished").duration_since(t).as_secs_f64();
+    let dead = q.dead_letters().await.expect("dead letters").len();
+    let (acked, twice, held_acked) = {
+        let acked = acked.lock().expect("acked");
+        (acked.len(), acked.values().filter(|n| **n > 1).count(), acked.get(&held).copied().unwrap_or(0))
+    };
+    let items_left = count_prefix(&producer, &format!("{name}/items/")).await;
+    let claims_left = count_prefix(&producer, &format!("{name}/claims/")).await;
+    for s in &sessions[1..] {
+        s.close().await.ok();
+    }
+    let ok = acked + dead == ITEMS && twice == 0 && items_left == 0 && claims_left == 0 && (held_acked == 1 || dead > 0);
+    (rate, ok, json!({"acked": acked, "acked_twice": twice, "dead_lettered": dead, "redelivered": redelivered.load(std::sync::atomic::Ordering::Relaxed),
+        "killed_item_acked": held_acked, "items_left": items_left, "claims_left": claims_left}))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wanted: Vec<String> = std::env::args().skip(1).map(|s| s.to_uppercase()).collect();
@@ -606,6 +984,57 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (o, plain) = c2(&ours).await;
         emit("rwlock-hashmap", "C2", plain, "reads/s", true, None);
         emit("ours", "C2", o, "reads/s", true, Some(o / plain));
+    }
+    if run("S1") {
+        let (mut rates, mut ok, mut most) = (Vec::new(), true, 0);
+        for round in 0..ROUNDS {
+            let (r, o, m) = s1_ours(&etcd.endpoints(), round).await;
+            rates.push(r);
+            ok &= o;
+            most = most.max(m);
+        }
+        emit_na("go-etcd-concurrency", "go", "S1", "acquisitions/s", "etcd's Go concurrency and recipes packages have no semaphore");
+        emit_rounds("ours", "rust", "S1", &rates, "acquisitions/s", ok && most == 3, None, json!({"most_inside": most}));
+    }
+    if run("R1") {
+        let (mut o, mut g, mut ook, mut gok, mut overlaps) = (Vec::new(), Vec::new(), true, true, 0);
+        for round in 0..ROUNDS {
+            let (r, k, n) = r1_ours(&etcd.endpoints(), round).await;
+            o.push(r);
+            ook &= k;
+            overlaps += n;
+            let v = go_bench(&etcd.endpoints(), &["r1".into(), format!("--name=bench-r1/go-{round:02}")]).await;
+            g.push(v["value"].as_f64().expect("value"));
+            gok &= v["ok"].as_bool() == Some(true);
+        }
+        emit_rounds("go-etcd-recipes", "go", "R1", &g, "cycles/s", gok, None, json!({}));
+        emit_rounds("ours", "rust", "R1", &o, "cycles/s", ook, Some(median(o.clone()) / median(g.clone())), json!({"overlaps": overlaps}));
+    }
+    if run("Q1") {
+        let (mut o, mut g, mut ook, mut gok) = (Vec::new(), Vec::new(), true, true);
+        let mut last = (json!({}), json!({}));
+        for round in 0..ROUNDS {
+            let (r, k, x) = q1_ours(&etcd.endpoints(), round).await;
+            o.push(r);
+            ook &= k;
+            let v = go_bench(&etcd.endpoints(), &["q1".into(), format!("--name=bench-q1/go-{round:02}")]).await;
+            g.push(v["value"].as_f64().expect("value"));
+            gok &= v["ok"].as_bool() == Some(true);
+            last = (x, json!({"distinct": v["distinct"], "duplicates": v["duplicates"], "left": v["left"]}));
+        }
+        emit_rounds("go-etcd-recipes", "go", "Q1", &g, "items/s", gok, None, last.1);
+        emit_rounds("ours", "rust", "Q1", &o, "items/s", ook, Some(median(o.clone()) / median(g.clone())), last.0);
+    }
+    if run("W1") {
+        let (mut rates, mut ok, mut last) = (Vec::new(), true, json!({}));
+        for round in 0..ROUNDS {
+            let (r, k, x) = w1_ours(&etcd.endpoints(), &raw, round).await;
+            rates.push(r);
+            ok &= k;
+            last = x;
+        }
+        emit_na("go-etcd-recipes", "go", "W1", "items/s", "etcd's Go packages have no reliable work queue (recipe.Queue deletes on dequeue)");
+        emit_rounds("ours", "rust", "W1", &rates, "items/s", ok, None, last);
     }
     drop(etcd);
     if run("F1") {
