@@ -18,7 +18,7 @@
 //! A work error is logged (`warn`) and reported in [`LeaderEvent::StoppedLeading`]
 //! ([`StopReason::Returned`] with `error`); it does not end the loop.
 //!
-//! The loop ends on [`LeaderLoop::stop`], when the last handle is dropped, when the
+//! The loop ends on [`LeaderLoop::close`], when the last handle is dropped, when the
 //! future of [`LeaderLoop::run`] is dropped, when the client is closed
 //! ([`Error::Closed`] from `run`/`wait`), after one term when `requeue` is false, or on
 //! an error that campaigning again cannot fix (permission denied, a shared session lost).
@@ -407,7 +407,7 @@ impl LeaderLoop {
 
     /// Stop: cancel the work (if leading), wait for it (bounded by the stop timeout),
     /// resign, and end the loop. Idempotent; resolves once the loop has ended.
-    pub async fn stop(&self) {
+    pub async fn close(&self) {
         self.shared.request_stop();
         self.shared.wait_ended().await;
     }
@@ -754,6 +754,6 @@ impl LeaderLatch {
 
     /// Resign (if leader) and stop campaigning. Idempotent.
     pub async fn close(&self) {
-        self.lp.stop().await
+        self.lp.close().await
     }
 }

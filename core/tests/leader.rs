@@ -111,7 +111,7 @@ async fn one_work_at_a_time_under_contention() {
         tokio::time::timeout(Duration::from_secs(30), term_rx.recv()).await.expect("terms stalled").unwrap();
     }
     for (_, lp) in &loops {
-        lp.stop().await;
+        lp.close().await;
     }
     assert_eq!(max_running.load(Ordering::SeqCst), 1, "two works ran at once");
     let counter: i64 = admin.get("counter").await.unwrap().map(|v| String::from_utf8(v).unwrap().parse().unwrap()).unwrap();
@@ -172,7 +172,7 @@ async fn revoked_lease_cancels_work_and_another_takes_over() {
     assert!(loops[first].1.leadership().is_none());
     assert!(loops[next].1.is_leader());
     for (_, lp) in &loops {
-        lp.stop().await;
+        lp.close().await;
     }
     assert_eq!(count(&admin, "svc/").await, 0);
 }
@@ -270,12 +270,12 @@ async fn work_returning_hands_over_at_once() {
     wait_count(&admin, "hand/", 2, Duration::from_secs(10)).await;
     let leader = election::current_leader(&admin, "hand").await.unwrap().unwrap();
     assert_eq!(leader.value, b"b");
-    a.stop().await;
-    b.stop().await;
+    a.close().await;
+    b.close().await;
     assert_eq!(count(&admin, "hand/").await, 0);
 }
 
-/// stop() while leading cancels the work, waits for it to finish, and resigns.
+/// close() while leading cancels the work, waits for it to finish, and resigns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_while_leading_cancels_and_resigns() {
     init_tracing();
@@ -298,7 +298,7 @@ async fn stop_while_leading_cancels_and_resigns() {
     .unwrap();
     event(&mut ev, Duration::from_secs(10), "started", started).await;
     assert!(lp.is_leader());
-    lp.stop().await;
+    lp.close().await;
     assert_eq!(finished.lock().unwrap().clone(), Some(StopReason::Cancelled), "work not finished when stop returned");
     assert!(lp.is_stopped() && !lp.is_leader());
     assert_eq!(count(&c, "stop/").await, 0, "not resigned");
@@ -318,7 +318,7 @@ async fn stop_while_leading_cancels_and_resigns() {
     .unwrap();
     event(&mut ev, Duration::from_secs(10), "started", started).await;
     let t0 = Instant::now();
-    lp.stop().await;
+    lp.close().await;
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert_eq!(count(&c, "stop/").await, 0);
 
@@ -434,7 +434,7 @@ async fn member_restarts_never_make_two_leaders() {
         }
     }
     for (_, lp) in &loops {
-        lp.stop().await;
+        lp.close().await;
     }
     assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two works ran at once");
     let mut acked = acked.lock().unwrap().clone();
