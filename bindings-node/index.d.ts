@@ -1,7 +1,7 @@
 // Types are generated from the Rust source (doc comments included) by `napi build` into
 // native.d.ts. index.js makes the native stream classes async iterators; their iterator
 // members are declared here.
-import type { ConfigChange, Instance, InstanceEvent, LeaderInfo } from './native'
+import type { ConfigChange, Instance, InstanceEvent, LeaderEvent, LeaderInfo } from './native'
 
 export * from './native'
 
@@ -9,6 +9,10 @@ declare module './native' {
   /** `for await (const leader of observer)`; `break` (or `return()`) stops the watch. */
   interface LeaderObserver extends AsyncIterableIterator<LeaderInfo | null, undefined> {
     [Symbol.asyncIterator](): LeaderObserver
+  }
+  /** `for await (const event of lp.events())`; `break` (or `return()`) unsubscribes. */
+  interface LeaderEvents extends AsyncIterableIterator<LeaderEvent, undefined> {
+    [Symbol.asyncIterator](): LeaderEvents
   }
   /** `for await (const event of events)`; `break` (or `return()`) unsubscribes. */
   interface InstanceEvents extends AsyncIterableIterator<InstanceEvent, undefined> {

@@ -105,6 +105,34 @@ for (const cls of Object.values(native)) {
   if (own('next') && own('return')) iterable(cls)
 }
 
+// Leader loop: `work(leadership, signal)` with a real AbortController per term. The native
+// loop calls back with a term; its `cancelled()` resolves when the work must stop (and at
+// the term's end), which aborts the signal with an AbortError naming the reason.
+if (native.LeaderLoop) {
+  const termWork = (work) => {
+    if (typeof work !== 'function') throw invalid('work must be a function (leadership, signal) => Promise<void>')
+    return (term) => {
+      const controller = new AbortController()
+      term.cancelled().then(({ reason, detail }) => {
+        const e = new Error(`leadership ended (${reason})${detail ? `: ${detail}` : ''}`)
+        e.name = 'AbortError'
+        e.reason = reason
+        e.detail = detail ?? null
+        controller.abort(e)
+      }, () => controller.abort())
+      return Promise.resolve().then(() => work(term.leadership, controller.signal)).then(() => undefined)
+    }
+  }
+  for (const name of ['start', 'run']) {
+    const original = native.LeaderLoop.prototype[name]
+    Object.defineProperty(native.LeaderLoop.prototype, name, {
+      configurable: true,
+      writable: true,
+      value: { [name] (work) { return original.call(this, termWork(work)) } }[name],
+    })
+  }
+}
+
 // Test clusters still running at exit are killed (not left behind).
 const clusters = new Set()
 if (native.EtcdCluster) {

@@ -6,6 +6,7 @@ export default m
 export const {
   Client, Session, EtcdCluster, version,
   Lock, LockGuard, Election, Leadership, LeaderObserver,
+  LeaderLoop, LeaderLatch, LeaderEvents,
   Registration, ServiceView, InstanceSets, InstanceEvents,
   ConfigView, ConfigChanges,
 } = m

@@ -113,6 +113,13 @@ export declare class Client {
   /** Observe election `name` (no session needed); see `election.observe()`. */
   observeLeader(name: string): LeaderObserver
   /**
+   * A leader loop on election `name`, campaigning with `value`; each term runs on a
+   * session of its own (`ttl` seconds, default 10). Start it with `run(work)` or `start(work)`.
+   */
+  leaderLoop(name: string, value: string | Uint8Array, options?: LeaderLoopOptions | undefined | null): LeaderLoop
+  /** A leader latch on election `name` with `value` (sessions of `ttl` s per term). Call `start()`. */
+  leaderLatch(name: string, value: string | Uint8Array, options?: LeaderLatchOptions | undefined | null): LeaderLatch
+  /**
    * A lock named `name`. Each acquisition runs on a session of its own (`ttl` seconds,
    * default 10), closed when the lock is released.
    */
@@ -368,6 +375,115 @@ export declare class InstanceSets {
   return(): Promise<IteratorResult<Instance[], undefined>>
 }
 
+/** `for await (const event of lp.events())`: every event from now on, until the loop ends. */
+export declare class LeaderEvents {
+  /** The next item; `done` once it ended (`return()`, its view or client closed). */
+  next(): Promise<IteratorResult<LeaderEvent, undefined>>
+  /** Stop iterating and cancel the watch (what `break` in `for await` calls). */
+  return(): Promise<IteratorResult<LeaderEvent, undefined>>
+}
+
+/**
+ * Campaigns in the background once started and holds leadership until closed; campaigns
+ * again after a loss (Curator `LeaderLatch`).
+ *
+ * ```js
+ * const latch = client.leaderLatch('scheduler', 'node-1', { ttl: 5 })
+ * latch.start()
+ * const leadership = await latch.awaitLeader({ timeoutMs: 10_000 })
+ * ```
+ */
+export declare class LeaderLatch {
+  /** The election name. */
+  get name(): string
+  /** Start campaigning. Throws `INVALID_ARGUMENT` if started already, `CLOSED` if the client is closed. */
+  start(): void
+  /** True while we lead. */
+  get isLeader(): boolean
+  /** The current leadership, or `null`. */
+  get leadership(): Leadership | null
+  /** True once closed (or its client closed). */
+  get isClosed(): boolean
+  /**
+   * Resolves with the leadership as soon as we lead (at once if we do); rejects with
+   * code `LOCK_TIMEOUT` after `timeoutMs`, `CLOSED` if the latch or client closes first.
+   */
+  awaitLeader(options?: WaitOptions | undefined | null): Promise<Leadership>
+  /** The current (or next) term's end: its loss reason, or `null` when it ends otherwise. */
+  lost(): Promise<string | null>
+  /** Every event from now on (subscribe before `start()` to see them all). */
+  events(): LeaderEvents
+  /** `callback(event)` each time we become leader. */
+  onStartedLeading(callback: (event: LeaderEvent) => void): void
+  /** `callback(event)` each time our leadership ends (`event.reason`, `event.detail`). */
+  onStoppedLeading(callback: (event: LeaderEvent) => void): void
+  /** `callback(leader)` each time the election's leader changes (`null`: none). */
+  onNewLeader(callback: (leader: LeaderInfo | null) => void): void
+  /** Resign (if leader) and stop campaigning. Idempotent. */
+  close(): Promise<void>
+  /** `await using latch = ...`: closes. */
+  [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
+/**
+ * Campaign, run `work` while leader, resign, campaign again (Curator `LeaderSelector`,
+ * client-go `leaderelection`).
+ *
+ * ```js
+ * const lp = client.leaderLoop('scheduler', 'node-1', { ttl: 5 })
+ * lp.onStoppedLeading((e) => console.log('stopped:', e.reason, e.detail))
+ * await lp.run(async (leadership, signal) => {
+ *   while (!signal.aborted) await leadership.put('scheduler/tick', 'node-1')
+ * })
+ * ```
+ *
+ * `signal` is a real `AbortSignal`: it aborts the moment leadership is lost (session lost,
+ * our key deleted), on `close()` and when the client closes. Then the loop waits for the
+ * work's promise (at most `stopTimeoutMs`) and resigns. When the work settles by itself,
+ * the loop resigns at once; a rejection is reported in the `stoppedLeading` event
+ * (`detail`) and does not end the loop. Unless `requeue: false`, it campaigns again with
+ * a fresh session.
+ */
+export declare class LeaderLoop {
+  /** The election name. */
+  get name(): string
+  /** True while a term runs and its leadership holds. */
+  get isLeader(): boolean
+  /** The current term's leadership, or `null`. */
+  get leadership(): Leadership | null
+  /** True once the loop has ended. */
+  get isClosed(): boolean
+  /**
+   * Start in the background (`index.js` takes `work(leadership, signal)`). Throws
+   * `INVALID_ARGUMENT` if started already, `CLOSED` if the client is closed.
+   */
+  start(work: (leadership: Leadership, signal: AbortSignal) => Promise<void> | void): void
+  /** `start(work)`, then `wait()`. */
+  run(work: (leadership: Leadership, signal: AbortSignal) => Promise<void> | void): Promise<void>
+  /**
+   * Resolves when the loop ends: after `close()` or its last term (`requeue: false`);
+   * rejects with code `CLOSED` when the client was closed, or with the error that ended it.
+   */
+  wait(): Promise<void>
+  /**
+   * Stop: abort the work's signal (if leading), wait for it (at most `stopTimeoutMs`),
+   * resign, end the loop. Idempotent.
+   */
+  close(): Promise<void>
+  /** The current (or next) term's end: its loss reason, or `null` when it ends otherwise. */
+  lost(): Promise<string | null>
+  /** Every event from now on (subscribe before starting to see them all). */
+  events(): LeaderEvents
+  /** `callback(event)` each time we become leader. Register before starting. */
+  onStartedLeading(callback: (event: LeaderEvent) => void): void
+  /** `callback(event)` each time a term ends (`event.reason`, `event.detail`). */
+  onStoppedLeading(callback: (event: LeaderEvent) => void): void
+  /** `callback(leader)` each time the election's leader changes (`null`: none). */
+  onNewLeader(callback: (leader: LeaderInfo | null) => void): void
+  /** `await using lp = client.leaderLoop(...)`: closes. */
+  [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
 /** `for await (const leader of election.observe())`: the current leader (`null` when there is none), then every change. Survives compaction and reconnects. */
 export declare class LeaderObserver {
   /** The next item; `done` once it ended (`return()`, its view or client closed). */
@@ -414,6 +530,14 @@ export declare class Leadership {
   resign(): Promise<void>
   /** `await using leadership = await election.campaign(...)`: resigns. */
   [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
+/** One term, handed to the native work callback (`index.js` makes it `work(leadership, signal)`). */
+export declare class LeaderTerm {
+  /** The term's leadership. */
+  get leadership(): Leadership
+  /** Resolves when the work must stop (or, after it returned, at the term's end). */
+  cancelled(): Promise<TermEnd>
 }
 
 /**
@@ -663,6 +787,10 @@ export declare class ServiceView {
 export declare class Session {
   /** The election named `name`, campaigning on this session (which stays open). */
   election(name: string, options?: WaitOptions | undefined | null): Election
+  /** A leader loop whose terms all run on this session (it stays open; `ttl` is ignored). */
+  leaderLoop(name: string, value: string | Uint8Array, options?: LeaderLoopOptions | undefined | null): LeaderLoop
+  /** A leader latch on this session. */
+  leaderLatch(name: string, value: string | Uint8Array): LeaderLatch
   /** A lock named `name` whose acquisitions run on this session (which stays open). */
   lock(name: string, options?: WaitOptions | undefined | null): Lock
   /** A read-write lock whose holds run on this session (which stays open). */
@@ -921,6 +1049,22 @@ export interface InstanceEvent {
   revision: number
 }
 
+/**
+ * What a leader loop (or latch) reports: `kind` is `'startedLeading'` (with `fencingToken`,
+ * `key`, `leaseId`), `'stoppedLeading'` (with `fencingToken`, `reason`: `'returned'`,
+ * `'lost'` or `'cancelled'`, and `detail`: the loss reason or the work's error) or
+ * `'newLeader'` (with `leader`, `null` when there is none).
+ */
+export interface LeaderEvent {
+  kind: 'startedLeading' | 'stoppedLeading' | 'newLeader'
+  fencingToken?: number
+  key?: string
+  leaseId?: bigint
+  reason?: 'returned' | 'lost' | 'cancelled'
+  detail?: string
+  leader?: LeaderInfo
+}
+
 /** Who leads an election. */
 export interface LeaderInfo {
   /** The leader's full etcd key, `<namespace><name>/<lease hex>`. */
@@ -933,6 +1077,28 @@ export interface LeaderInfo {
   fencingToken: number
   /** The lease the leader key is attached to. */
   leaseId: bigint
+}
+
+/** Options of `client.leaderLatch()`. */
+export interface LeaderLatchOptions {
+  /** TTL in seconds of the session made for each term (default 10). */
+  ttl?: number
+}
+
+/** Options of `client.leaderLoop()` / `session.leaderLoop()`. */
+export interface LeaderLoopOptions {
+  /**
+   * TTL in seconds of the session made for each term (default 10); ignored by
+   * `session.leaderLoop()`, whose terms all run on that session.
+   */
+  ttl?: number
+  /** Campaign again after a term ends (default `true`); `false`: one term, then the loop ends. */
+  requeue?: boolean
+  /**
+   * How long a cancelled work may take to settle, in ms, before the loop stops waiting for
+   * it and resigns (default 5000).
+   */
+  stopTimeoutMs?: number
 }
 
 /** Options of `client.queue()` and `client.priorityQueue()`. */
@@ -991,6 +1157,12 @@ export interface SessionOptions {
  * and idempotent.
  */
 export declare function shutdownSync(): void
+
+/** Why a term's signal fired: `reason` is `'returned'`, `'lost'` or `'cancelled'`. */
+export interface TermEnd {
+  reason: 'returned' | 'lost' | 'cancelled'
+  detail?: string
+}
 
 /**
  * Paths of the PEM files generated for a TLS test etcd. Read them (`fs.readFileSync`)

@@ -32,7 +32,7 @@ pub struct LeaderInfo {
     pub lease_id: i64n,
 }
 
-fn leader(l: etcd_recipes::election::LeaderInfo) -> LeaderInfo {
+pub(crate) fn leader(l: etcd_recipes::election::LeaderInfo) -> LeaderInfo {
     LeaderInfo {
         key: l.key,
         value_string: String::from_utf8_lossy(&l.value).into_owned(),
@@ -146,6 +146,11 @@ impl Election {
 #[napi]
 pub struct Leadership {
     core: Held<Arc<etcd_recipes::election::Leadership>>,
+}
+
+/// A leadership held by core (a leader loop's or latch's term).
+pub(crate) fn leadership(l: Arc<etcd_recipes::election::Leadership>) -> Leadership {
+    Leadership { core: Held::new(l) }
 }
 
 #[napi]

@@ -22,6 +22,7 @@ mod counter;
 mod election;
 mod errors;
 mod iter;
+mod leader;
 mod lock;
 mod queue;
 mod registry;
