@@ -359,6 +359,33 @@ impl PyClient {
         crate::config::open(py, (*self.inner).clone(), key, prefix, every)
     }
 
+    /// A leader loop on election `name` campaigning with `value`: each term runs on a
+    /// session of its own of `ttl` seconds (or on `session`). `requeue=False`: one term
+    /// only. `stop_timeout`: seconds a cancelled work may take. Start with `run(work)`.
+    #[pyo3(signature = (name, value, *, ttl=Ttl(10), session=None, requeue=true, stop_timeout=5.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn leader_loop(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        value: Value,
+        ttl: Ttl,
+        session: Option<PyRef<'_, PySession>>,
+        requeue: bool,
+        stop_timeout: f64,
+    ) -> PyResult<crate::leader::PyLeaderLoop> {
+        let source = source(&self.inner, ttl, session).py_err(py)?;
+        crate::leader::new_loop(py, source, name, value.0, requeue, stop_timeout)
+    }
+
+    /// A leader latch on election `name` with `value` (sessions of `ttl` seconds per
+    /// term, or `session`). Call `start()`, or `async with`.
+    #[pyo3(signature = (name, value, *, ttl=Ttl(10), session=None))]
+    fn leader_latch(&self, py: Python<'_>, name: &str, value: Value, ttl: Ttl, session: Option<PyRef<'_, PySession>>) -> PyResult<crate::leader::PyLeaderLatch> {
+        let source = source(&self.inner, ttl, session).py_err(py)?;
+        crate::leader::new_latch(py, source, name, value.0)
+    }
+
     /// Close the client and everything made from it (sessions revoked, locks released,
     /// leaderships resigned, registrations removed, views and iterators ended), within 5 s.
     /// Idempotent.

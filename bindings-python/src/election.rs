@@ -109,7 +109,8 @@ impl PyElection {
     }
 }
 
-type Held = Arc<InRt<Leadership>>;
+/// Shared with core: a leader loop's term hands its `Arc<Leadership>` to Python.
+type Held = Arc<InRt<Arc<Leadership>>>;
 
 /// A campaign in progress: `await` it, or `async with` it.
 #[pyclass(module = "etcd_recipes._native", name = "Campaign", frozen)]
@@ -129,7 +130,7 @@ impl PyCampaign {
                 Some(t) => e.campaign_within(value, Some(t)).await?,
                 None => e.campaign(value).await?,
             };
-            let held: Held = Arc::new(InRt::new(l));
+            let held: Held = Arc::new(InRt::new(Arc::new(l)));
             if let Some(entered) = entered {
                 *entered.lock().unwrap_or_else(|p| p.into_inner()) = Some(held.clone());
             }
@@ -166,6 +167,13 @@ impl PyCampaign {
 pub struct PyLeadership {
     inner: Held,
     watchers: Watchers,
+}
+
+impl PyLeadership {
+    /// A leadership held by core (a leader loop's or latch's term).
+    pub(crate) fn from_core(l: Arc<Leadership>) -> Self {
+        PyLeadership { inner: Arc::new(InRt::new(l)), watchers: Watchers::default() }
+    }
 }
 
 #[pymethods]

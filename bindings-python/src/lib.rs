@@ -11,6 +11,7 @@ mod convert;
 mod counter;
 mod election;
 mod errors;
+mod leader;
 mod lock;
 mod logging;
 mod runtime;
@@ -65,6 +66,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<election::PyLeadership>()?;
     m.add_class::<election::PyLeaderInfo>()?;
     m.add_class::<election::PyLeaderObserver>()?;
+    m.add_class::<leader::PyLeaderLoop>()?;
+    m.add_class::<leader::PyLeaderLatch>()?;
+    m.add_class::<leader::PyLeaderEvent>()?;
+    m.add_class::<leader::PyLeaderEvents>()?;
     m.add_class::<registry::PyInstance>()?;
     m.add_class::<registry::PyRegistration>()?;
     m.add_class::<registry::PyRegistering>()?;

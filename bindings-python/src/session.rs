@@ -89,6 +89,18 @@ impl PySession {
         Ok(crate::election::PyElection::new(self.inner.election(name).py_err(py)?.with_timeout(t)))
     }
 
+    /// A leader loop on election `name` whose terms all run on this session.
+    #[pyo3(signature = (name, value, *, requeue=true, stop_timeout=5.0))]
+    fn leader_loop(&self, py: Python<'_>, name: &str, value: crate::convert::Value, requeue: bool, stop_timeout: f64) -> PyResult<crate::leader::PyLeaderLoop> {
+        let source = etcd_recipes::SessionSource::Shared((*self.inner).clone());
+        crate::leader::new_loop(py, source, name, value.0, requeue, stop_timeout)
+    }
+
+    /// A leader latch on election `name` campaigning on this session.
+    fn leader_latch(&self, py: Python<'_>, name: &str, value: crate::convert::Value) -> PyResult<crate::leader::PyLeaderLatch> {
+        crate::leader::new_latch(py, etcd_recipes::SessionSource::Shared((*self.inner).clone()), name, value.0)
+    }
+
     /// A semaphore called `name` (at most `permits` holders) whose acquisitions run on
     /// this session; one permit per session at a time.
     #[pyo3(signature = (name, permits, *, timeout=None))]

@@ -48,6 +48,12 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
          r"^current value: node-a:ready$", r"^node-a resigned$", r"^node-a can no longer proclaim: NOT_LEADER$",
          r"^node-b is the leader", r"^observer: leader is node-b", r"^node-b resigned$", r"^done$"],
     ),
+    "leader.py": (
+        [],
+        [r"^scheduler-\d leads \(fencing token \d+\)$", r"^scheduler-\d stopped leading: returned$",
+         r"^scheduler-\d: work cancelled, event set: True$", r"^scheduler-\d stopped leading: lost \(",
+         r"^terms so far: 5; 3 schedulers led$", r"^latch is leader: True", r"^latch closed; leader now: None$", r"^done$"],
+    ),
     "webapp.py": (
         [],
         [r"^startup complete: web-\d+ registered at 127.0.0.1:\d+$", r"^GET /config -> 200 \{'greeting': 'hello'\}$",
