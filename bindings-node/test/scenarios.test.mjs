@@ -81,6 +81,8 @@ const nullable = (f) => (v) => (v === null ? null : f(v))
 const instance = (i) => ({ id: i.id, addr: i.addr, metadata: i.metadata })
 const instances = (l) => [...l].map(instance)
 const leader = nullable((l) => ({ key: l.key, value: rawBytes(l.value), fencing_token: int(l.fencingToken), lease_id: lease(l.leaseId) }))
+const queueItem = nullable((i) => ({ key: text(i.key), value: rawBytes(i.value), revision: int(i.revision) }))
+const deadLetter = (d) => ({ id: text(d.id), value: rawBytes(d.value), deliveries: int(d.deliveries) })
 const change = (c) => ({ key: c.key, old: rawBytes(c.old), new: rawBytes(c.new), revision: c.revision })
 
 /** A value argument: text as given, {hex} as a Buffer. */
@@ -99,6 +101,12 @@ function opts (a, ...names) {
 }
 const TTL = ['ttl', 'ttl']
 const TIMEOUT = ['timeout', 'timeoutMs', ms]
+const DELAY = ['delay', 'delayMs', ms]
+/** Call `method` with the options among `names` when the step gives any, else with none. */
+function withOpts (obj, method, a, ...names) {
+  const o = opts(a, ...names)
+  return Object.keys(o).length ? obj[method](o) : obj[method]()
+}
 async function iterator (kind, x) {
   const it = await x
   if (typeof it?.[Symbol.asyncIterator] !== 'function') throw new RunnerError(`${kind}: not an async iterable: ${show(it)}`)
@@ -181,6 +189,55 @@ const OPS = {
   'config.changes': (env, v) => iterator('changes', v.changes()),
   'config.close': (env, v) => v.close(),
   'changes.next': (env, it) => nextOf(it, change),
+  'client.semaphore': (env, c, a) => map(c.semaphore(a.name, a.permits, opts(a, TTL, TIMEOUT)), h('semaphore')),
+  'client.rwlock': (env, c, a) => map(c.rwlock(a.name, opts(a, TTL, TIMEOUT)), h('rwlock')),
+  'client.barrier': (env, c, a) => map(c.barrier(a.name, opts(a, TIMEOUT)), h('barrier')),
+  'client.double_barrier': (env, c, a) => map(c.doubleBarrier(a.name, a.count, opts(a, TTL, TIMEOUT)), h('double_barrier')),
+  'client.queue': (env, c, a) => map(c.queue(a.name, opts(a, TIMEOUT)), h('queue')),
+  'client.priority_queue': (env, c, a) => map(c.priorityQueue(a.name, opts(a, TIMEOUT)), h('priority_queue')),
+  'client.work_queue': (env, c, a) =>
+    map(c.workQueue(a.name, opts(a, TTL, ['max_deliveries', 'maxDeliveries'], TIMEOUT)), h('work_queue')),
+  'client.counter': (env, c, a) => map(c.counter(a.key), h('counter')),
+  'semaphore.acquire': (env, s, a) => map(withOpts(s, 'acquire', a, TIMEOUT), h('guard')),
+  'semaphore.try_acquire': (env, s) => map(s.tryAcquire(), h('guard')),
+  'rwlock.read': (env, rw, a) => map(withOpts(rw, 'read', a, TIMEOUT), h('guard')),
+  'rwlock.write': (env, rw, a) => map(withOpts(rw, 'write', a, TIMEOUT), h('guard')),
+  'rwlock.try_read': (env, rw) => map(rw.tryRead(), h('guard')),
+  'rwlock.try_write': (env, rw) => map(rw.tryWrite(), h('guard')),
+  'barrier.hold': (env, b) => map(b.hold(), bool),
+  'barrier.release': (env, b) => map(b.release(), bool),
+  'barrier.is_held': (env, b) => map(b.isHeld(), bool),
+  'barrier.wait': (env, b, a) => withOpts(b, 'wait', a, TIMEOUT),
+  'double_barrier.enter': (env, d, a) => withOpts(d, 'enter', a, TIMEOUT),
+  'double_barrier.leave': (env, d, a) => withOpts(d, 'leave', a, TIMEOUT),
+  'queue.enqueue': (env, q, a) => map(q.enqueue(toBytes(a.value)), text),
+  'queue.dequeue': (env, q, a) => map(withOpts(q, 'dequeue', a, TIMEOUT), queueItem),
+  'queue.try_dequeue': (env, q) => map(q.tryDequeue(), queueItem),
+  'queue.length': (env, q) => map(q.length(), int),
+  'priority_queue.enqueue': (env, q, a) => map(q.enqueue(toBytes(a.value), a.priority), text),
+  'priority_queue.dequeue': (env, q, a) => map(withOpts(q, 'dequeue', a, TIMEOUT), queueItem),
+  'priority_queue.try_dequeue': (env, q) => map(q.tryDequeue(), queueItem),
+  'priority_queue.length': (env, q) => map(q.length(), int),
+  'work_queue.put': (env, q, a) => map('delay' in a ? q.put(toBytes(a.value), opts(a, DELAY)) : q.put(toBytes(a.value)), text),
+  'work_queue.receive': (env, q, a) => map(withOpts(q, 'receive', a, TIMEOUT), h('work_item')),
+  'work_queue.try_receive': (env, q) => map(q.tryReceive(), h('work_item')),
+  'work_queue.length': (env, q) => map(q.length(), int),
+  'work_queue.dead_letters': (env, q) => map(q.deadLetters(), (l) => [...l].map(deadLetter)),
+  'work_queue.requeue_dead': (env, q, a) => map(q.requeueDead(a.id), bool),
+  'work_queue.requeue_all_dead': (env, q) => map(q.requeueAllDead(), int),
+  'work_item.id': (env, i) => text(i.id),
+  'work_item.value': (env, i) => rawBytes(i.value),
+  'work_item.deliveries': (env, i) => int(i.deliveries),
+  'work_item.fencing_token': (env, i) => int(i.fencingToken),
+  'work_item.lease_id': (env, i) => lease(i.leaseId),
+  'work_item.is_held': (env, i) => bool(i.isHeld),
+  'work_item.ack': (env, i) => i.ack(),
+  'work_item.nack': (env, i, a) => withOpts(i, 'nack', a, DELAY),
+  'work_item.lost': (env, i) => map(i.lost(), reason),
+  'counter.get': (env, k) => map(k.get(), int),
+  'counter.add': (env, k, a) => map('delta' in a ? k.add(a.delta) : k.add(), int),
+  'counter.compare_and_set': (env, k, a) => map(k.compareAndSet(a.expected, a.new), bool),
+  'counter.set': (env, k, a) => map(k.set(a.value), int),
   'task.await': async (env, t) => {
     const o = await t.promise
     if (o.ok) return o.value
@@ -198,7 +255,9 @@ const OPS = {
   'admin.lease_exists': (env, _, a) => env.admin.leaseExists(a.lease),
   'admin.revoke_lease': (env, _, a) => env.admin.revokeLease(a.lease),
 }
-const NO_RESULT = /\.(close|release|resign|proclaim|revoke_lease|update_metadata)$/
+// Ops whose result is nothing (whatever the face gives), but for HAS_RESULT.
+const NO_RESULT = /\.(close|release|resign|proclaim|revoke_lease|update_metadata|wait|enter|leave|ack|nack)$/
+const HAS_RESULT = new Set(['barrier.release'])
 
 /** Run one op; resolves to an outcome {ok, value} or {ok: false, code, message}, never rejects. */
 async function execute (env, op, subject, args) {
@@ -206,7 +265,7 @@ async function execute (env, op, subject, args) {
   if (!fn) return { ok: false, code: 'RUNNER', message: `unknown op ${op}` }
   try {
     let value = await fn(env, subject, args)
-    if (NO_RESULT.test(op)) value = null
+    if (NO_RESULT.test(op) && !HAS_RESULT.has(op)) value = null
     if (value === undefined) throw new RunnerError(`${op} gave undefined (a member missing from the face?)`)
     return { ok: true, value }
   } catch (e) {

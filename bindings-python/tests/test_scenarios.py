@@ -119,6 +119,16 @@ def change(c: Any) -> dict[str, Any]:
     return {"key": c.key, "old": raw_bytes(c.old), "new": raw_bytes(c.new), "revision": c.revision}
 
 
+def queue_item(i: Any) -> Any:
+    if i is None:
+        return None
+    return {"key": i.key, "value": raw_bytes(i.value), "revision": i.revision}
+
+
+def dead_letter(d: Any) -> dict[str, Any]:
+    return {"id": d.id, "value": raw_bytes(d.value), "deliveries": d.deliveries}
+
+
 def reason(r: Any) -> Any:
     if r is not None and not isinstance(r, str):
         raise RunnerError(f"lost() must give a str or None, got {type(r).__name__}")
@@ -275,6 +285,62 @@ OPS: dict[str, Op] = {
     "config.changes": lambda env, v, a: _iter("changes", _call(lambda: v.changes())),
     "config.close": lambda env, v, a: _call(lambda: v.close()),
     "changes.next": lambda env, it, a: _map(next_of(it), lambda v: END if v is END else change(v)),
+    "client.semaphore": lambda env, c, a: _map(
+        _call(lambda: c.semaphore(a["name"], a["permits"], **kw(a, "ttl", "timeout"))), _h("semaphore")
+    ),
+    "client.rwlock": lambda env, c, a: _map(_call(lambda: c.rwlock(a["name"], **kw(a, "ttl", "timeout"))), _h("rwlock")),
+    "client.barrier": lambda env, c, a: _map(_call(lambda: c.barrier(a["name"], **kw(a, "timeout"))), _h("barrier")),
+    "client.double_barrier": lambda env, c, a: _map(
+        _call(lambda: c.double_barrier(a["name"], a["count"], **kw(a, "ttl", "timeout"))), _h("double_barrier")
+    ),
+    "client.queue": lambda env, c, a: _map(_call(lambda: c.queue(a["name"], **kw(a, "timeout"))), _h("queue")),
+    "client.priority_queue": lambda env, c, a: _map(
+        _call(lambda: c.priority_queue(a["name"], **kw(a, "timeout"))), _h("priority_queue")
+    ),
+    "client.work_queue": lambda env, c, a: _map(
+        _call(lambda: c.work_queue(a["name"], **kw(a, "ttl", "max_deliveries", "timeout"))), _h("work_queue")
+    ),
+    "client.counter": lambda env, c, a: _map(_call(lambda: c.counter(a["key"])), _h("counter")),
+    "semaphore.acquire": lambda env, s, a: _map(s.acquire(**kw(a, "timeout")), _h("guard")),
+    "semaphore.try_acquire": lambda env, s, a: _map(s.try_acquire(), _h("guard")),
+    "rwlock.read": lambda env, rw, a: _map(rw.read(**kw(a, "timeout")), _h("guard")),
+    "rwlock.write": lambda env, rw, a: _map(rw.write(**kw(a, "timeout")), _h("guard")),
+    "rwlock.try_read": lambda env, rw, a: _map(rw.try_read(), _h("guard")),
+    "rwlock.try_write": lambda env, rw, a: _map(rw.try_write(), _h("guard")),
+    "barrier.hold": lambda env, b, a: b.hold(),
+    "barrier.release": lambda env, b, a: b.release(),
+    "barrier.is_held": lambda env, b, a: b.is_held(),
+    "barrier.wait": lambda env, b, a: b.wait(**kw(a, "timeout")),
+    "double_barrier.enter": lambda env, d, a: d.enter(**kw(a, "timeout")),
+    "double_barrier.leave": lambda env, d, a: d.leave(**kw(a, "timeout")),
+    "queue.enqueue": lambda env, q, a: q.enqueue(to_bytes(a["value"])),
+    "queue.dequeue": lambda env, q, a: _map(q.dequeue(**kw(a, "timeout")), queue_item),
+    "queue.try_dequeue": lambda env, q, a: _map(q.try_dequeue(), queue_item),
+    "queue.length": lambda env, q, a: q.length(),
+    "priority_queue.enqueue": lambda env, q, a: q.enqueue(to_bytes(a["value"]), a["priority"]),
+    "priority_queue.dequeue": lambda env, q, a: _map(q.dequeue(**kw(a, "timeout")), queue_item),
+    "priority_queue.try_dequeue": lambda env, q, a: _map(q.try_dequeue(), queue_item),
+    "priority_queue.length": lambda env, q, a: q.length(),
+    "work_queue.put": lambda env, q, a: q.put(to_bytes(a["value"]), **kw(a, "delay")),
+    "work_queue.receive": lambda env, q, a: _map(q.receive(**kw(a, "timeout")), _h("work_item")),
+    "work_queue.try_receive": lambda env, q, a: _map(q.try_receive(), _h("work_item")),
+    "work_queue.length": lambda env, q, a: q.length(),
+    "work_queue.dead_letters": lambda env, q, a: _map(q.dead_letters(), lambda l: [dead_letter(d) for d in l]),
+    "work_queue.requeue_dead": lambda env, q, a: q.requeue_dead(a["id"]),
+    "work_queue.requeue_all_dead": lambda env, q, a: q.requeue_all_dead(),
+    "work_item.id": lambda env, i, a: _value(i.id),
+    "work_item.value": lambda env, i, a: _map(_value(i.value), raw_bytes),
+    "work_item.deliveries": lambda env, i, a: _value(i.deliveries),
+    "work_item.fencing_token": lambda env, i, a: _value(i.fencing_token),
+    "work_item.lease_id": lambda env, i, a: _value(i.lease_id),
+    "work_item.is_held": lambda env, i, a: _value(i.is_held),
+    "work_item.ack": lambda env, i, a: i.ack(),
+    "work_item.nack": lambda env, i, a: i.nack(**kw(a, "delay")),
+    "work_item.lost": lambda env, i, a: _map(i.lost(), reason),
+    "counter.get": lambda env, k, a: k.get(),
+    "counter.add": lambda env, k, a: k.add(*([a["delta"]] if "delta" in a else [])),
+    "counter.compare_and_set": lambda env, k, a: k.compare_and_set(a["expected"], a["new"]),
+    "counter.set": lambda env, k, a: k.set(a["value"]),
     "task.await": _task_await,
     "task.done": lambda env, t, a: _value(t.done()),
     "admin.keys": _admin_keys,
@@ -296,13 +362,19 @@ async def _map(x: Any, f: Callable[[Any], Any]) -> Any:
     return f(await settle(x))
 
 
+# Ops whose result is nothing (whatever the face returns), but for these.
+NO_RESULT = (".close", ".release", ".resign", ".proclaim", ".revoke_lease", ".update_metadata", ".wait", ".enter",
+             ".leave", ".ack", ".nack")
+HAS_RESULT = {"barrier.release"}
+
+
 async def execute(env: Env, op: str, subject: Any, args: dict[str, Any]) -> Outcome:
     fn = OPS.get(op)
     if fn is None:
         return Outcome(False, code="RUNNER", message=f"unknown op {op!r}")
     try:
         result = await settle(fn(env, subject, args))
-        if op.endswith((".close", ".release", ".resign", ".proclaim", ".revoke_lease", ".update_metadata")):
+        if op.endswith(NO_RESULT) and op not in HAS_RESULT:
             result = None
         return Outcome(True, value=result)
     except _Replay as r:

@@ -13,14 +13,22 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
+use etcd_recipes::barrier::{Barrier, DoubleBarrier};
 use etcd_recipes::config::{ConfigChange, ConfigChanges, ConfigOptions, ConfigView};
+use etcd_recipes::counter::Counter;
 use etcd_recipes::election::{self, Election, LeaderInfo, LeaderObserver, Leadership};
 use etcd_recipes::lock::{Lock, LockGuard};
+use etcd_recipes::queue::{PriorityQueue, Queue, QueueItem};
 use etcd_recipes::registry::{self, Instance, InstanceSets, RegisterOptions, Registration, RegistrationState, ServiceView};
+use etcd_recipes::rwlock::{RwLock, Side as RwSide};
+use etcd_recipes::semaphore::Semaphore;
+use etcd_recipes::workqueue::{WorkItem, WorkQueue};
 use etcd_recipes::testing::EtcdCluster;
 use etcd_recipes::{Client, ClientOptions, Session, SessionSource, SessionState};
 use serde_json::{json, Map, Value as Json};
@@ -34,6 +42,8 @@ const KNOWN_OPS: &[&str] = &[
     "client.connect", "client.put", "client.get", "client.delete", "client.revision", "client.is_closed",
     "client.close", "client.session", "client.lock", "client.election", "client.leader", "client.observe_leader",
     "client.register", "client.list_instances", "client.discover", "client.config",
+    "client.semaphore", "client.rwlock", "client.barrier", "client.double_barrier", "client.queue",
+    "client.priority_queue", "client.work_queue", "client.counter",
     "session.lease_id", "session.ttl", "session.is_alive", "session.state", "session.lost", "session.close",
     "session.lock", "session.election",
     "lock.acquire", "lock.try_acquire",
@@ -48,6 +58,17 @@ const KNOWN_OPS: &[&str] = &[
     "view.instances", "view.updates", "view.close", "updates.next",
     "config.get", "config.get_string", "config.get_json", "config.has", "config.keys", "config.changes",
     "config.close", "changes.next",
+    "semaphore.acquire", "semaphore.try_acquire",
+    "rwlock.read", "rwlock.write", "rwlock.try_read", "rwlock.try_write",
+    "barrier.hold", "barrier.release", "barrier.is_held", "barrier.wait",
+    "double_barrier.enter", "double_barrier.leave",
+    "queue.enqueue", "queue.dequeue", "queue.try_dequeue", "queue.length",
+    "priority_queue.enqueue", "priority_queue.dequeue", "priority_queue.try_dequeue", "priority_queue.length",
+    "work_queue.put", "work_queue.receive", "work_queue.try_receive", "work_queue.length", "work_queue.dead_letters",
+    "work_queue.requeue_dead", "work_queue.requeue_all_dead",
+    "work_item.id", "work_item.value", "work_item.deliveries", "work_item.fencing_token", "work_item.lease_id",
+    "work_item.is_held", "work_item.ack", "work_item.nack", "work_item.lost",
+    "counter.get", "counter.add", "counter.compare_and_set", "counter.set",
     "task.await", "task.done",
     "admin.keys", "admin.lease_exists", "admin.revoke_lease",
 ];
@@ -77,6 +98,15 @@ enum Val {
     Config(ConfigView),
     Changes(Arc<Mutex<ConfigChanges>>),
     Task(Arc<Mutex<TaskState>>),
+    Semaphore(Semaphore),
+    RwLock(RwLock),
+    Barrier(Barrier),
+    DoubleBarrier(Arc<DoubleBarrier>),
+    Queue(Queue),
+    PriorityQueue(PriorityQueue),
+    WorkQueue(WorkQueue),
+    WorkItem(Arc<WorkItem>),
+    Counter(Counter),
 }
 
 impl Val {
@@ -97,6 +127,15 @@ impl Val {
             Val::Config(_) => "config",
             Val::Changes(_) => "changes",
             Val::Task(_) => "task",
+            Val::Semaphore(_) => "semaphore",
+            Val::RwLock(_) => "rwlock",
+            Val::Barrier(_) => "barrier",
+            Val::DoubleBarrier(_) => "double_barrier",
+            Val::Queue(_) => "queue",
+            Val::PriorityQueue(_) => "priority_queue",
+            Val::WorkQueue(_) => "work_queue",
+            Val::WorkItem(_) => "work_item",
+            Val::Counter(_) => "counter",
         }
     }
 
@@ -188,6 +227,19 @@ fn leader_json(l: Option<LeaderInfo>) -> Val {
             "lease_id": l.lease_id,
         }),
     })
+}
+
+fn item_json(i: Option<QueueItem>) -> Val {
+    Val::Data(match i {
+        None => Json::Null,
+        Some(i) => json!({ "key": i.key, "value": bytes_json(&i.value), "revision": i.revision }),
+    })
+}
+
+/// A whole number argument into the face's type; out of its range is the Rust face's
+/// boundary check (its types make such a value unrepresentable): `INVALID_ARGUMENT`.
+fn whole<T: TryFrom<i64>>(what: &str, n: i64) -> Result<T, Fail> {
+    T::try_from(n).map_err(|_| Fail::from(etcd_recipes::Error::InvalidArgument(format!("{what} out of range: {n}"))))
 }
 
 fn change_json(c: ConfigChange) -> Val {
@@ -288,7 +340,26 @@ macro_rules! subject {
     };
 }
 
-async fn exec(env: Arc<Env>, op: String, subject: Option<Val>, args: Json) -> Outcome {
+/// One op, on the heap: the ops' state machines together are too large for a test
+/// thread's stack.
+fn exec(env: Arc<Env>, op: String, subject: Option<Val>, args: Json) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    let kind = op.split('.').next().unwrap_or_default();
+    if RECIPE_KINDS.contains(&kind) || RECIPE_FACTORIES.contains(&op.as_str()) {
+        Box::pin(exec_recipe(op, subject, args))
+    } else {
+        Box::pin(exec_base(env, op, subject, args))
+    }
+}
+
+/// The kinds of the coordination recipes (semaphore .. counter), run by `exec_recipe`.
+const RECIPE_KINDS: &[&str] =
+    &["semaphore", "rwlock", "barrier", "double_barrier", "queue", "priority_queue", "work_queue", "work_item", "counter"];
+const RECIPE_FACTORIES: &[&str] = &[
+    "client.semaphore", "client.rwlock", "client.barrier", "client.double_barrier", "client.queue",
+    "client.priority_queue", "client.work_queue", "client.counter",
+];
+
+async fn exec_base(env: Arc<Env>, op: String, subject: Option<Val>, args: Json) -> Outcome {
     let empty = Map::new();
     let a = Args(args.as_object().unwrap_or(&empty));
     let s = subject.as_ref();
@@ -498,6 +569,173 @@ async fn exec(env: Arc<Env>, op: String, subject: Option<Val>, args: Json) -> Ou
             env.admin.revoke_lease(a.i64("lease")?).await?;
             none()
         }
+        other => return Err(bad(format!("unknown op {other:?}"))),
+    })
+}
+
+/// The ops of the coordination recipes (semaphore, read-write lock, barriers, queues,
+/// work queue, counter).
+async fn exec_recipe(op: String, subject: Option<Val>, args: Json) -> Outcome {
+    let empty = Map::new();
+    let a = Args(args.as_object().unwrap_or(&empty));
+    let s = subject.as_ref();
+    Ok(match op.as_str() {
+        "client.semaphore" => {
+            let c = subject!(s, Client);
+            let source = SessionSource::per_use(c, a.opt_i64("ttl")?.unwrap_or(10))?;
+            let permits = whole("permits", a.i64("permits")?)?;
+            Val::Semaphore(Semaphore::new(source, &a.str("name")?, permits)?.with_timeout(a.opt_secs("timeout")?))
+        }
+        "client.rwlock" => {
+            let c = subject!(s, Client);
+            let source = SessionSource::per_use(c, a.opt_i64("ttl")?.unwrap_or(10))?;
+            Val::RwLock(RwLock::new(source, &a.str("name")?)?.with_timeout(a.opt_secs("timeout")?))
+        }
+        "client.barrier" => {
+            Val::Barrier(Barrier::new(subject!(s, Client), &a.str("name")?)?.with_timeout(a.opt_secs("timeout")?))
+        }
+        "client.double_barrier" => {
+            let c = subject!(s, Client);
+            let source = SessionSource::per_use(c, a.opt_i64("ttl")?.unwrap_or(10))?;
+            let count = whole("count", a.i64("count")?)?;
+            Val::DoubleBarrier(Arc::new(
+                DoubleBarrier::new(source, &a.str("name")?, count)?.with_timeout(a.opt_secs("timeout")?),
+            ))
+        }
+        "client.queue" => Val::Queue(Queue::new(subject!(s, Client), &a.str("name")?)?.with_timeout(a.opt_secs("timeout")?)),
+        "client.priority_queue" => Val::PriorityQueue(
+            PriorityQueue::new(subject!(s, Client), &a.str("name")?)?.with_timeout(a.opt_secs("timeout")?),
+        ),
+        "client.work_queue" => {
+            let c = subject!(s, Client);
+            let source = SessionSource::per_use(c, a.opt_i64("ttl")?.unwrap_or(10))?;
+            let max = a.opt_i64("max_deliveries")?.map(|m| whole("max_deliveries", m)).transpose()?;
+            Val::WorkQueue(
+                WorkQueue::new(source, &a.str("name")?)?.with_max_deliveries(max)?.with_timeout(a.opt_secs("timeout")?),
+            )
+        }
+        "client.counter" => Val::Counter(Counter::new(subject!(s, Client), &a.str("key")?)?),
+
+        // ----- semaphore, read-write lock
+        "semaphore.acquire" => {
+            let sem = subject!(s, Semaphore);
+            Val::Guard(Arc::new(match a.opt_secs("timeout")? {
+                Some(t) => sem.acquire_within(Some(t)).await?,
+                None => sem.acquire().await?,
+            }))
+        }
+        "semaphore.try_acquire" => Val::Guard(Arc::new(subject!(s, Semaphore).try_acquire().await?)),
+        "rwlock.read" | "rwlock.write" => {
+            let rw = subject!(s, RwLock);
+            let side = if op == "rwlock.read" { RwSide::Read } else { RwSide::Write };
+            Val::Guard(Arc::new(match a.opt_secs("timeout")? {
+                Some(t) => rw.acquire_within(side, Some(t)).await?,
+                None if op == "rwlock.read" => rw.read().await?,
+                None => rw.write().await?,
+            }))
+        }
+        "rwlock.try_read" => Val::Guard(Arc::new(subject!(s, RwLock).try_read().await?)),
+        "rwlock.try_write" => Val::Guard(Arc::new(subject!(s, RwLock).try_write().await?)),
+
+        // ----- barriers
+        "barrier.hold" => data(subject!(s, Barrier).hold().await?),
+        "barrier.release" => data(subject!(s, Barrier).release().await?),
+        "barrier.is_held" => data(subject!(s, Barrier).is_held().await?),
+        "barrier.wait" => {
+            let b = subject!(s, Barrier);
+            match a.opt_secs("timeout")? {
+                Some(t) => b.wait_within(Some(t)).await?,
+                None => b.wait().await?,
+            }
+            none()
+        }
+        "double_barrier.enter" => {
+            let d = subject!(s, DoubleBarrier);
+            match a.opt_secs("timeout")? {
+                Some(t) => d.enter_within(Some(t)).await?,
+                None => d.enter().await?,
+            }
+            none()
+        }
+        "double_barrier.leave" => {
+            let d = subject!(s, DoubleBarrier);
+            match a.opt_secs("timeout")? {
+                Some(t) => d.leave_within(Some(t)).await?,
+                None => d.leave().await?,
+            }
+            none()
+        }
+
+        // ----- queues
+        "queue.enqueue" => data(subject!(s, Queue).enqueue(a.bytes("value")?).await?),
+        "queue.dequeue" => {
+            let q = subject!(s, Queue);
+            item_json(Some(match a.opt_secs("timeout")? {
+                Some(t) => q.dequeue_within(Some(t)).await?,
+                None => q.dequeue().await?,
+            }))
+        }
+        "queue.try_dequeue" => item_json(subject!(s, Queue).try_dequeue().await?),
+        "queue.length" => data(subject!(s, Queue).length().await?),
+        "priority_queue.enqueue" => {
+            let q = subject!(s, PriorityQueue);
+            let priority = whole("priority", a.i64("priority")?)?;
+            data(q.enqueue(a.bytes("value")?, priority).await?)
+        }
+        "priority_queue.dequeue" => {
+            let q = subject!(s, PriorityQueue);
+            item_json(Some(match a.opt_secs("timeout")? {
+                Some(t) => q.dequeue_within(Some(t)).await?,
+                None => q.dequeue().await?,
+            }))
+        }
+        "priority_queue.try_dequeue" => item_json(subject!(s, PriorityQueue).try_dequeue().await?),
+        "priority_queue.length" => data(subject!(s, PriorityQueue).length().await?),
+
+        // ----- work queue
+        "work_queue.put" => data(subject!(s, WorkQueue).put(a.bytes("value")?, a.opt_secs("delay")?).await?),
+        "work_queue.receive" => {
+            let q = subject!(s, WorkQueue);
+            Val::WorkItem(Arc::new(match a.opt_secs("timeout")? {
+                Some(t) => q.receive_within(Some(t)).await?,
+                None => q.receive().await?,
+            }))
+        }
+        "work_queue.try_receive" => Val::WorkItem(Arc::new(subject!(s, WorkQueue).try_receive().await?)),
+        "work_queue.length" => data(subject!(s, WorkQueue).length().await?),
+        "work_queue.dead_letters" => Val::Data(Json::Array(
+            subject!(s, WorkQueue)
+                .dead_letters()
+                .await?
+                .into_iter()
+                .map(|d| json!({ "id": d.id, "value": bytes_json(&d.value), "deliveries": d.deliveries }))
+                .collect(),
+        )),
+        "work_queue.requeue_dead" => data(subject!(s, WorkQueue).requeue_dead(&a.str("id")?).await?),
+        "work_queue.requeue_all_dead" => data(subject!(s, WorkQueue).requeue_all_dead().await?),
+        "work_item.id" => data(subject!(s, WorkItem).id()),
+        "work_item.value" => Val::Data(bytes_json(subject!(s, WorkItem).value())),
+        "work_item.deliveries" => data(subject!(s, WorkItem).deliveries()),
+        "work_item.fencing_token" => data(subject!(s, WorkItem).fencing_token()),
+        "work_item.lease_id" => data(subject!(s, WorkItem).lease_id()),
+        "work_item.is_held" => data(subject!(s, WorkItem).is_held()),
+        "work_item.ack" => {
+            subject!(s, WorkItem).ack().await?;
+            none()
+        }
+        "work_item.nack" => {
+            subject!(s, WorkItem).nack(a.opt_secs("delay")?).await?;
+            none()
+        }
+        "work_item.lost" => data(subject!(s, WorkItem).lost().await),
+
+        // ----- counter
+        "counter.get" => data(subject!(s, Counter).get().await?),
+        "counter.add" => data(subject!(s, Counter).add(a.opt_i64("delta")?.unwrap_or(1)).await?),
+        "counter.compare_and_set" => {
+            data(subject!(s, Counter).compare_and_set(a.i64("expected")?, a.i64("new")?).await?)
+        }
+        "counter.set" => data(subject!(s, Counter).set(a.i64("value")?).await?),
         other => return Err(bad(format!("unknown op {other:?}"))),
     })
 }
