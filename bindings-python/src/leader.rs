@@ -37,6 +37,7 @@ pub struct PyLeaderEvent {
 
 #[pymethods]
 impl PyLeaderEvent {
+    /// `"started_leading"`, `"stopped_leading"` or `"new_leader"`.
     #[getter]
     fn kind(&self) -> &'static str {
         match self.ev {
