@@ -131,9 +131,13 @@ impl Election {
             _ = client.closed() => return Err(Error::Closed("client")),
         };
         let result = tokio::select! {
-            r = self.campaign_on(&session, owned, value, deadline) => r,
+            biased;
             _ = client.closed() => Err(Error::Closed("client")),
+            r = self.campaign_on(&session, owned, value, deadline) => r,
         };
+        // Closing the client also closes the session a wait runs on; whichever the wait
+        // noticed first, the caller learns the client was closed.
+        let result = result.map_err(|e| if client.is_closed() { Error::Closed("client") } else { e });
         if result.is_err() && owned {
             let _ = session.close().await;
         }

@@ -155,9 +155,13 @@ impl Lock {
             _ = closed => return Err(Error::Closed("client")),
         };
         let result = tokio::select! {
-            r = self.acquire_on(&session, owned, mode, deadline) => r,
+            biased;
             _ = client.closed() => Err(Error::Closed("client")),
+            r = self.acquire_on(&session, owned, mode, deadline) => r,
         };
+        // Closing the client also closes the session a wait runs on; whichever the wait
+        // noticed first, the caller learns the client was closed.
+        let result = result.map_err(|e| if client.is_closed() { Error::Closed("client") } else { e });
         if result.is_err() && owned {
             let _ = session.close().await;
         }

@@ -300,9 +300,13 @@ impl WorkQueue {
             SessionSource::PerUse { .. } => None,
         };
         let result = tokio::select! {
-            r = self.receive_on(&mut held, try_only, deadline).instrument(span) => r,
+            biased;
             _ = client.closed() => Err(Error::Closed("client")),
+            r = self.receive_on(&mut held, try_only, deadline).instrument(span) => r,
         };
+        // Closing the client also closes the session a wait runs on; whichever the wait
+        // noticed first, the caller learns the client was closed.
+        let result = result.map_err(|e| if client.is_closed() { Error::Closed("client") } else { e });
         if let (Err(_), Some((session, true))) = (&result, &held) {
             let _ = session.close().await;
         }
