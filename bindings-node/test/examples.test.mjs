@@ -36,8 +36,7 @@ function run (file) {
 const cases = {
   'registry.mjs': [/instances now: billing-1, billing-2, billing-3/, /healed itself with a new lease/, /discovery: down billing-3/],
   'config.mjs': [/greeting = hello/, /app\/greeting bonjour -> \(deleted\)/, /1M local JSON reads/],
-  'barrier.mjs': [/gate held: true/, /a wait with a short timeout gives up: LOCK_TIMEOUT/, /still waiting at the gate: 3/, /worker-3 passes the gate/, /gate held now: false/, /all 3 entered; they started within \d+ ms/, /a fourth party is turned away, the barrier is full: LOCK_TIMEOUT/, /all 3 left together: done/],
-  'queue.mjs': [/enqueued 6 jobs; length: 6/, /consumer-\d took job-1/, /each job went to exactly one consumer: 6 taken, 6 distinct, length now 0/, /a waiting consumer woke up with job-7/, /dequeue on an empty queue gives up: LOCK_TIMEOUT/, /dequeued in order: page on-call, patch openssl, rotate logs, resize images, weekly digest/],
+  'leader.mjs': [/node-\d leads \(fencing token \d+\)/, /revoking the leader's lease/, /the other loop leads now/, /work stopped \(lost\)/, /last tick: node-\d tick \d+/],
   'semaphore.mjs': [/6 downloads done, at most [12] at a time/, /both permits taken: LOCK_TIMEOUT/],
   'rwlock.mjs': [/two readers hold the lock together/, /a writer has to wait: LOCK_TIMEOUT/, /the writer updated the catalog \(fencing token \d+\)/, /a reader sees version 2/],
   'barrier.mjs': [/gate held: true/, /a wait with a short timeout gives up: LOCK_TIMEOUT/, /still waiting at the gate: 3/, /worker-3 passes the gate/, /gate held now: false/, /all 3 entered; they started within \d+ ms/, /a fourth party is turned away, the barrier is full: LOCK_TIMEOUT/, /all 3 left together: done/],
