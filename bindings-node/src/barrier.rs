@@ -12,7 +12,8 @@ use napi_derive::napi;
 
 use crate::client::Client;
 use crate::errors;
-use crate::{notify, Callback, Held};
+use crate::members::held_members;
+use crate::Held;
 
 /// Options of `client.barrier()`.
 #[napi(object)]
@@ -183,20 +184,15 @@ impl DoubleBarrier {
             }
         })
     }
+}
 
-    /// Resolves when this party stops being in the barrier: with the reason when its
-    /// session was lost while entered, with `null` when it left (or is not entered).
-    #[napi(ts_return_type = "Promise<string | null>")]
-    pub fn lost<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Option<String>>> {
-        let b = (*self.core).clone();
-        errors::promise(env, async move { Ok(b.lost().await) })
-    }
-
-    /// Call `callback(reason)` if this party's session is lost while entered (register
-    /// after `enter`). Does not keep the process alive.
-    #[napi(ts_args_type = "callback: (reason: string) => void")]
-    pub fn on_lost(&self, callback: Callback<String>) {
-        let b = (*self.core).clone();
-        notify(callback, async move { b.lost().await })
+held_members! {
+    impl DoubleBarrier {
+        loss {
+            lost: "Resolves when this party stops being in the barrier: with the reason when its"
+                  "session was lost while entered, with `null` when it left (or is not entered).";
+            on_lost: "Call `callback(reason)` if this party's session is lost while entered (register"
+                     "after `enter`). Does not keep the process alive.";
+        }
     }
 }

@@ -13,9 +13,10 @@ use napi_derive::napi;
 use crate::client::Client;
 use crate::errors::{self, bytes};
 use crate::iter::{stream_class, Cell};
-use crate::lock::{fenced, per_use, wait, RecipeOptions, TxnOp, WaitOptions};
+use crate::lock::{per_use, wait, RecipeOptions, WaitOptions};
+use crate::members::held_members;
 use crate::session::Session;
-use crate::{notify, Callback, Held};
+use crate::Held;
 
 /// Who leads an election.
 #[napi(object, object_from_js = false)]
@@ -203,50 +204,23 @@ impl Leadership {
         let (l, v) = ((*self.core).clone(), bytes(value));
         errors::promise(env, async move { l.proclaim(v).await })
     }
+}
 
-    /// Put `value` at `key` only while we lead (else code `FENCED`).
-    #[napi(ts_return_type = "Promise<number>")]
-    pub fn put<'env>(&self, env: &'env Env, key: String, value: Either<String, Uint8Array>) -> napi::Result<PromiseRaw<'env, i64>> {
-        fenced::put(env, self.core.fence(), key, value)
-    }
-
-    /// Delete `key` only while we lead (else code `FENCED`).
-    #[napi(ts_return_type = "Promise<number>")]
-    pub fn delete<'env>(&self, env: &'env Env, key: String) -> napi::Result<PromiseRaw<'env, i64>> {
-        fenced::delete(env, self.core.fence(), key)
-    }
-
-    /// Apply all `ops` atomically only while we lead (else code `FENCED`).
-    #[napi(ts_return_type = "Promise<number>")]
-    pub fn txn<'env>(&self, env: &'env Env, ops: Vec<TxnOp>) -> napi::Result<PromiseRaw<'env, i64>> {
-        fenced::txn(env, self.core.fence(), ops)
-    }
-
-    /// Resolves when leadership ends: with the reason when it was lost (session lost, key
-    /// deleted by someone else), with `null` when it ended normally (resigned, client closed).
-    #[napi(ts_return_type = "Promise<string | null>")]
-    pub fn lost<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Option<String>>> {
-        let l = (*self.core).clone();
-        errors::promise(env, async move { Ok(l.lost().await) })
-    }
-
-    /// Call `callback(reason)` if leadership is lost (not on resign). Does not keep the process alive.
-    #[napi(ts_args_type = "callback: (reason: string) => void")]
-    pub fn on_lost(&self, callback: Callback<String>) {
-        let l = (*self.core).clone();
-        notify(callback, async move { l.lost().await })
-    }
-
-    /// Step down (delete the leader key; close the session made for the campaign). Idempotent.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn resign<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        let l = (*self.core).clone();
-        errors::promise(env, async move { l.resign().await })
-    }
-
-    /// `await using leadership = await election.campaign(...)`: resigns.
-    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
-    pub fn async_dispose<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        self.resign(env)
+held_members! {
+    impl Leadership {
+        fenced {
+            put: "Put `value` at `key` only while we lead (else code `FENCED`).";
+            delete: "Delete `key` only while we lead (else code `FENCED`).";
+            txn: "Apply all `ops` atomically only while we lead (else code `FENCED`).";
+        }
+        loss {
+            lost: "Resolves when leadership ends: with the reason when it was lost (session lost, key"
+                  "deleted by someone else), with `null` when it ended normally (resigned, client closed).";
+            on_lost: "Call `callback(reason)` if leadership is lost (not on resign). Does not keep the process alive.";
+        }
+        end {
+            resign: "Step down (delete the leader key; close the session made for the campaign). Idempotent.";
+            async_dispose: "`await using leadership = await election.campaign(...)`: resigns.";
+        }
     }
 }

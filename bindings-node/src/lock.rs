@@ -1,18 +1,19 @@
 //! Node face of the distributed lock: `client.lock(name, { ttl, timeoutMs })`,
-//! `session.lock(name)`, `lock.acquire()` -> `LockGuard`; and the guarded writes that
-//! `LockGuard` and `Leadership` share.
+//! `session.lock(name)`, `lock.acquire()` -> `LockGuard`; the options that lock and
+//! election share.
 
 use std::sync::Arc;
 
-use etcd_recipes::{Fence, FencedOp, SessionSource};
-use napi::bindgen_prelude::{i64n, Either, PromiseRaw, Uint8Array};
+use etcd_recipes::SessionSource;
+use napi::bindgen_prelude::{i64n, PromiseRaw};
 use napi::Env;
 use napi_derive::napi;
 
 use crate::client::Client;
-use crate::errors::{self, bytes};
+use crate::errors;
+use crate::members::held_members;
 use crate::session::Session;
-use crate::{notify, Callback, Held};
+use crate::Held;
 
 /// Options of `client.lock()` and `client.election()`.
 #[napi(object)]
@@ -33,17 +34,6 @@ pub struct WaitOptions {
     pub timeout_ms: Option<f64>,
 }
 
-/// One write of a guarded transaction: `{ kind: 'put', key, value }` or `{ kind: 'delete', key }`.
-#[napi(object)]
-pub struct TxnOp {
-    #[napi(ts_type = "'put' | 'delete'")]
-    pub kind: String,
-    /// The key (namespaced like every recipe key).
-    pub key: String,
-    /// The value to put (a string or bytes).
-    pub value: Option<Either<String, Uint8Array>>,
-}
-
 /// A session of `ttl` seconds per use, and the default wait bound.
 pub(crate) fn per_use(env: &Env, c: &etcd_recipes::Client, o: Option<RecipeOptions>) -> napi::Result<(SessionSource, Option<std::time::Duration>)> {
     let (ttl, timeout) = o.map_or((None, None), |o| (o.ttl, o.timeout_ms));
@@ -53,37 +43,6 @@ pub(crate) fn per_use(env: &Env, c: &etcd_recipes::Client, o: Option<RecipeOptio
 
 pub(crate) fn wait(env: &Env, o: Option<WaitOptions>) -> napi::Result<Option<std::time::Duration>> {
     errors::millis(env, "timeoutMs", o.and_then(|o| o.timeout_ms))
-}
-
-/// Writes guarded by a fencing token (`LockGuard`, `Leadership`): rejected with code
-/// `FENCED` once the lock or the leadership is not ours.
-pub(crate) mod fenced {
-    use super::*;
-
-    pub(crate) fn put<'env>(env: &'env Env, f: &Fence, key: String, value: Either<String, Uint8Array>) -> napi::Result<PromiseRaw<'env, i64>> {
-        let (f, v) = (f.clone(), bytes(value));
-        errors::promise(env, async move { f.put(&key, v).await })
-    }
-
-    pub(crate) fn delete<'env>(env: &'env Env, f: &Fence, key: String) -> napi::Result<PromiseRaw<'env, i64>> {
-        let f = f.clone();
-        errors::promise(env, async move { f.delete(&key).await })
-    }
-
-    pub(crate) fn txn<'env>(env: &'env Env, f: &Fence, ops: Vec<TxnOp>) -> napi::Result<PromiseRaw<'env, i64>> {
-        let ops = ops
-            .into_iter()
-            .map(|op| match (op.kind.as_str(), op.value) {
-                ("put", Some(v)) => Ok(FencedOp::put(op.key, bytes(v))),
-                ("delete", None) => Ok(FencedOp::delete(op.key)),
-                ("put", None) => Err(errors::invalid(env, format!("txn put of {:?} has no value", op.key))),
-                ("delete", Some(_)) => Err(errors::invalid(env, format!("txn delete of {:?} must not have a value", op.key))),
-                (k, _) => Err(errors::invalid(env, format!("txn op kind must be 'put' or 'delete', got {k:?}"))),
-            })
-            .collect::<napi::Result<Vec<_>>>()?;
-        let f = f.clone();
-        errors::promise(env, async move { f.txn(ops).await })
-    }
 }
 
 /// A named distributed lock (same keys as etcd's Go `concurrency.Mutex` and `etcdctl lock`).
@@ -200,51 +159,24 @@ impl LockGuard {
     pub fn is_held(&self) -> bool {
         self.core.is_held()
     }
+}
 
-    /// Put `value` at `key` only if the lock is still ours (else rejects with code `FENCED`);
-    /// resolves to the revision of the write.
-    #[napi(ts_return_type = "Promise<number>")]
-    pub fn put<'env>(&self, env: &'env Env, key: String, value: Either<String, Uint8Array>) -> napi::Result<PromiseRaw<'env, i64>> {
-        fenced::put(env, self.core.fence(), key, value)
-    }
-
-    /// Delete `key` only if the lock is still ours (else code `FENCED`).
-    #[napi(ts_return_type = "Promise<number>")]
-    pub fn delete<'env>(&self, env: &'env Env, key: String) -> napi::Result<PromiseRaw<'env, i64>> {
-        fenced::delete(env, self.core.fence(), key)
-    }
-
-    /// Apply all `ops` atomically only if the lock is still ours (else code `FENCED`).
-    #[napi(ts_return_type = "Promise<number>")]
-    pub fn txn<'env>(&self, env: &'env Env, ops: Vec<TxnOp>) -> napi::Result<PromiseRaw<'env, i64>> {
-        fenced::txn(env, self.core.fence(), ops)
-    }
-
-    /// Resolves when the lock stops being ours: with the reason when it was lost (its
-    /// session lost), with `null` when it ended normally (released, client closed).
-    #[napi(ts_return_type = "Promise<string | null>")]
-    pub fn lost<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Option<String>>> {
-        let g = (*self.core).clone();
-        errors::promise(env, async move { Ok(g.lost().await) })
-    }
-
-    /// Call `callback(reason)` if the lock is lost (not on release). Does not keep the process alive.
-    #[napi(ts_args_type = "callback: (reason: string) => void")]
-    pub fn on_lost(&self, callback: Callback<String>) {
-        let g = (*self.core).clone();
-        notify(callback, async move { g.lost().await })
-    }
-
-    /// Release the lock (delete its key; close the session made for it). Idempotent.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn release<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        let g = (*self.core).clone();
-        errors::promise(env, async move { g.release().await })
-    }
-
-    /// `await using guard = await lock.acquire()`: releases the lock.
-    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
-    pub fn async_dispose<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        self.release(env)
+held_members! {
+    impl LockGuard {
+        fenced {
+            put: "Put `value` at `key` only if the lock is still ours (else rejects with code `FENCED`);"
+                 "resolves to the revision of the write.";
+            delete: "Delete `key` only if the lock is still ours (else code `FENCED`).";
+            txn: "Apply all `ops` atomically only if the lock is still ours (else code `FENCED`).";
+        }
+        loss {
+            lost: "Resolves when the lock stops being ours: with the reason when it was lost (its"
+                  "session lost), with `null` when it ended normally (released, client closed).";
+            on_lost: "Call `callback(reason)` if the lock is lost (not on release). Does not keep the process alive.";
+        }
+        end {
+            release: "Release the lock (delete its key; close the session made for it). Idempotent.";
+            async_dispose: "`await using guard = await lock.acquire()`: releases the lock.";
+        }
     }
 }

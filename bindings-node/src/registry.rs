@@ -13,6 +13,7 @@ use napi_derive::napi;
 use crate::client::Client;
 use crate::errors;
 use crate::iter::{stream_class, Cell};
+use crate::members::held_members;
 use crate::{spawn, Callback, Held};
 
 /// One instance of a service.
@@ -189,18 +190,14 @@ impl Registration {
         let r = (*self.core).clone();
         errors::promise(env, async move { r.update_metadata(metadata).await })
     }
+}
 
-    /// Deregister: delete the key and revoke the lease. Idempotent.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        let r = (*self.core).clone();
-        errors::promise(env, async move { r.close().await })
-    }
-
-    /// `await using reg = await client.register(...)`: deregisters.
-    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
-    pub fn async_dispose<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        self.close(env)
+held_members! {
+    impl Registration {
+        end {
+            close: "Deregister: delete the key and revoke the lease. Idempotent.";
+            async_dispose: "`await using reg = await client.register(...)`: deregisters.";
+        }
     }
 }
 

@@ -1,11 +1,11 @@
 //! `Session`: one lease kept alive by core; its loss as a Promise or a callback.
 
 use etcd_recipes::SessionState;
-use napi::bindgen_prelude::{i64n, PromiseRaw};
-use napi::Env;
+use napi::bindgen_prelude::i64n;
 use napi_derive::napi;
 
-use crate::{errors, notify, Callback, Held};
+use crate::members::held_members;
+use crate::Held;
 
 /// One lease kept alive in the background (renewed every TTL/6, at most every 500 ms)
 /// until closed or lost.
@@ -58,34 +58,20 @@ impl Session {
             SessionState::Closed => "closed",
         }
     }
+}
 
-    /// Resolves when the session stops being alive: with the reason when it was lost
-    /// (renewals not confirmed, lease expired or revoked), with `null` when it was closed
-    /// (`close()`, the client closed, process exit).
-    #[napi(ts_return_type = "Promise<string | null>")]
-    pub fn lost<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Option<String>>> {
-        let s = (*self.core).clone();
-        errors::promise(env, async move { Ok(s.lost().await) })
-    }
-
-    /// Call `callback(reason)` if the session is lost (not when it is closed). Unlike an
-    /// awaited `lost()`, a registered callback does not keep the process alive.
-    #[napi(ts_args_type = "callback: (reason: string) => void")]
-    pub fn on_lost(&self, callback: Callback<String>) {
-        let s = (*self.core).clone();
-        notify(callback, async move { s.lost().await })
-    }
-
-    /// Stop renewing and revoke the lease (every key attached to it is deleted). Idempotent.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        let s = (*self.core).clone();
-        errors::promise(env, async move { s.close().await })
-    }
-
-    /// `await using session = await client.session()`: closes the session.
-    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
-    pub fn async_dispose<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        self.close(env)
+held_members! {
+    impl Session {
+        loss {
+            lost: "Resolves when the session stops being alive: with the reason when it was lost"
+                  "(renewals not confirmed, lease expired or revoked), with `null` when it was closed"
+                  "(`close()`, the client closed, process exit).";
+            on_lost: "Call `callback(reason)` if the session is lost (not when it is closed). Unlike an"
+                     "awaited `lost()`, a registered callback does not keep the process alive.";
+        }
+        end {
+            close: "Stop renewing and revoke the lease (every key attached to it is deleted). Idempotent.";
+            async_dispose: "`await using session = await client.session()`: closes the session.";
+        }
     }
 }

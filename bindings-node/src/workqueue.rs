@@ -12,7 +12,8 @@ use napi_derive::napi;
 
 use crate::client::Client;
 use crate::errors::{self, bytes};
-use crate::{notify, Callback, Held};
+use crate::members::held_members;
+use crate::Held;
 
 /// Options of `client.workQueue()`.
 #[napi(object)]
@@ -264,20 +265,15 @@ impl WorkItem {
         let (i, d) = ((*self.core).clone(), delay(env, options)?);
         errors::promise(env, async move { i.nack(d).await })
     }
+}
 
-    /// Resolves when the claim stops being ours: with the reason when it was lost (its
-    /// session lost), with `null` when it ended normally (acked, nacked, client closed).
-    #[napi(ts_return_type = "Promise<string | null>")]
-    pub fn lost<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Option<String>>> {
-        let i = (*self.core).clone();
-        errors::promise(env, async move { Ok(i.lost().await) })
-    }
-
-    /// Call `callback(reason)` if the claim is lost (not on ack / nack). Does not keep the
-    /// process alive.
-    #[napi(ts_args_type = "callback: (reason: string) => void")]
-    pub fn on_lost(&self, callback: Callback<String>) {
-        let i = (*self.core).clone();
-        notify(callback, async move { i.lost().await })
+held_members! {
+    impl WorkItem {
+        loss {
+            lost: "Resolves when the claim stops being ours: with the reason when it was lost (its"
+                  "session lost), with `null` when it ended normally (acked, nacked, client closed).";
+            on_lost: "Call `callback(reason)` if the claim is lost (not on ack / nack). Does not keep the"
+                     "process alive.";
+        }
     }
 }

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt, PyTuple};
 
 use crate::errors::invalid;
+use crate::members::class_methods;
 use crate::runtime::{spawn_py, InRt, Watchers};
 
 /// A party count from Python: an int of at least 1 (`InvalidArgumentError` otherwise).
@@ -101,91 +102,77 @@ impl PyDoubleBarrier {
     }
 }
 
-#[pymethods]
-impl PyDoubleBarrier {
-    /// The barrier name (namespace-relative).
-    #[getter]
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
+class_methods! {
+    impl PyDoubleBarrier {
+        /// The barrier name (namespace-relative).
+        #[getter]
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
 
-    /// How many parties the barrier waits for.
-    #[getter]
-    fn count(&self) -> usize {
-        self.inner.count()
-    }
+        /// How many parties the barrier waits for.
+        #[getter]
+        fn count(&self) -> usize {
+            self.inner.count()
+        }
 
-    /// Wait until `count` parties have entered, at most `timeout` seconds (default: the
-    /// barrier's own timeout); `LockTimeoutError` then, or at once when the barrier is
-    /// full. Cancelling the awaiting task withdraws (our key is deleted).
-    #[pyo3(signature = (*, timeout=None))]
-    fn enter<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let (b, t) = (self.inner.clone(), crate::convert::timeout(py, timeout)?);
-        spawn_py(py, async move {
-            match t {
-                Some(t) => b.enter_within(Some(t)).await?,
-                None => b.enter().await?,
-            }
-            Ok(())
-        })
-    }
+        /// Wait until `count` parties have entered, at most `timeout` seconds (default: the
+        /// barrier's own timeout); `LockTimeoutError` then, or at once when the barrier is
+        /// full. Cancelling the awaiting task withdraws (our key is deleted).
+        #[pyo3(signature = (*, timeout=None))]
+        fn enter<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+            let (b, t) = (self.inner.clone(), crate::convert::timeout(py, timeout)?);
+            spawn_py(py, async move {
+                match t {
+                    Some(t) => b.enter_within(Some(t)).await?,
+                    None => b.enter().await?,
+                }
+                Ok(())
+            })
+        }
 
-    /// Wait until every party has left, at most `timeout` seconds (default: the
-    /// barrier's own timeout); `LockTimeoutError` then (we are out all the same).
-    #[pyo3(signature = (*, timeout=None))]
-    fn leave<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let (b, t) = (self.inner.clone(), crate::convert::timeout(py, timeout)?);
-        spawn_py(py, async move {
-            match t {
-                Some(t) => b.leave_within(Some(t)).await?,
-                None => b.leave().await?,
-            }
-            Ok(())
-        })
-    }
+        /// Wait until every party has left, at most `timeout` seconds (default: the
+        /// barrier's own timeout); `LockTimeoutError` then (we are out all the same).
+        #[pyo3(signature = (*, timeout=None))]
+        fn leave<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+            let (b, t) = (self.inner.clone(), crate::convert::timeout(py, timeout)?);
+            spawn_py(py, async move {
+                match t {
+                    Some(t) => b.leave_within(Some(t)).await?,
+                    None => b.leave().await?,
+                }
+                Ok(())
+            })
+        }
 
-    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let b = slf.get().inner.clone();
-        let me = slf.unbind();
-        spawn_py(py, async move {
-            b.enter().await?;
-            Ok(me)
-        })
-    }
+        fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+            let py = slf.py();
+            let b = slf.get().inner.clone();
+            let me = slf.unbind();
+            spawn_py(py, async move {
+                b.enter().await?;
+                Ok(me)
+            })
+        }
 
-    #[pyo3(signature = (*_exc))]
-    fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
-        let b = self.inner.clone();
-        spawn_py(py, async move {
-            b.leave().await?;
-            Ok(false)
-        })
-    }
+        #[pyo3(signature = (*_exc))]
+        fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+            let b = self.inner.clone();
+            spawn_py(py, async move {
+                b.leave().await?;
+                Ok(false)
+            })
+        }
 
-    fn __repr__(&self) -> String {
-        format!("DoubleBarrier(name={:?}, count={})", self.inner.name(), self.inner.count())
+        fn __repr__(&self) -> String {
+            format!("DoubleBarrier(name={:?}, count={})", self.inner.name(), self.inner.count())
+        }
     }
-
     /// Resolves when this party stops being in the barrier: with the reason when its
     /// session was lost while entered, with None when it left (or is not entered).
-    fn lost<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let b = self.inner.clone();
-        spawn_py(py, async move { crate::errors::FResult::Ok(b.lost().await) })
-    }
-
+    lost;
     /// Call `callback(reason)` on the running event loop if this party's session is lost
     /// while entered (register after `enter`). Keeps nothing alive.
-    fn on_lost(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
-        let b = self.inner.clone();
-        self.watchers.on_lost(py, callback, async move { b.lost().await })
-    }
-
-    fn __traverse__(&self, visit: pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        self.watchers.traverse(&visit)
-    }
-
-    fn __clear__(&self) {
-        self.watchers.clear()
-    }
+    on_lost;
+    gc(watchers);
 }

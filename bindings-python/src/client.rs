@@ -7,11 +7,12 @@ use etcd_recipes::registry::{self, RegisterOptions};
 use etcd_recipes::{Client, ClientOptions, Error, Session, SessionSource, TlsConfig};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyString};
 
 use crate::convert::{self, py_to_json, seconds, Bytes, Ttl, Value};
 use crate::errors::{invalid, CoreResultExt, FResult};
-use crate::runtime::{ready_py, spawn_py, InRt};
+use crate::members::class_methods;
+use crate::runtime::{spawn_py, InRt};
 use crate::session::PySession;
 
 /// A connection to etcd shared by every recipe. Make one with `await Client.connect(...)`.
@@ -43,7 +44,7 @@ fn pem_arg(what: &str, ob: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<u8>
     Ok(Some(std::fs::read(&path)?))
 }
 
-/// Where a lock or an election gets its sessions: `session`, or a fresh one of `ttl` per use.
+/// Where a recipe gets its sessions: `session`, or a fresh one of `ttl` per use.
 fn source(client: &Client, ttl: Ttl, session: Option<PyRef<'_, PySession>>) -> etcd_recipes::Result<SessionSource> {
     match session {
         Some(s) => Ok(SessionSource::Shared((*s.inner).clone())),
@@ -51,363 +52,344 @@ fn source(client: &Client, ttl: Ttl, session: Option<PyRef<'_, PySession>>) -> e
     }
 }
 
-#[pymethods]
-impl PyClient {
-    /// Connect and wait until etcd answers (at most `connect_timeout` seconds).
-    #[staticmethod]
-    #[pyo3(signature = (endpoints, *, connect_timeout=5.0, request_timeout=10.0, user=None, password=None,
-                        ca_cert=None, cert=None, key=None, tls_domain=None, namespace=""))]
-    #[allow(clippy::too_many_arguments)]
-    fn connect<'py>(
-        py: Python<'py>,
-        endpoints: &Bound<'py, PyAny>,
-        connect_timeout: f64,
-        request_timeout: f64,
-        user: Option<String>,
-        password: Option<String>,
-        ca_cert: Option<&Bound<'py, PyAny>>,
-        cert: Option<&Bound<'py, PyAny>>,
-        key: Option<&Bound<'py, PyAny>>,
-        tls_domain: Option<String>,
-        namespace: &str,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let mut opts = ClientOptions::new(endpoints_arg(endpoints)?)
-            .with_connect_timeout(seconds(py, "connect_timeout", connect_timeout, false)?)
-            .with_request_timeout(seconds(py, "request_timeout", request_timeout, false)?)
-            .with_namespace(namespace);
-        match (user, password) {
-            (Some(u), p) => opts = opts.with_user(u, p.unwrap_or_default()),
-            (None, Some(_)) => return Err(invalid(py, "password given without user")),
-            (None, None) => {}
+class_methods! {
+    impl PyClient {
+        /// Connect and wait until etcd answers (at most `connect_timeout` seconds).
+        #[staticmethod]
+        #[pyo3(signature = (endpoints, *, connect_timeout=5.0, request_timeout=10.0, user=None, password=None,
+                            ca_cert=None, cert=None, key=None, tls_domain=None, namespace=""))]
+        #[allow(clippy::too_many_arguments)]
+        fn connect<'py>(
+            py: Python<'py>,
+            endpoints: &Bound<'py, PyAny>,
+            connect_timeout: f64,
+            request_timeout: f64,
+            user: Option<String>,
+            password: Option<String>,
+            ca_cert: Option<&Bound<'py, PyAny>>,
+            cert: Option<&Bound<'py, PyAny>>,
+            key: Option<&Bound<'py, PyAny>>,
+            tls_domain: Option<String>,
+            namespace: &str,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let mut opts = ClientOptions::new(endpoints_arg(endpoints)?)
+                .with_connect_timeout(seconds(py, "connect_timeout", connect_timeout, false)?)
+                .with_request_timeout(seconds(py, "request_timeout", request_timeout, false)?)
+                .with_namespace(namespace);
+            match (user, password) {
+                (Some(u), p) => opts = opts.with_user(u, p.unwrap_or_default()),
+                (None, Some(_)) => return Err(invalid(py, "password given without user")),
+                (None, None) => {}
+            }
+            let tls = TlsConfig {
+                ca_pem: pem_arg("ca_cert", ca_cert)?,
+                client_cert_pem: pem_arg("cert", cert)?,
+                client_key_pem: pem_arg("key", key)?,
+                domain: tls_domain,
+            };
+            if tls.ca_pem.is_some() || tls.client_cert_pem.is_some() || tls.client_key_pem.is_some() || tls.domain.is_some() {
+                opts = opts.with_tls(tls);
+            }
+            crate::logging::refresh_level(py);
+            spawn_py(py, async move { FResult::Ok(PyClient { inner: InRt::new(Client::connect(opts).await?) }) })
         }
-        let tls = TlsConfig {
-            ca_pem: pem_arg("ca_cert", ca_cert)?,
-            client_cert_pem: pem_arg("cert", cert)?,
-            client_key_pem: pem_arg("key", key)?,
-            domain: tls_domain,
-        };
-        if tls.ca_pem.is_some() || tls.client_cert_pem.is_some() || tls.client_key_pem.is_some() || tls.domain.is_some() {
-            opts = opts.with_tls(tls);
+
+        /// The endpoints given to `connect`.
+        #[getter]
+        fn endpoints(&self) -> Vec<String> {
+            self.inner.options().endpoints().to_vec()
         }
-        crate::logging::refresh_level(py);
-        spawn_py(py, async move { FResult::Ok(PyClient { inner: InRt::new(Client::connect(opts).await?) }) })
-    }
 
-    /// The endpoints given to `connect`.
-    #[getter]
-    fn endpoints(&self) -> Vec<String> {
-        self.inner.options().endpoints().to_vec()
-    }
+        /// The prefix put in front of every key this client's recipes touch.
+        #[getter]
+        fn namespace(&self) -> &str {
+            self.inner.namespace()
+        }
 
-    /// The prefix put in front of every key this client's recipes touch.
-    #[getter]
-    fn namespace(&self) -> &str {
-        self.inner.namespace()
-    }
+        /// True once `close()` was called.
+        #[getter]
+        fn is_closed(&self) -> bool {
+            self.inner.is_closed()
+        }
 
-    /// True once `close()` was called.
-    #[getter]
-    fn is_closed(&self) -> bool {
-        self.inner.is_closed()
-    }
+        /// Put `value` (bytes or str) at `key`; returns the revision of the write.
+        fn put<'py>(&self, py: Python<'py>, key: String, value: Value) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move { Ok(c.put(&key, value.0).await?) })
+        }
 
-    /// Put `value` (bytes or str) at `key`; returns the revision of the write.
-    fn put<'py>(&self, py: Python<'py>, key: String, value: Value) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move { Ok(c.put(&key, value.0).await?) })
-    }
+        /// The value at `key`, or None.
+        fn get<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move { Ok(c.get(&key).await?.map(Bytes)) })
+        }
 
-    /// The value at `key`, or None.
-    fn get<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move { Ok(c.get(&key).await?.map(Bytes)) })
-    }
+        /// The value at `key` as text, or None; `DecodeError` if it is not UTF-8.
+        fn get_string<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move {
+                let Some(v) = c.get(&key).await? else { return Ok(None) };
+                let text = String::from_utf8(v).map_err(|e| Error::Decode { key, message: format!("not UTF-8: {e}") })?;
+                Ok(Some(text))
+            })
+        }
 
-    /// The value at `key` as text, or None; `DecodeError` if it is not UTF-8.
-    fn get_string<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move {
-            let Some(v) = c.get(&key).await? else { return Ok(None) };
-            let text = String::from_utf8(v).map_err(|e| Error::Decode { key, message: format!("not UTF-8: {e}") })?;
-            Ok(Some(text))
-        })
-    }
+        /// Delete `key`; returns the number of keys deleted (0 or 1).
+        fn delete<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move { Ok(c.delete(&key).await?) })
+        }
 
-    /// Delete `key`; returns the number of keys deleted (0 or 1).
-    fn delete<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move { Ok(c.delete(&key).await?) })
-    }
+        /// The current revision of the store.
+        fn revision<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move { Ok(c.revision().await?) })
+        }
 
-    /// The current revision of the store.
-    fn revision<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move { Ok(c.revision().await?) })
-    }
+        /// Does this lease exist in etcd?
+        fn lease_exists<'py>(&self, py: Python<'py>, lease_id: i64) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move { Ok(c.lease_exists(lease_id).await?) })
+        }
 
-    /// Does this lease exist in etcd?
-    fn lease_exists<'py>(&self, py: Python<'py>, lease_id: i64) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move { Ok(c.lease_exists(lease_id).await?) })
-    }
+        /// Revoke a lease by id (operators and tests: its owner's session becomes lost).
+        fn revoke_lease<'py>(&self, py: Python<'py>, lease_id: i64) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move { Ok(c.revoke_lease(lease_id).await?) })
+        }
 
-    /// Revoke a lease by id (operators and tests: its owner's session becomes lost).
-    fn revoke_lease<'py>(&self, py: Python<'py>, lease_id: i64) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move { Ok(c.revoke_lease(lease_id).await?) })
-    }
+        /// Grant a lease of `ttl` seconds and keep it alive: a `Session`.
+        #[pyo3(signature = (*, ttl=Ttl(10)))]
+        fn session<'py>(&self, py: Python<'py>, ttl: Ttl) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move { Ok(PySession::new(Session::new(&c, ttl.0).await?)) })
+        }
 
-    /// Grant a lease of `ttl` seconds and keep it alive: a `Session`.
-    #[pyo3(signature = (*, ttl=Ttl(10)))]
-    fn session<'py>(&self, py: Python<'py>, ttl: Ttl) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move { Ok(PySession::new(Session::new(&c, ttl.0).await?)) })
-    }
+        /// A distributed lock called `name`. Each acquisition runs on a session of its own of
+        /// `ttl` seconds (or on `session` if given); `timeout` bounds the wait (None: forever).
+        #[pyo3(signature = (name, *, ttl=Ttl(10), timeout=None, session=None))]
+        fn lock(
+            &self,
+            py: Python<'_>,
+            name: &str,
+            ttl: Ttl,
+            timeout: Option<f64>,
+            session: Option<PyRef<'_, PySession>>,
+        ) -> PyResult<crate::lock::PyLock> {
+            let t = convert::timeout(py, timeout)?;
+            let lock = Lock::new(source(&self.inner, ttl, session).py_err(py)?, name).py_err(py)?;
+            Ok(crate::lock::PyLock::new(lock.with_timeout(t)))
+        }
 
-    /// A distributed lock called `name`. Each acquisition runs on a session of its own of
-    /// `ttl` seconds (or on `session` if given); `timeout` bounds the wait (None: forever).
-    #[pyo3(signature = (name, *, ttl=Ttl(10), timeout=None, session=None))]
-    fn lock(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        ttl: Ttl,
-        timeout: Option<f64>,
-        session: Option<PyRef<'_, PySession>>,
-    ) -> PyResult<crate::lock::PyLock> {
-        let t = convert::timeout(py, timeout)?;
-        let lock = Lock::new(source(&self.inner, ttl, session).py_err(py)?, name).py_err(py)?;
-        Ok(crate::lock::PyLock::new(lock.with_timeout(t)))
-    }
+        /// The election called `name`. Each campaign runs on a session of its own of `ttl`
+        /// seconds (or on `session` if given); `timeout` bounds the wait (None: forever).
+        #[pyo3(signature = (name, *, ttl=Ttl(10), timeout=None, session=None))]
+        fn election(
+            &self,
+            py: Python<'_>,
+            name: &str,
+            ttl: Ttl,
+            timeout: Option<f64>,
+            session: Option<PyRef<'_, PySession>>,
+        ) -> PyResult<crate::election::PyElection> {
+            let t = convert::timeout(py, timeout)?;
+            let election = Election::new(source(&self.inner, ttl, session).py_err(py)?, name).py_err(py)?;
+            Ok(crate::election::PyElection::new(election.with_timeout(t)))
+        }
 
-    /// The election called `name`. Each campaign runs on a session of its own of `ttl`
-    /// seconds (or on `session` if given); `timeout` bounds the wait (None: forever).
-    #[pyo3(signature = (name, *, ttl=Ttl(10), timeout=None, session=None))]
-    fn election(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        ttl: Ttl,
-        timeout: Option<f64>,
-        session: Option<PyRef<'_, PySession>>,
-    ) -> PyResult<crate::election::PyElection> {
-        let t = convert::timeout(py, timeout)?;
-        let election = Election::new(source(&self.inner, ttl, session).py_err(py)?, name).py_err(py)?;
-        Ok(crate::election::PyElection::new(election.with_timeout(t)))
-    }
+        /// A semaphore called `name`: at most `permits` holders at once. Each acquisition
+        /// runs on a session of its own of `ttl` seconds (or on `session` if given).
+        #[pyo3(signature = (name, permits, *, ttl=Ttl(10), timeout=None, session=None))]
+        fn semaphore(
+            &self,
+            py: Python<'_>,
+            name: &str,
+            permits: &Bound<'_, PyAny>,
+            ttl: Ttl,
+            timeout: Option<f64>,
+            session: Option<PyRef<'_, PySession>>,
+        ) -> PyResult<crate::semaphore::PySemaphore> {
+            let (n, t) = (crate::semaphore::permits(py, permits)?, convert::timeout(py, timeout)?);
+            let source = source(&self.inner, ttl, session).py_err(py)?;
+            let sem = etcd_recipes::semaphore::Semaphore::new(source, name, n).py_err(py)?;
+            Ok(crate::semaphore::PySemaphore::new(sem.with_timeout(t)))
+        }
 
-    /// A semaphore called `name`: at most `permits` holders at once. Each acquisition
-    /// runs on a session of its own of `ttl` seconds (or on `session` if given).
-    #[pyo3(signature = (name, permits, *, ttl=Ttl(10), timeout=None, session=None))]
-    fn semaphore(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        permits: &Bound<'_, PyAny>,
-        ttl: Ttl,
-        timeout: Option<f64>,
-        session: Option<PyRef<'_, PySession>>,
-    ) -> PyResult<crate::semaphore::PySemaphore> {
-        let (n, t) = (crate::semaphore::permits(py, permits)?, convert::timeout(py, timeout)?);
-        let source = match session {
-            Some(s) => SessionSource::Shared((*s.inner).clone()),
-            None => SessionSource::per_use(&self.inner, ttl.0).py_err(py)?,
-        };
-        let sem = etcd_recipes::semaphore::Semaphore::new(source, name, n).py_err(py)?;
-        Ok(crate::semaphore::PySemaphore::new(sem.with_timeout(t)))
-    }
+        /// A read-write lock called `name` (etcd Go `recipe.RWMutex` keys). Each hold runs on
+        /// a session of its own of `ttl` seconds (or on `session` if given).
+        #[pyo3(signature = (name, *, ttl=Ttl(10), timeout=None, session=None))]
+        fn rwlock(
+            &self,
+            py: Python<'_>,
+            name: &str,
+            ttl: Ttl,
+            timeout: Option<f64>,
+            session: Option<PyRef<'_, PySession>>,
+        ) -> PyResult<crate::rwlock::PyRwLock> {
+            let t = convert::timeout(py, timeout)?;
+            let source = source(&self.inner, ttl, session).py_err(py)?;
+            let rw = etcd_recipes::rwlock::RwLock::new(source, name).py_err(py)?;
+            Ok(crate::rwlock::PyRwLock::new(rw.with_timeout(t)))
+        }
 
-    /// A read-write lock called `name` (etcd Go `recipe.RWMutex` keys). Each hold runs on
-    /// a session of its own of `ttl` seconds (or on `session` if given).
-    #[pyo3(signature = (name, *, ttl=Ttl(10), timeout=None, session=None))]
-    fn rwlock(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        ttl: Ttl,
-        timeout: Option<f64>,
-        session: Option<PyRef<'_, PySession>>,
-    ) -> PyResult<crate::rwlock::PyRwLock> {
-        let t = convert::timeout(py, timeout)?;
-        let source = match session {
-            Some(s) => SessionSource::Shared((*s.inner).clone()),
-            None => SessionSource::per_use(&self.inner, ttl.0).py_err(py)?,
-        };
-        let rw = etcd_recipes::rwlock::RwLock::new(source, name).py_err(py)?;
-        Ok(crate::rwlock::PyRwLock::new(rw.with_timeout(t)))
-    }
+        /// A reliable work queue called `name`. Each delivery is claimed on a session of its own
+        /// of `ttl` seconds (or on `session` if given), closed on ack / nack; after
+        /// `max_deliveries` failed deliveries an item moves to the dead letters (None: never);
+        /// `timeout` bounds each receive (None: forever).
+        #[pyo3(signature = (name, *, ttl=Ttl(10), max_deliveries=None, timeout=None, session=None))]
+        fn work_queue(
+            &self,
+            py: Python<'_>,
+            name: &str,
+            ttl: Ttl,
+            max_deliveries: Option<&Bound<'_, PyAny>>,
+            timeout: Option<f64>,
+            session: Option<PyRef<'_, PySession>>,
+        ) -> PyResult<crate::workqueue::PyWorkQueue> {
+            let t = convert::timeout(py, timeout)?;
+            let max = crate::workqueue::max_deliveries(py, max_deliveries)?;
+            let source = source(&self.inner, ttl, session).py_err(py)?;
+            let queue = etcd_recipes::workqueue::WorkQueue::new(source, name).py_err(py)?.with_max_deliveries(max).py_err(py)?;
+            Ok(crate::workqueue::PyWorkQueue::new(queue.with_timeout(t)))
+        }
 
-    /// A reliable work queue called `name`. Each delivery is claimed on a session of its own
-    /// of `ttl` seconds (or on `session` if given), closed on ack / nack; after
-    /// `max_deliveries` failed deliveries an item moves to the dead letters (None: never);
-    /// `timeout` bounds each receive (None: forever).
-    #[pyo3(signature = (name, *, ttl=Ttl(10), max_deliveries=None, timeout=None, session=None))]
-    fn work_queue(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        ttl: Ttl,
-        max_deliveries: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
-        session: Option<PyRef<'_, PySession>>,
-    ) -> PyResult<crate::workqueue::PyWorkQueue> {
-        let t = convert::timeout(py, timeout)?;
-        let max = crate::workqueue::max_deliveries(py, max_deliveries)?;
-        let source = match session {
-            Some(s) => SessionSource::Shared((*s.inner).clone()),
-            None => SessionSource::per_use(&self.inner, ttl.0).py_err(py)?,
-        };
-        let queue = etcd_recipes::workqueue::WorkQueue::new(source, name).py_err(py)?.with_max_deliveries(max).py_err(py)?;
-        Ok(crate::workqueue::PyWorkQueue::new(queue.with_timeout(t)))
-    }
+        /// The barrier `name` (one key; etcd Go `recipe.Barrier`); `timeout` bounds each wait.
+        #[pyo3(signature = (name, *, timeout=None))]
+        fn barrier(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::barrier::PyBarrier> {
+            let b = etcd_recipes::barrier::Barrier::new(&self.inner, name).py_err(py)?;
+            Ok(crate::barrier::PyBarrier::new(b.with_timeout(convert::timeout(py, timeout)?)))
+        }
 
-    /// The barrier `name` (one key; etcd Go `recipe.Barrier`); `timeout` bounds each wait.
-    #[pyo3(signature = (name, *, timeout=None))]
-    fn barrier(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::barrier::PyBarrier> {
-        let b = etcd_recipes::barrier::Barrier::new(&self.inner, name).py_err(py)?;
-        Ok(crate::barrier::PyBarrier::new(b.with_timeout(convert::timeout(py, timeout)?)))
-    }
+        /// A double barrier `name` for `count` parties (etcd Go `recipe.DoubleBarrier`); this
+        /// object is one party. Each entry runs on a session of its own of `ttl` seconds (or on
+        /// `session` if given); `timeout` bounds each enter and leave.
+        #[pyo3(signature = (name, count, *, ttl=Ttl(10), timeout=None, session=None))]
+        fn double_barrier(
+            &self,
+            py: Python<'_>,
+            name: &str,
+            count: &Bound<'_, PyAny>,
+            ttl: Ttl,
+            timeout: Option<f64>,
+            session: Option<PyRef<'_, PySession>>,
+        ) -> PyResult<crate::barrier::PyDoubleBarrier> {
+            let n = crate::barrier::count(py, count)?;
+            let t = convert::timeout(py, timeout)?;
+            let source = source(&self.inner, ttl, session).py_err(py)?;
+            let b = etcd_recipes::barrier::DoubleBarrier::new(source, name, n).py_err(py)?;
+            Ok(crate::barrier::PyDoubleBarrier::new(b.with_timeout(t)))
+        }
 
-    /// A double barrier `name` for `count` parties (etcd Go `recipe.DoubleBarrier`); this
-    /// object is one party. Each entry runs on a session of its own of `ttl` seconds (or on
-    /// `session` if given); `timeout` bounds each enter and leave.
-    #[pyo3(signature = (name, count, *, ttl=Ttl(10), timeout=None, session=None))]
-    fn double_barrier(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        count: &Bound<'_, PyAny>,
-        ttl: Ttl,
-        timeout: Option<f64>,
-        session: Option<PyRef<'_, PySession>>,
-    ) -> PyResult<crate::barrier::PyDoubleBarrier> {
-        let n = crate::barrier::count(py, count)?;
-        let t = convert::timeout(py, timeout)?;
-        let source = match session {
-            Some(s) => SessionSource::Shared((*s.inner).clone()),
-            None => SessionSource::per_use(&self.inner, ttl.0).py_err(py)?,
-        };
-        let b = etcd_recipes::barrier::DoubleBarrier::new(source, name, n).py_err(py)?;
-        Ok(crate::barrier::PyDoubleBarrier::new(b.with_timeout(t)))
-    }
+        /// The FIFO queue `name` (etcd Go `recipe.Queue`); `timeout` bounds each dequeue.
+        #[pyo3(signature = (name, *, timeout=None))]
+        fn queue(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::queue::PyQueue> {
+            let q = etcd_recipes::queue::Queue::new(&self.inner, name).py_err(py)?;
+            Ok(crate::queue::PyQueue::new(q.with_timeout(convert::timeout(py, timeout)?)))
+        }
 
-    /// The FIFO queue `name` (etcd Go `recipe.Queue`); `timeout` bounds each dequeue.
-    #[pyo3(signature = (name, *, timeout=None))]
-    fn queue(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::queue::PyQueue> {
-        let q = etcd_recipes::queue::Queue::new(&self.inner, name).py_err(py)?;
-        Ok(crate::queue::PyQueue::new(q.with_timeout(convert::timeout(py, timeout)?)))
-    }
+        /// The priority queue `name` (etcd Go `recipe.PriorityQueue`); `timeout` bounds each dequeue.
+        #[pyo3(signature = (name, *, timeout=None))]
+        fn priority_queue(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::queue::PyPriorityQueue> {
+            let q = etcd_recipes::queue::PriorityQueue::new(&self.inner, name).py_err(py)?;
+            Ok(crate::queue::PyPriorityQueue::new(q.with_timeout(convert::timeout(py, timeout)?)))
+        }
 
-    /// The priority queue `name` (etcd Go `recipe.PriorityQueue`); `timeout` bounds each dequeue.
-    #[pyo3(signature = (name, *, timeout=None))]
-    fn priority_queue(&self, py: Python<'_>, name: &str, timeout: Option<f64>) -> PyResult<crate::queue::PyPriorityQueue> {
-        let q = etcd_recipes::queue::PriorityQueue::new(&self.inner, name).py_err(py)?;
-        Ok(crate::queue::PyPriorityQueue::new(q.with_timeout(convert::timeout(py, timeout)?)))
-    }
+        /// The atomic counter at `key`: a decimal integer (a missing key reads as 0).
+        fn counter(&self, py: Python<'_>, key: &str) -> PyResult<crate::counter::PyCounter> {
+            Ok(crate::counter::PyCounter::new(etcd_recipes::counter::Counter::new(&self.inner, key).py_err(py)?))
+        }
 
-    /// The atomic counter at `key`: a decimal integer (a missing key reads as 0).
-    fn counter(&self, py: Python<'_>, key: &str) -> PyResult<crate::counter::PyCounter> {
-        Ok(crate::counter::PyCounter::new(etcd_recipes::counter::Counter::new(&self.inner, key).py_err(py)?))
-    }
+        /// The current leader of election `name` (no session needed), or None.
+        fn leader<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move { Ok(election::current_leader(&c, &name).await?.map(crate::election::PyLeaderInfo::from)) })
+        }
 
-    /// The current leader of election `name` (no session needed), or None.
-    fn leader<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move { Ok(election::current_leader(&c, &name).await?.map(crate::election::PyLeaderInfo::from)) })
-    }
+        /// Observe election `name` without a session: `async for leader in client.observe_leader(name)`.
+        fn observe_leader(&self, py: Python<'_>, name: &str) -> PyResult<crate::election::PyLeaderObserver> {
+            let _g = crate::runtime::rt().enter();
+            Ok(crate::election::PyLeaderObserver::new(election::observe(&self.inner, name).py_err(py)?))
+        }
 
-    /// Observe election `name` without a session: `async for leader in client.observe_leader(name)`.
-    fn observe_leader(&self, py: Python<'_>, name: &str) -> PyResult<crate::election::PyLeaderObserver> {
-        let _g = crate::runtime::rt().enter();
-        Ok(crate::election::PyLeaderObserver::new(election::observe(&self.inner, name).py_err(py)?))
-    }
+        /// Register an instance of `service` (kept alive, self-healing). Await it for a
+        /// `Registration`, or `async with client.register(...) as registration:` to
+        /// deregister on exit.
+        #[pyo3(signature = (service, id, addr, *, metadata=None, ttl=Ttl(10)))]
+        fn register(
+            &self,
+            service: String,
+            id: String,
+            addr: String,
+            metadata: Option<&Bound<'_, PyAny>>,
+            ttl: Ttl,
+        ) -> PyResult<crate::registry::PyRegistering> {
+            let md = metadata.map(py_to_json).transpose()?.unwrap_or_default();
+            let opts = RegisterOptions::new(service, id, addr).metadata(md).ttl(ttl.0);
+            Ok(crate::registry::PyRegistering::new((*self.inner).clone(), opts))
+        }
 
-    /// Register an instance of `service` (kept alive, self-healing). Await it for a
-    /// `Registration`, or `async with client.register(...) as registration:` to
-    /// deregister on exit.
-    #[pyo3(signature = (service, id, addr, *, metadata=None, ttl=Ttl(10)))]
-    fn register(
-        &self,
-        service: String,
-        id: String,
-        addr: String,
-        metadata: Option<&Bound<'_, PyAny>>,
-        ttl: Ttl,
-    ) -> PyResult<crate::registry::PyRegistering> {
-        let md = metadata.map(py_to_json).transpose()?.unwrap_or_default();
-        let opts = RegisterOptions::new(service, id, addr).metadata(md).ttl(ttl.0);
-        Ok(crate::registry::PyRegistering::new((*self.inner).clone(), opts))
-    }
+        /// The instances of `service` now (one read).
+        fn list_instances<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move { Ok(crate::registry::instances(registry::list_instances(&c, &service).await?.0)) })
+        }
 
-    /// The instances of `service` now (one read).
-    fn list_instances<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move { Ok(crate::registry::instances(registry::list_instances(&c, &service).await?.0)) })
-    }
+        /// A live view of `service`'s instances.
+        fn discover<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move { Ok(crate::registry::PyServiceView::new(registry::ServiceView::start(&c, &service).await?, service)) })
+        }
 
-    /// A live view of `service`'s instances.
-    fn discover<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move { Ok(crate::registry::PyServiceView::new(registry::ServiceView::start(&c, &service).await?, service)) })
-    }
+        /// A local, watched copy of `key` (or of every key under it, with `prefix=True`).
+        /// `reconcile_interval`: seconds between full comparisons with etcd (None/0: off).
+        #[pyo3(signature = (key, *, prefix=false, reconcile_interval=Some(30.0)))]
+        fn config<'py>(&self, py: Python<'py>, key: String, prefix: bool, reconcile_interval: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+            let every = seconds(py, "reconcile_interval", reconcile_interval.unwrap_or(0.0), true)?;
+            crate::config::open(py, (*self.inner).clone(), key, prefix, every)
+        }
 
-    /// A local, watched copy of `key` (or of every key under it, with `prefix=True`).
-    /// `reconcile_interval`: seconds between full comparisons with etcd (None/0: off).
-    #[pyo3(signature = (key, *, prefix=false, reconcile_interval=Some(30.0)))]
-    fn config<'py>(&self, py: Python<'py>, key: String, prefix: bool, reconcile_interval: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let every = seconds(py, "reconcile_interval", reconcile_interval.unwrap_or(0.0), true)?;
-        crate::config::open(py, (*self.inner).clone(), key, prefix, every)
-    }
+        /// A leader loop on election `name` campaigning with `value`: each term runs on a
+        /// session of its own of `ttl` seconds (or on `session`). `requeue=False`: one term
+        /// only. `stop_timeout`: seconds a cancelled work may take. Start with `run(work)`.
+        #[pyo3(signature = (name, value, *, ttl=Ttl(10), session=None, requeue=true, stop_timeout=5.0))]
+        #[allow(clippy::too_many_arguments)]
+        fn leader_loop(
+            &self,
+            py: Python<'_>,
+            name: &str,
+            value: Value,
+            ttl: Ttl,
+            session: Option<PyRef<'_, PySession>>,
+            requeue: bool,
+            stop_timeout: f64,
+        ) -> PyResult<crate::leader::PyLeaderLoop> {
+            let source = source(&self.inner, ttl, session).py_err(py)?;
+            crate::leader::new_loop(py, source, name, value.0, requeue, stop_timeout)
+        }
 
-    /// A leader loop on election `name` campaigning with `value`: each term runs on a
-    /// session of its own of `ttl` seconds (or on `session`). `requeue=False`: one term
-    /// only. `stop_timeout`: seconds a cancelled work may take. Start with `run(work)`.
-    #[pyo3(signature = (name, value, *, ttl=Ttl(10), session=None, requeue=true, stop_timeout=5.0))]
-    #[allow(clippy::too_many_arguments)]
-    fn leader_loop(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        value: Value,
-        ttl: Ttl,
-        session: Option<PyRef<'_, PySession>>,
-        requeue: bool,
-        stop_timeout: f64,
-    ) -> PyResult<crate::leader::PyLeaderLoop> {
-        let source = source(&self.inner, ttl, session).py_err(py)?;
-        crate::leader::new_loop(py, source, name, value.0, requeue, stop_timeout)
-    }
+        /// A leader latch on election `name` with `value` (sessions of `ttl` seconds per
+        /// term, or `session`). Call `start()`, or `async with`.
+        #[pyo3(signature = (name, value, *, ttl=Ttl(10), session=None))]
+        fn leader_latch(&self, py: Python<'_>, name: &str, value: Value, ttl: Ttl, session: Option<PyRef<'_, PySession>>) -> PyResult<crate::leader::PyLeaderLatch> {
+            let source = source(&self.inner, ttl, session).py_err(py)?;
+            crate::leader::new_latch(py, source, name, value.0)
+        }
 
-    /// A leader latch on election `name` with `value` (sessions of `ttl` seconds per
-    /// term, or `session`). Call `start()`, or `async with`.
-    #[pyo3(signature = (name, value, *, ttl=Ttl(10), session=None))]
-    fn leader_latch(&self, py: Python<'_>, name: &str, value: Value, ttl: Ttl, session: Option<PyRef<'_, PySession>>) -> PyResult<crate::leader::PyLeaderLatch> {
-        let source = source(&self.inner, ttl, session).py_err(py)?;
-        crate::leader::new_latch(py, source, name, value.0)
-    }
+        /// Close the client and everything made from it (sessions revoked, locks released,
+        /// leaderships resigned, registrations removed, views and iterators ended), within 5 s.
+        /// Idempotent.
+        fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            let c = self.inner.clone();
+            spawn_py(py, async move {
+                c.close().await;
+                FResult::Ok(())
+            })
+        }
 
-    /// Close the client and everything made from it (sessions revoked, locks released,
-    /// leaderships resigned, registrations removed, views and iterators ended), within 5 s.
-    /// Idempotent.
-    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        spawn_py(py, async move {
-            c.close().await;
-            FResult::Ok(())
-        })
+        fn __repr__(&self) -> String {
+            let closed = if self.inner.is_closed() { ", closed" } else { "" };
+            format!("Client(endpoints={:?}, namespace={:?}{closed})", self.inner.options().endpoints(), self.inner.namespace())
+        }
     }
-
-    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        ready_py(slf.py(), slf.into_any())
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
-        self.close(py)
-    }
-
-    fn __repr__(&self) -> String {
-        let closed = if self.inner.is_closed() { ", closed" } else { "" };
-        format!("Client(endpoints={:?}, namespace={:?}{closed})", self.inner.options().endpoints(), self.inner.namespace())
-    }
+    async_with(close);
 }

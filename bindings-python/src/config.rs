@@ -6,12 +6,13 @@ use std::time::Duration;
 use etcd_recipes::config::{ConfigChange, ConfigOptions, ConfigView};
 use etcd_recipes::Client;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict};
 
 use crate::convert::{json_to_py, Bytes};
 use crate::errors::{invalid, CoreResultExt};
+use crate::members::class_methods;
 use crate::runtime::{ready_py, rt, spawn_py, InRt};
-use crate::stream::StreamCell;
+use crate::stream::async_iterator;
 
 /// `client.config(...)`: load, then follow.
 pub fn open(py: Python<'_>, client: Client, key: String, prefix: bool, every: Duration) -> PyResult<Bound<'_, PyAny>> {
@@ -38,85 +39,85 @@ impl PyConfigView {
             None => Err(invalid(py, "a prefix view needs the key to read")),
         }
     }
-}
 
-#[pymethods]
-impl PyConfigView {
-    /// The key or prefix this view follows.
-    #[getter]
-    fn key(&self) -> &str {
-        &self.key
-    }
-    /// True for a prefix view.
-    #[getter]
-    fn is_prefix(&self) -> bool {
-        self.prefix
-    }
-    /// The cached bytes of `key` (namespace-relative; default: the view's own key), or None.
-    #[pyo3(signature = (key=None))]
-    fn get<'py>(&self, py: Python<'py>, key: Option<&str>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        Ok(self.inner.get(self.key_or_own(py, key)?).map(|v| PyBytes::new(py, &v)))
-    }
-    /// The cached value as text; `DecodeError` if not UTF-8.
-    #[pyo3(signature = (key=None))]
-    fn get_string(&self, py: Python<'_>, key: Option<&str>) -> PyResult<Option<String>> {
-        self.inner.get_string(self.key_or_own(py, key)?).py_err(py)
-    }
-    /// The cached value decoded from JSON; `DecodeError` if it is not JSON.
-    #[pyo3(signature = (key=None))]
-    fn get_json<'py>(&self, py: Python<'py>, key: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
-        match self.inner.get_json_value(self.key_or_own(py, key)?).py_err(py)? {
-            Some(v) => json_to_py(py, &v),
-            None => Ok(py.None().into_bound(py)),
-        }
-    }
-    /// True when `key` has a value (also `key in view`).
-    fn has(&self, key: &str) -> bool {
-        self.inner.has(key)
-    }
-    fn __contains__(&self, key: &str) -> bool {
-        self.inner.has(key)
-    }
-    /// Every cached key, sorted.
-    fn keys(&self) -> Vec<String> {
-        self.inner.keys()
-    }
-    /// A copy of every cached key and value.
-    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        for (k, v) in self.inner.snapshot() {
-            d.set_item(k, PyBytes::new(py, &v))?;
-        }
-        Ok(d)
-    }
-    /// The etcd revision the copy reflects.
-    #[getter]
-    fn revision(&self) -> i64 {
-        self.inner.revision()
-    }
-    /// `async for change in cfg.changes()`: every change from now on (ends on close()).
-    fn changes(&self) -> PyConfigChanges {
-        let _g = rt().enter();
-        PyConfigChanges { cell: StreamCell::new(self.inner.changes()) }
-    }
-    fn __aiter__(&self) -> PyConfigChanges {
-        self.changes()
-    }
-    /// Stop watching (cached values stay readable; change iterators end).
-    fn close(&self) {
+    /// Leaving `async with`: `close()`, as an awaitable.
+    fn close_awaitable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.inner.close();
-    }
-    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        ready_py(slf.py(), slf.into_any())
-    }
-    #[pyo3(signature = (*_exc))]
-    fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
-        self.close();
         ready_py(py, py.None().into_bound(py))
     }
-    fn __repr__(&self) -> String {
-        format!("ConfigView(key={:?}, prefix={}, revision={})", self.key, self.prefix, self.inner.revision())
+}
+
+class_methods! {
+    impl PyConfigView {
+        /// The key or prefix this view follows.
+        #[getter]
+        fn key(&self) -> &str {
+            &self.key
+        }
+        /// True for a prefix view.
+        #[getter]
+        fn is_prefix(&self) -> bool {
+            self.prefix
+        }
+        /// The cached bytes of `key` (namespace-relative; default: the view's own key), or None.
+        #[pyo3(signature = (key=None))]
+        fn get<'py>(&self, py: Python<'py>, key: Option<&str>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+            Ok(self.inner.get(self.key_or_own(py, key)?).map(|v| PyBytes::new(py, &v)))
+        }
+        /// The cached value as text; `DecodeError` if not UTF-8.
+        #[pyo3(signature = (key=None))]
+        fn get_string(&self, py: Python<'_>, key: Option<&str>) -> PyResult<Option<String>> {
+            self.inner.get_string(self.key_or_own(py, key)?).py_err(py)
+        }
+        /// The cached value decoded from JSON; `DecodeError` if it is not JSON.
+        #[pyo3(signature = (key=None))]
+        fn get_json<'py>(&self, py: Python<'py>, key: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+            match self.inner.get_json_value(self.key_or_own(py, key)?).py_err(py)? {
+                Some(v) => json_to_py(py, &v),
+                None => Ok(py.None().into_bound(py)),
+            }
+        }
+        /// True when `key` has a value (also `key in view`).
+        fn has(&self, key: &str) -> bool {
+            self.inner.has(key)
+        }
+        fn __contains__(&self, key: &str) -> bool {
+            self.inner.has(key)
+        }
+        /// Every cached key, sorted.
+        fn keys(&self) -> Vec<String> {
+            self.inner.keys()
+        }
+        /// A copy of every cached key and value.
+        fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+            let d = PyDict::new(py);
+            for (k, v) in self.inner.snapshot() {
+                d.set_item(k, PyBytes::new(py, &v))?;
+            }
+            Ok(d)
+        }
+        /// The etcd revision the copy reflects.
+        #[getter]
+        fn revision(&self) -> i64 {
+            self.inner.revision()
+        }
+        /// `async for change in cfg.changes()`: every change from now on (ends on close()).
+        fn changes(&self) -> PyConfigChanges {
+            let _g = rt().enter();
+            PyConfigChanges::new(self.inner.changes())
+        }
+        fn __aiter__(&self) -> PyConfigChanges {
+            self.changes()
+        }
+        /// Stop watching (cached values stay readable; change iterators end).
+        fn close(&self) {
+            self.inner.close();
+        }
+        fn __repr__(&self) -> String {
+            format!("ConfigView(key={:?}, prefix={}, revision={})", self.key, self.prefix, self.inner.revision())
+        }
     }
+    async_with(close_awaitable);
 }
 
 /// One change: `key`, `old`, `new` (None = deleted), `revision`, `deleted`.
@@ -157,22 +158,7 @@ impl PyConfigChange {
     }
 }
 
-/// `async for change in cfg.changes()`.
-#[pyclass(module = "etcd_recipes._native", name = "ConfigChanges", frozen)]
-pub struct PyConfigChanges {
-    cell: StreamCell<etcd_recipes::Result<ConfigChange>>,
-}
-
-#[pymethods]
-impl PyConfigChanges {
-    fn __aiter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.cell.next_py(py, |item| Ok(PyConfigChange { c: item? }))
-    }
-    /// Stop iterating: a pending and every later `__anext__` raise `StopAsyncIteration`.
-    fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.cell.aclose_py(py)
-    }
+async_iterator! {
+    /// `async for change in cfg.changes()`.
+    PyConfigChanges("ConfigChanges", etcd_recipes::Result<ConfigChange>) => |item| Ok(PyConfigChange { c: item? })
 }

@@ -2,20 +2,18 @@
 //! -> `Election`; `async with election.campaign(value) as leadership`,
 //! `await election.leader()`, `async for leader in election.observe()`.
 
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_recipes::election::{Election, LeaderInfo, LeaderObserver, Leadership};
-use pyo3::gc::PyVisit;
+use etcd_recipes::election::{Election, LeaderInfo, Leadership};
 use pyo3::prelude::*;
-use pyo3::PyTraverseError;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::convert::{Bytes, Value};
-use crate::errors::FResult;
-use crate::lock::{fence_delete, fence_put, fence_txn};
-use crate::runtime::{ready_py, rt, spawn_py, InRt, Watchers};
-use crate::stream::StreamCell;
+use crate::members::{class_methods, Entered};
+use crate::runtime::{rt, spawn_py, InRt, Watchers};
+use crate::stream::async_iterator;
 
 /// Who leads an election.
 #[pyclass(module = "etcd_recipes._native", name = "LeaderInfo", frozen, eq)]
@@ -89,7 +87,7 @@ impl PyElection {
     #[pyo3(signature = (value, *, timeout=None))]
     fn campaign(&self, py: Python<'_>, value: Value, timeout: Option<f64>) -> PyResult<PyCampaign> {
         let timeout = crate::convert::timeout(py, timeout)?;
-        Ok(PyCampaign { election: self.inner.clone(), value: value.0, timeout, entered: Arc::default() })
+        Ok(PyCampaign { election: self.inner.clone(), value: value.0, timeout, entered: Entered::default() })
     }
 
     /// The current leader, or None.
@@ -118,46 +116,36 @@ pub struct PyCampaign {
     election: Election,
     value: Vec<u8>,
     timeout: Option<Duration>,
-    entered: Arc<Mutex<Option<Held>>>,
+    entered: Entered<Held>,
 }
 
 impl PyCampaign {
-    fn start<'py>(&self, py: Python<'py>, keep: bool) -> PyResult<Bound<'py, PyAny>> {
+    fn start(&self) -> impl Future<Output = etcd_recipes::Result<Held>> + Send + 'static {
         let (e, value, t) = (self.election.clone(), self.value.clone(), self.timeout);
-        let entered = keep.then(|| self.entered.clone());
-        spawn_py(py, async move {
+        async move {
             let l = match t {
                 Some(t) => e.campaign_within(value, Some(t)).await?,
                 None => e.campaign(value).await?,
             };
-            let held: Held = Arc::new(InRt::new(Arc::new(l)));
-            if let Some(entered) = entered {
-                *entered.lock().unwrap_or_else(|p| p.into_inner()) = Some(held.clone());
-            }
-            Ok(PyLeadership { inner: held, watchers: Watchers::default() })
-        })
+            Ok(Arc::new(InRt::new(Arc::new(l))))
+        }
     }
 }
 
 #[pymethods]
 impl PyCampaign {
     fn __await__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.start(py, false)?.call_method0("__await__")
+        let start = self.start();
+        spawn_py(py, async move { Ok(PyLeadership::new(start.await?)) })?.call_method0("__await__")
     }
 
     fn __aenter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.start(py, true)
+        self.entered.enter(py, self.start(), PyLeadership::new)
     }
 
     #[pyo3(signature = (*_exc))]
     fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
-        let held = self.entered.lock().unwrap_or_else(|p| p.into_inner()).take();
-        spawn_py(py, async move {
-            if let Some(l) = held {
-                l.resign().await?;
-            }
-            FResult::Ok(())
-        })
+        self.entered.exit(py, |l| async move { l.resign().await })
     }
 }
 
@@ -170,124 +158,80 @@ pub struct PyLeadership {
 }
 
 impl PyLeadership {
+    fn new(inner: Held) -> Self {
+        PyLeadership { inner, watchers: Watchers::default() }
+    }
+
     /// A leadership held by core (a leader loop's or latch's term).
     pub(crate) fn from_core(l: Arc<Leadership>) -> Self {
-        PyLeadership { inner: Arc::new(InRt::new(l)), watchers: Watchers::default() }
+        PyLeadership::new(Arc::new(InRt::new(l)))
     }
 }
 
-#[pymethods]
-impl PyLeadership {
-    /// Our full leader key (`<namespace><name>/<lease hex>`).
-    #[getter]
-    fn key(&self) -> &str {
-        self.inner.key()
-    }
-    /// The election name (namespace-relative).
-    #[getter]
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    /// The lease behind the leadership.
-    #[getter]
-    fn lease_id(&self) -> i64 {
-        self.inner.lease_id()
-    }
-    /// Create revision of our key: strictly increases from leader to leader.
-    #[getter]
-    fn fencing_token(&self) -> i64 {
-        self.inner.fencing_token()
-    }
-    /// The value last proclaimed (or campaigned with).
-    #[getter]
-    fn value(&self) -> Bytes {
-        Bytes(self.inner.value())
-    }
-    /// The value as text (invalid UTF-8 replaced).
-    #[getter]
-    fn value_string(&self) -> String {
-        String::from_utf8_lossy(&self.inner.value()).into_owned()
-    }
-    /// True until leadership ends; never true again after that.
-    #[getter]
-    fn is_leader(&self) -> bool {
-        self.inner.is_leader()
-    }
-    /// Publish a new value (`NotLeaderError` if no longer leader).
-    fn proclaim<'py>(&self, py: Python<'py>, value: Value) -> PyResult<Bound<'py, PyAny>> {
-        let l = self.inner.clone();
-        spawn_py(py, async move { Ok(l.proclaim(value.0).await?) })
-    }
-    /// Step down (idempotent; closes the session made for the campaign); the next
-    /// candidate takes over at once.
-    fn resign<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let l = self.inner.clone();
-        spawn_py(py, async move { Ok(l.resign().await?) })
+class_methods! {
+    impl PyLeadership {
+        /// Our full leader key (`<namespace><name>/<lease hex>`).
+        #[getter]
+        fn key(&self) -> &str {
+            self.inner.key()
+        }
+        /// The election name (namespace-relative).
+        #[getter]
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        /// The lease behind the leadership.
+        #[getter]
+        fn lease_id(&self) -> i64 {
+            self.inner.lease_id()
+        }
+        /// Create revision of our key: strictly increases from leader to leader.
+        #[getter]
+        fn fencing_token(&self) -> i64 {
+            self.inner.fencing_token()
+        }
+        /// The value last proclaimed (or campaigned with).
+        #[getter]
+        fn value(&self) -> Bytes {
+            Bytes(self.inner.value())
+        }
+        /// The value as text (invalid UTF-8 replaced).
+        #[getter]
+        fn value_string(&self) -> String {
+            String::from_utf8_lossy(&self.inner.value()).into_owned()
+        }
+        /// True until leadership ends; never true again after that.
+        #[getter]
+        fn is_leader(&self) -> bool {
+            self.inner.is_leader()
+        }
+        /// Publish a new value (`NotLeaderError` if no longer leader).
+        fn proclaim<'py>(&self, py: Python<'py>, value: Value) -> PyResult<Bound<'py, PyAny>> {
+            let l = self.inner.clone();
+            spawn_py(py, async move { Ok(l.proclaim(value.0).await?) })
+        }
+        /// Step down (idempotent; closes the session made for the campaign); the next
+        /// candidate takes over at once.
+        fn resign<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            let l = self.inner.clone();
+            spawn_py(py, async move { Ok(l.resign().await?) })
+        }
+        fn __repr__(&self) -> String {
+            format!("Leadership(key={:?}, fencing_token={}, is_leader={})", self.key(), self.fencing_token(), self.is_leader())
+        }
     }
     /// Resolves when leadership ends: with the reason when it was lost (session lost, key
     /// deleted or replaced), with None when it ended normally (resigned, session closed).
-    fn lost<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let l = self.inner.clone();
-        spawn_py(py, async move { FResult::Ok(l.lost().await) })
-    }
+    lost;
     /// Call `callback(reason)` on the running event loop if leadership is lost (not when
     /// we resign). Keeps nothing alive.
-    fn on_lost(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
-        let l = self.inner.clone();
-        self.watchers.on_lost(py, callback, async move { l.lost().await })
-    }
-    /// Put only while leader (`FencedError` otherwise).
-    fn put<'py>(&self, py: Python<'py>, key: String, value: Value) -> PyResult<Bound<'py, PyAny>> {
-        fence_put(py, self.inner.fence().clone(), key, value)
-    }
-    /// Delete only while leader.
-    fn delete<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        fence_delete(py, self.inner.fence().clone(), key)
-    }
-    /// Atomic `[("put", k, v), ("delete", k)]` only while leader.
-    fn txn<'py>(&self, py: Python<'py>, ops: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        fence_txn(py, self.inner.fence().clone(), ops)
-    }
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.watchers.traverse(&visit)
-    }
-    fn __clear__(&self) {
-        self.watchers.clear()
-    }
-    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        ready_py(slf.py(), slf.into_any())
-    }
-    #[pyo3(signature = (*_exc))]
-    fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
-        self.resign(py)
-    }
-    fn __repr__(&self) -> String {
-        format!("Leadership(key={:?}, fencing_token={}, is_leader={})", self.key(), self.fencing_token(), self.is_leader())
-    }
+    on_lost;
+    fenced("leader");
+    gc(watchers);
+    async_with(resign);
 }
 
-/// `async for leader in ...`: the current leader (or None), then every change.
-#[pyclass(module = "etcd_recipes._native", name = "LeaderObserver", frozen)]
-pub struct PyLeaderObserver {
-    cell: StreamCell<etcd_recipes::Result<Option<LeaderInfo>>>,
-}
-
-impl PyLeaderObserver {
-    pub fn new(obs: LeaderObserver) -> Self {
-        PyLeaderObserver { cell: StreamCell::new(obs) }
-    }
-}
-
-#[pymethods]
-impl PyLeaderObserver {
-    fn __aiter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.cell.next_py(py, |item| Ok(item?.map(PyLeaderInfo::from)))
-    }
-    /// Stop observing.
-    fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.cell.aclose_py(py)
-    }
+async_iterator! {
+    /// `async for leader in ...`: the current leader (or None), then every change.
+    PyLeaderObserver("LeaderObserver", etcd_recipes::Result<Option<LeaderInfo>>) => |item| Ok(item?.map(PyLeaderInfo::from))
 }

@@ -2,19 +2,18 @@
 //! (await it, or `async with` it: deregisters on exit); discovery with
 //! `view = await client.discover(service)`, `view.instances()`, `async for instances in view`.
 
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 
 use etcd_recipes::registry::{Instance, InstanceEvent, RegisterOptions, Registration, RegistrationState, ServiceView};
 use etcd_recipes::Client;
-use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::PyTraverseError;
 use pyo3::types::PyTuple;
 
 use crate::convert::{json_to_py, py_to_json};
-use crate::errors::FResult;
+use crate::members::{class_methods, Entered};
 use crate::runtime::{ready_py, rt, spawn_py, InRt, Watchers};
-use crate::stream::StreamCell;
+use crate::stream::async_iterator;
 
 /// One instance of a service.
 #[pyclass(module = "etcd_recipes._native", name = "Instance", frozen, eq)]
@@ -66,71 +65,67 @@ pub struct PyRegistration {
     watchers: Watchers,
 }
 
-#[pymethods]
 impl PyRegistration {
-    /// The full etcd key of this instance.
-    #[getter]
-    fn key(&self) -> &str {
-        self.inner.key()
+    fn new(inner: Reg) -> Self {
+        PyRegistration { inner, watchers: Watchers::default() }
     }
-    /// The instance as registered (with its current metadata).
-    #[getter]
-    fn instance(&self) -> PyInstance {
-        PyInstance { inner: self.inner.instance() }
+}
+
+class_methods! {
+    impl PyRegistration {
+        /// The full etcd key of this instance.
+        #[getter]
+        fn key(&self) -> &str {
+            self.inner.key()
+        }
+        /// The instance as registered (with its current metadata).
+        #[getter]
+        fn instance(&self) -> PyInstance {
+            PyInstance { inner: self.inner.instance() }
+        }
+        /// The current lease id (it changes when the registration heals itself).
+        #[getter]
+        fn lease_id(&self) -> i64 {
+            self.inner.lease_id()
+        }
+        /// "registered", "recovering" or "closed".
+        #[getter]
+        fn state(&self) -> &'static str {
+            state_name(&self.inner.state())
+        }
+        /// How many times it re-registered itself after losing its lease.
+        #[getter]
+        fn reregistrations(&self) -> u64 {
+            self.inner.reregistrations()
+        }
+        /// Call `callback(state)` on the running event loop at every state change from now
+        /// on ("recovering", "registered", "closed"). Keeps nothing alive.
+        fn on_state_change(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+            // Every change up to and including "closed" (nothing changes after it).
+            let states = futures::stream::unfold(Some(self.inner.watch_state()), |rx| async move {
+                let mut rx = rx?;
+                rx.changed().await.ok()?;
+                let s = rx.borrow_and_update().clone();
+                Some((state_name(&s), (s != RegistrationState::Closed).then_some(rx)))
+            });
+            self.watchers.watch(py, callback, states)
+        }
+        /// Replace the metadata (same lease).
+        fn update_metadata<'py>(&self, py: Python<'py>, metadata: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+            let (md, r) = (py_to_json(metadata)?, self.inner.clone());
+            spawn_py(py, async move { Ok(r.update_metadata(md).await?) })
+        }
+        /// Deregister: delete the key and revoke the lease. Idempotent.
+        fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            let r = self.inner.clone();
+            spawn_py(py, async move { Ok(r.close().await?) })
+        }
+        fn __repr__(&self) -> String {
+            format!("Registration(key={:?}, state={:?})", self.key(), self.state())
+        }
     }
-    /// The current lease id (it changes when the registration heals itself).
-    #[getter]
-    fn lease_id(&self) -> i64 {
-        self.inner.lease_id()
-    }
-    /// "registered", "recovering" or "closed".
-    #[getter]
-    fn state(&self) -> &'static str {
-        state_name(&self.inner.state())
-    }
-    /// How many times it re-registered itself after losing its lease.
-    #[getter]
-    fn reregistrations(&self) -> u64 {
-        self.inner.reregistrations()
-    }
-    /// Call `callback(state)` on the running event loop at every state change from now
-    /// on ("recovering", "registered", "closed"). Keeps nothing alive.
-    fn on_state_change(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
-        // Every change up to and including "closed" (nothing changes after it).
-        let states = futures::stream::unfold(Some(self.inner.watch_state()), |rx| async move {
-            let mut rx = rx?;
-            rx.changed().await.ok()?;
-            let s = rx.borrow_and_update().clone();
-            Some((state_name(&s), (s != RegistrationState::Closed).then_some(rx)))
-        });
-        self.watchers.watch(py, callback, states)
-    }
-    /// Replace the metadata (same lease).
-    fn update_metadata<'py>(&self, py: Python<'py>, metadata: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let (md, r) = (py_to_json(metadata)?, self.inner.clone());
-        spawn_py(py, async move { Ok(r.update_metadata(md).await?) })
-    }
-    /// Deregister: delete the key and revoke the lease. Idempotent.
-    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let r = self.inner.clone();
-        spawn_py(py, async move { Ok(r.close().await?) })
-    }
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.watchers.traverse(&visit)
-    }
-    fn __clear__(&self) {
-        self.watchers.clear()
-    }
-    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        ready_py(slf.py(), slf.into_any())
-    }
-    #[pyo3(signature = (*_exc))]
-    fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
-        self.close(py)
-    }
-    fn __repr__(&self) -> String {
-        format!("Registration(key={:?}, state={:?})", self.key(), self.state())
-    }
+    gc(watchers);
+    async_with(close);
 }
 
 /// `client.register(...)`: await it for a `Registration`, or `async with` it.
@@ -138,44 +133,32 @@ impl PyRegistration {
 pub struct PyRegistering {
     client: Client,
     opts: RegisterOptions,
-    entered: Arc<Mutex<Option<Reg>>>,
+    entered: Entered<Reg>,
 }
 
 impl PyRegistering {
     pub fn new(client: Client, opts: RegisterOptions) -> Self {
-        PyRegistering { client, opts, entered: Arc::default() }
+        PyRegistering { client, opts, entered: Entered::default() }
     }
 
-    fn start<'py>(&self, py: Python<'py>, keep: bool) -> PyResult<Bound<'py, PyAny>> {
+    fn start(&self) -> impl Future<Output = etcd_recipes::Result<Reg>> + Send + 'static {
         let (client, opts) = (self.client.clone(), self.opts.clone());
-        let entered = keep.then(|| self.entered.clone());
-        spawn_py(py, async move {
-            let r: Reg = Arc::new(InRt::new(Registration::register(&client, opts).await?));
-            if let Some(entered) = entered {
-                *entered.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.clone());
-            }
-            Ok(PyRegistration { inner: r, watchers: Watchers::default() })
-        })
+        async move { Ok(Arc::new(InRt::new(Registration::register(&client, opts).await?))) }
     }
 }
 
 #[pymethods]
 impl PyRegistering {
     fn __await__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.start(py, false)?.call_method0("__await__")
+        let start = self.start();
+        spawn_py(py, async move { Ok(PyRegistration::new(start.await?)) })?.call_method0("__await__")
     }
     fn __aenter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.start(py, true)
+        self.entered.enter(py, self.start(), PyRegistration::new)
     }
     #[pyo3(signature = (*_exc))]
     fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
-        let r = self.entered.lock().unwrap_or_else(|p| p.into_inner()).take();
-        spawn_py(py, async move {
-            if let Some(r) = r {
-                r.close().await?;
-            }
-            FResult::Ok(())
-        })
+        self.entered.exit(py, |r| async move { r.close().await })
     }
 }
 
@@ -190,90 +173,75 @@ impl PyServiceView {
     pub fn new(view: ServiceView, service: String) -> Self {
         PyServiceView { inner: InRt::new(view), service }
     }
-}
 
-#[pymethods]
-impl PyServiceView {
-    /// The service name.
-    #[getter]
-    fn service(&self) -> &str {
-        &self.service
-    }
-    /// The current instances, sorted by id (local, no network).
-    fn instances(&self) -> Vec<PyInstance> {
-        instances(self.inner.instances())
-    }
-    /// The etcd revision the set reflects.
-    #[getter]
-    fn revision(&self) -> i64 {
-        self.inner.revision()
-    }
-    /// The next instance in round-robin order, or None if there is none.
-    fn pick_round_robin(&self) -> Option<PyInstance> {
-        self.inner.pick_round_robin().map(|inner| PyInstance { inner })
-    }
-    /// A random instance, or None.
-    fn pick_random(&self) -> Option<PyInstance> {
-        self.inner.pick_random().map(|inner| PyInstance { inner })
-    }
-    /// Wait for the next change; returns the new set.
-    fn changed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let v = self.inner.clone();
-        spawn_py(py, async move { Ok(instances(v.changed().await?)) })
-    }
-    /// `async for event in view.events()`: InstanceEvent objects (up / updated / down).
-    fn events(&self) -> PyInstanceEvents {
-        let _g = rt().enter();
-        PyInstanceEvents { cell: StreamCell::new(self.inner.events()) }
-    }
-    /// `async for instances in view.updates()`: the current set first, then the whole set
-    /// after each change (none is missed between reads); ends on close().
-    fn updates(&self) -> PyInstanceSets {
-        let _g = rt().enter();
-        PyInstanceSets { cell: StreamCell::new(self.inner.updates()) }
-    }
-    /// Same as `updates()`.
-    fn __aiter__(&self) -> PyInstanceSets {
-        self.updates()
-    }
-    /// Stop watching (local reads keep the last set; iterations end).
-    fn close(&self) {
+    /// Leaving `async with`: `close()`, as an awaitable.
+    fn close_awaitable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.inner.close();
-    }
-    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        ready_py(slf.py(), slf.into_any())
-    }
-    #[pyo3(signature = (*_exc))]
-    fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
-        self.close();
         ready_py(py, py.None().into_bound(py))
     }
-    fn __len__(&self) -> usize {
-        self.inner.instances().len()
-    }
-    fn __repr__(&self) -> String {
-        format!("ServiceView(service={:?}, instances={})", self.service, self.__len__())
-    }
 }
 
-/// `async for instances in view`: the current set, then the set after each change.
-#[pyclass(module = "etcd_recipes._native", name = "InstanceSets", frozen)]
-pub struct PyInstanceSets {
-    cell: StreamCell<Vec<Instance>>,
+class_methods! {
+    impl PyServiceView {
+        /// The service name.
+        #[getter]
+        fn service(&self) -> &str {
+            &self.service
+        }
+        /// The current instances, sorted by id (local, no network).
+        fn instances(&self) -> Vec<PyInstance> {
+            instances(self.inner.instances())
+        }
+        /// The etcd revision the set reflects.
+        #[getter]
+        fn revision(&self) -> i64 {
+            self.inner.revision()
+        }
+        /// The next instance in round-robin order, or None if there is none.
+        fn pick_round_robin(&self) -> Option<PyInstance> {
+            self.inner.pick_round_robin().map(|inner| PyInstance { inner })
+        }
+        /// A random instance, or None.
+        fn pick_random(&self) -> Option<PyInstance> {
+            self.inner.pick_random().map(|inner| PyInstance { inner })
+        }
+        /// Wait for the next change; returns the new set.
+        fn changed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            let v = self.inner.clone();
+            spawn_py(py, async move { Ok(instances(v.changed().await?)) })
+        }
+        /// `async for event in view.events()`: InstanceEvent objects (up / updated / down).
+        fn events(&self) -> PyInstanceEvents {
+            let _g = rt().enter();
+            PyInstanceEvents::new(self.inner.events())
+        }
+        /// `async for instances in view.updates()`: the current set first, then the whole set
+        /// after each change (none is missed between reads); ends on close().
+        fn updates(&self) -> PyInstanceSets {
+            let _g = rt().enter();
+            PyInstanceSets::new(self.inner.updates())
+        }
+        /// Same as `updates()`.
+        fn __aiter__(&self) -> PyInstanceSets {
+            self.updates()
+        }
+        /// Stop watching (local reads keep the last set; iterations end).
+        fn close(&self) {
+            self.inner.close();
+        }
+        fn __len__(&self) -> usize {
+            self.inner.instances().len()
+        }
+        fn __repr__(&self) -> String {
+            format!("ServiceView(service={:?}, instances={})", self.service, self.__len__())
+        }
+    }
+    async_with(close_awaitable);
 }
 
-#[pymethods]
-impl PyInstanceSets {
-    fn __aiter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.cell.next_py(py, |set| Ok(instances(set)))
-    }
-    /// Stop iterating: a pending and every later `__anext__` raise `StopAsyncIteration`.
-    fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.cell.aclose_py(py)
-    }
+async_iterator! {
+    /// `async for instances in view`: the current set, then the set after each change.
+    PyInstanceSets("InstanceSets", Vec<Instance>) => |set| Ok(instances(set))
 }
 
 /// One change of a service's instance set.
@@ -300,30 +268,15 @@ impl PyInstanceEvent {
     }
 }
 
-/// `async for event in view.events()`.
-#[pyclass(module = "etcd_recipes._native", name = "InstanceEvents", frozen)]
-pub struct PyInstanceEvents {
-    cell: StreamCell<etcd_recipes::Result<(InstanceEvent, i64)>>,
-}
-
-#[pymethods]
-impl PyInstanceEvents {
-    fn __aiter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.cell.next_py(py, |item| {
-            let (ev, revision) = item?;
-            let (kind, id, instance) = match ev {
-                InstanceEvent::Up(i) => ("up", i.id.clone(), Some(PyInstance { inner: i })),
-                InstanceEvent::Updated(i) => ("updated", i.id.clone(), Some(PyInstance { inner: i })),
-                InstanceEvent::Down { id } => ("down", id, None),
-            };
-            Ok(PyInstanceEvent { kind, id, instance, revision })
-        })
-    }
-    /// Stop iterating: a pending and every later `__anext__` raise `StopAsyncIteration`.
-    fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.cell.aclose_py(py)
+async_iterator! {
+    /// `async for event in view.events()`.
+    PyInstanceEvents("InstanceEvents", etcd_recipes::Result<(InstanceEvent, i64)>) => |item| {
+        let (ev, revision) = item?;
+        let (kind, id, instance) = match ev {
+            InstanceEvent::Up(i) => ("up", i.id.clone(), Some(PyInstance { inner: i })),
+            InstanceEvent::Updated(i) => ("updated", i.id.clone(), Some(PyInstance { inner: i })),
+            InstanceEvent::Down { id } => ("down", id, None),
+        };
+        Ok(PyInstanceEvent { kind, id, instance, revision })
     }
 }

@@ -2,15 +2,15 @@
 //! `session.semaphore(name, permits, timeout=)` -> `Semaphore`; `async with sem as permit`,
 //! `await sem.acquire(timeout=)` / `try_acquire()` -> `LockGuard` (the same guard as a lock's).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use etcd_recipes::lock::LockGuard;
 use etcd_recipes::semaphore::{Semaphore, MAX_PERMITS};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::errors::FResult;
 use crate::lock::PyLockGuard;
+use crate::members::Entered;
 use crate::runtime::{spawn_py, InRt};
 
 type Guard = Arc<InRt<LockGuard>>;
@@ -30,17 +30,13 @@ pub fn permits(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<u32> {
 pub struct PySemaphore {
     inner: Semaphore,
     /// Permits taken by `async with`, per asyncio task (a Semaphore object may be shared by tasks).
-    entered: Arc<Mutex<Vec<(usize, Guard)>>>,
+    entered: Entered<Guard>,
 }
 
 impl PySemaphore {
     pub fn new(inner: Semaphore) -> Self {
-        PySemaphore { inner, entered: Arc::default() }
+        PySemaphore { inner, entered: Entered::default() }
     }
-}
-
-fn current_task(py: Python<'_>) -> PyResult<usize> {
-    Ok(py.import("asyncio")?.call_method0("current_task")?.as_ptr() as usize)
 }
 
 #[pymethods]
@@ -79,27 +75,13 @@ impl PySemaphore {
     }
 
     fn __aenter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let (task, sem, entered) = (current_task(py)?, self.inner.clone(), self.entered.clone());
-        spawn_py(py, async move {
-            let g: Guard = Arc::new(InRt::new(sem.acquire().await?));
-            entered.lock().unwrap_or_else(|p| p.into_inner()).push((task, g.clone()));
-            Ok(PyLockGuard::new(g))
-        })
+        let sem = self.inner.clone();
+        self.entered.enter(py, async move { Ok(Arc::new(InRt::new(sem.acquire().await?))) }, PyLockGuard::new)
     }
 
     #[pyo3(signature = (*_exc))]
     fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
-        let task = current_task(py)?;
-        let held = {
-            let mut e = self.entered.lock().unwrap_or_else(|p| p.into_inner());
-            e.iter().rposition(|(t, _)| *t == task).map(|i| e.remove(i).1)
-        };
-        spawn_py(py, async move {
-            if let Some(g) = held {
-                g.release().await?;
-            }
-            FResult::Ok(())
-        })
+        self.entered.exit(py, |g| async move { g.release().await })
     }
 
     fn __repr__(&self) -> String {

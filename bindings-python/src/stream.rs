@@ -1,7 +1,8 @@
 //! The machinery behind every async iterator of the package (leader observer, instance
 //! sets and events, config changes): a core `Stream` behind an async mutex, plus a
 //! close signal so that `aclose()` (or dropping the iterator after `break`) ends a
-//! pending `__anext__` at once instead of waiting for the next item.
+//! pending `__anext__` at once instead of waiting for the next item. Each such class is
+//! declared with [`async_iterator!`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -89,3 +90,35 @@ impl<I> Drop for StreamCell<I> {
         }
     }
 }
+
+/// An async iterator class (`async for x in ...`) over a core stream of `$item`s, each made
+/// a Python value by `$map`: the Rust struct `$class`, named `$name` in Python. PyO3 wants the
+/// protocol methods in each class's own `#[pymethods]` block, hence a macro.
+macro_rules! async_iterator {
+    ($(#[$doc:meta])* $class:ident($name:literal, $item:ty) => $map:expr) => {
+        $(#[$doc])*
+        #[pyo3::pyclass(module = "etcd_recipes._native", name = $name, frozen)]
+        pub struct $class($crate::stream::StreamCell<$item>);
+
+        impl $class {
+            pub fn new(items: impl futures::Stream<Item = $item> + Send + 'static) -> Self {
+                $class($crate::stream::StreamCell::new(items))
+            }
+        }
+
+        #[pyo3::pymethods]
+        impl $class {
+            fn __aiter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+                slf
+            }
+            fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+                self.0.next_py(py, $map)
+            }
+            /// Stop iterating: a pending and every later `__anext__` raise `StopAsyncIteration`.
+            fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+                self.0.aclose_py(py)
+            }
+        }
+    };
+}
+pub(crate) use async_iterator;

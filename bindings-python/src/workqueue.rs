@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use etcd_recipes::workqueue::{DeadLetter, WorkItem, WorkQueue};
 use pyo3::exceptions::PyTypeError;
-use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::PyInt;
-use pyo3::PyTraverseError;
 
 use crate::convert::{self, json_to_py, Bytes, Value};
-use crate::errors::{invalid, CoreResultExt, FResult};
+use crate::errors::{invalid, CoreResultExt};
+use crate::members::class_methods;
 use crate::runtime::{spawn_py, InRt, Watchers};
 
 /// `max_deliveries=`: None, or an int of at least 1 (`InvalidArgumentError` otherwise).
@@ -126,108 +125,94 @@ impl PyWorkItem {
     }
 }
 
-#[pymethods]
-impl PyWorkItem {
-    /// The item id (unique in its queue, ordered by creation time).
-    #[getter]
-    fn id(&self) -> &str {
-        self.inner.id()
-    }
+class_methods! {
+    impl PyWorkItem {
+        /// The item id (unique in its queue, ordered by creation time).
+        #[getter]
+        fn id(&self) -> &str {
+            self.inner.id()
+        }
 
-    /// The queue name.
-    #[getter]
-    fn queue(&self) -> &str {
-        self.inner.queue()
-    }
+        /// The queue name.
+        #[getter]
+        fn queue(&self) -> &str {
+            self.inner.queue()
+        }
 
-    /// The full etcd key of the item (`<namespace><name>/items/<id>`).
-    #[getter]
-    fn key(&self) -> &str {
-        self.inner.key()
-    }
+        /// The full etcd key of the item (`<namespace><name>/items/<id>`).
+        #[getter]
+        fn key(&self) -> &str {
+            self.inner.key()
+        }
 
-    /// The payload.
-    #[getter]
-    fn value(&self) -> Bytes {
-        Bytes(self.inner.value().to_vec())
-    }
+        /// The payload.
+        #[getter]
+        fn value(&self) -> Bytes {
+            Bytes(self.inner.value().to_vec())
+        }
 
-    /// The payload as text (`DecodeError` if it is not UTF-8).
-    #[getter]
-    fn value_string(&self, py: Python<'_>) -> PyResult<String> {
-        self.inner.value_string().py_err(py)
-    }
+        /// The payload as text (`DecodeError` if it is not UTF-8).
+        #[getter]
+        fn value_string(&self, py: Python<'_>) -> PyResult<String> {
+            self.inner.value_string().py_err(py)
+        }
 
-    /// The payload decoded from JSON (`DecodeError` if it is not JSON).
-    fn value_json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        json_to_py(py, &self.inner.value_json::<serde_json::Value>().py_err(py)?)
-    }
+        /// The payload decoded from JSON (`DecodeError` if it is not JSON).
+        fn value_json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            json_to_py(py, &self.inner.value_json::<serde_json::Value>().py_err(py)?)
+        }
 
-    /// Which delivery this is (the attempt number: 1 the first time).
-    #[getter]
-    fn deliveries(&self) -> u32 {
-        self.inner.deliveries()
-    }
+        /// Which delivery this is (the attempt number: 1 the first time).
+        #[getter]
+        fn deliveries(&self) -> u32 {
+            self.inner.deliveries()
+        }
 
-    /// The create revision of our claim: strictly increases from delivery to delivery.
-    #[getter]
-    fn fencing_token(&self) -> i64 {
-        self.inner.fencing_token()
-    }
+        /// The create revision of our claim: strictly increases from delivery to delivery.
+        #[getter]
+        fn fencing_token(&self) -> i64 {
+            self.inner.fencing_token()
+        }
 
-    /// The lease the claim lives on.
-    #[getter]
-    fn lease_id(&self) -> i64 {
-        self.inner.lease_id()
-    }
+        /// The lease the claim lives on.
+        #[getter]
+        fn lease_id(&self) -> i64 {
+            self.inner.lease_id()
+        }
 
-    /// Not acked or nacked, and the session alive.
-    #[getter]
-    fn is_held(&self) -> bool {
-        self.inner.is_held()
-    }
+        /// Not acked or nacked, and the session alive.
+        #[getter]
+        fn is_held(&self) -> bool {
+            self.inner.is_held()
+        }
 
-    /// Done: delete the item and our claim, only while the claim is ours (`FencedError`
-    /// otherwise: the item is delivered again).
-    fn ack<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let i = self.inner.clone();
-        spawn_py(py, async move { Ok(i.ack().await?) })
-    }
+        /// Done: delete the item and our claim, only while the claim is ours (`FencedError`
+        /// otherwise: the item is delivered again).
+        fn ack<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            let i = self.inner.clone();
+            spawn_py(py, async move { Ok(i.ack().await?) })
+        }
 
-    /// Give the item back for redelivery (not before `delay` seconds, if given); on its
-    /// last allowed delivery it moves to the dead letters instead.
-    #[pyo3(signature = (*, delay=None))]
-    fn nack<'py>(&self, py: Python<'py>, delay: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let delay = delay.map(|d| convert::seconds(py, "delay", d, true)).transpose()?;
-        let i = self.inner.clone();
-        spawn_py(py, async move { Ok(i.nack(delay).await?) })
-    }
+        /// Give the item back for redelivery (not before `delay` seconds, if given); on its
+        /// last allowed delivery it moves to the dead letters instead.
+        #[pyo3(signature = (*, delay=None))]
+        fn nack<'py>(&self, py: Python<'py>, delay: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+            let delay = delay.map(|d| convert::seconds(py, "delay", d, true)).transpose()?;
+            let i = self.inner.clone();
+            spawn_py(py, async move { Ok(i.nack(delay).await?) })
+        }
 
+        fn __repr__(&self) -> String {
+            format!("WorkItem(id={:?}, deliveries={}, held={})", self.inner.id(), self.inner.deliveries(), self.inner.is_held())
+        }
+    }
     /// Resolves when the claim stops being ours: with the reason when it was lost (its
     /// session was lost), with None when it ended normally (acked, nacked, client closed).
-    fn lost<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let i = self.inner.clone();
-        spawn_py(py, async move { FResult::Ok(i.lost().await) })
-    }
-
+    lost;
     /// Call `callback(reason)` on the running event loop if the claim is lost. Keeps
     /// nothing alive.
-    fn on_lost(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
-        let i = self.inner.clone();
-        self.watchers.on_lost(py, callback, async move { i.lost().await })
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.watchers.traverse(&visit)
-    }
-
-    fn __clear__(&self) {
-        self.watchers.clear()
-    }
-
-    fn __repr__(&self) -> String {
-        format!("WorkItem(id={:?}, deliveries={}, held={})", self.inner.id(), self.inner.deliveries(), self.inner.is_held())
-    }
+    on_lost;
+    gc(watchers);
 }
 
 /// An item in the dead letters.
