@@ -18,7 +18,7 @@ from waiting import EVENTUALLY, wait_until
 
 
 async def test_one_work_at_a_time_with_a_fenced_counter(etcd: EtcdCluster, ns: str) -> None:
-    state = {"running": 0, "most": 0, "writes": 0, "terms": 0}
+    state = {"running": 0, "most": 0, "writes": 0, "attempts": 0, "terms": 0}
     tokens: list[int] = []
     clients = [await Client.connect(etcd.endpoints, namespace=ns) for _ in range(3)]
     reader = clients[0]
@@ -31,6 +31,7 @@ async def test_one_work_at_a_time_with_a_fenced_counter(etcd: EtcdCluster, ns: s
             for _ in range(5):
                 v = int(await reader.get_string("counter") or "0")
                 await asyncio.sleep(0)
+                state["attempts"] += 1
                 await leadership.put("counter", str(v + 1))  # fenced: only while leader
                 state["writes"] += 1
         finally:
@@ -47,7 +48,10 @@ async def test_one_work_at_a_time_with_a_fenced_counter(etcd: EtcdCluster, ns: s
             await lp.close()
     assert state["most"] == 1, f"two works at once: {state}"
     counter = int(await reader.get_string("counter") or "0")
-    assert counter == state["writes"], f"increments lost: counter {counter}, {state}"
+    # Every acknowledged increment is there, none was lost to a concurrent work. The one
+    # put that close() may cancel in flight may or may not have been applied.
+    assert state["writes"] <= counter <= state["attempts"], f"increments lost: counter {counter}, {state}"
+    assert state["attempts"] - state["writes"] <= 1, f"more than the last put unacknowledged: {state}"
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), f"tokens not increasing: {tokens[-10:]}"
     assert await reader.leader("jobs") is None
     for c in clients:
