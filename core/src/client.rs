@@ -473,8 +473,8 @@ impl Client {
     /// [`CLOSE_BUDGET`](crate::lifecycle::CLOSE_BUDGET): sessions revoke their leases (so
     /// locks and leaderships on them end), registrations delete their keys, views and
     /// observers stop, and a lock wait or campaign in progress fails with
-    /// [`Error::Closed`]. Then every request fails with [`Error::Closed`]. Clones share
-    /// the connection, so they are closed too. Idempotent.
+    /// [`Error::Closed`]. Then every new operation fails with [`Error::Closed`]. Clones
+    /// share the connection, so they are closed too. Idempotent.
     pub async fn close(&self) {
         self.close_within(crate::lifecycle::CLOSE_BUDGET).await;
     }
@@ -564,9 +564,6 @@ impl Client {
         F: FnMut(etcd_client::Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        if self.inner.scope.phase() == Phase::Closed {
-            return Err(Error::Closed("client"));
-        }
         let members = self.members();
         let timeout = self.request_timeout();
         let until = tokio::time::Instant::now() + timeout;
@@ -668,6 +665,7 @@ impl Client {
 
     /// Put a value at `key` (namespaced); returns the revision of the write.
     pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<i64> {
+        self.ensure_open()?;
         check_key("key", key)?;
         let (k, v) = (self.full_key(key), value.into());
         let resp = self.write(|mut c| {
@@ -679,6 +677,7 @@ impl Client {
 
     /// Get the value at `key` (namespaced), if any.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.ensure_open()?;
         check_key("key", key)?;
         let k = self.full_key(key);
         let mut resp = self.read(|mut c| {
@@ -690,6 +689,7 @@ impl Client {
 
     /// Delete `key` (namespaced); returns how many keys were deleted (0 or 1).
     pub async fn delete(&self, key: &str) -> Result<i64> {
+        self.ensure_open()?;
         check_key("key", key)?;
         let k = self.full_key(key);
         let resp = self.write(|mut c| {
@@ -701,6 +701,7 @@ impl Client {
 
     /// The current revision of the store.
     pub async fn revision(&self) -> Result<i64> {
+        self.ensure_open()?;
         let k = format!("{}\0rev", self.namespace());
         let resp = self.read(|mut c| {
             let k = k.clone();
@@ -711,6 +712,7 @@ impl Client {
 
     /// Does this lease still exist in etcd (remaining TTL > 0)?
     pub async fn lease_exists(&self, lease_id: i64) -> Result<bool> {
+        self.ensure_open()?;
         let resp = self.read(|mut c| async move { c.lease_time_to_live(lease_id, None).await }).await?;
         debug!(lease = format_args!("{lease_id:x}"), ttl = resp.ttl(), "lease time-to-live");
         // etcd rounds the remaining time down to whole seconds (0 for under a second left)

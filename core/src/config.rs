@@ -262,12 +262,14 @@ impl std::fmt::Debug for ConfigView {
 impl ConfigView {
     /// A view of one key (namespace-relative). Returns once the key is loaded.
     pub async fn key(client: &Client, key: &str, opts: ConfigOptions) -> Result<ConfigView> {
+        client.ensure_open()?;
         check_key("config key", key)?;
         Self::start(client, Range { key: client.full_key(key), prefix: false }, opts).await
     }
 
     /// A view of every key under `prefix` (namespace-relative). Returns once loaded.
     pub async fn prefix(client: &Client, prefix: &str, opts: ConfigOptions) -> Result<ConfigView> {
+        client.ensure_open()?;
         check_key("config prefix", prefix)?;
         Self::start(client, Range { key: client.full_key(prefix), prefix: true }, opts).await
     }

@@ -94,6 +94,7 @@ impl Counter {
 
     /// The current value (0 when the key does not exist).
     pub async fn get(&self) -> Result<i64> {
+        self.client.ensure_open()?;
         Ok(self.read().await?.value)
     }
 
@@ -127,6 +128,7 @@ impl Counter {
     /// with other writers; [`Error::UnknownOutcome`] when the write's answer was lost (it
     /// may have been applied: read before adding again).
     pub async fn add(&self, delta: i64) -> Result<i64> {
+        self.client.ensure_open()?;
         let mut seen = self.read().await?;
         let mut conflicts = 0u32;
         loop {
@@ -151,6 +153,7 @@ impl Counter {
     /// Set the value to `new` only if it is `expected` now (a missing key counts as 0).
     /// True if it was set.
     pub async fn compare_and_set(&self, expected: i64, new: i64) -> Result<bool> {
+        self.client.ensure_open()?;
         let mut seen = self.read().await?;
         loop {
             if seen.value != expected {
@@ -166,6 +169,7 @@ impl Counter {
 
     /// Set the value, whatever it was. Returns the revision of the write.
     pub async fn set(&self, value: i64) -> Result<i64> {
+        self.client.ensure_open()?;
         self.client.put(&self.key, value.to_string()).await
     }
 }

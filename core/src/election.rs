@@ -246,6 +246,7 @@ impl Election {
 
 /// The current leader of election `name`, without a session.
 pub async fn current_leader(client: &Client, name: &str) -> Result<Option<LeaderInfo>> {
+    client.ensure_open()?;
     check_name("election name", name)?;
     leader_of(client, &client.full_key(&format!("{name}/"))).await.map(|(l, _)| l)
 }

@@ -3,8 +3,10 @@
 //! Every session, registration and view made from a client is one of its *children*.
 //! [`Client::close`](crate::Client::close) closes them all (sessions revoke their lease,
 //! registrations delete their key, views stop), bounded in time, and from then on the
-//! client refuses new requests with [`Error::Closed`](crate::Error::Closed). A lock wait
-//! or a campaign in progress ends with that error at once.
+//! client refuses new operations with [`Error::Closed`](crate::Error::Closed). A lock wait
+//! or a campaign in progress ends with that error at once. Requests are not cut off
+//! mid-way: a clean-up that is already on its way (deleting a waiter's key, revoking a
+//! lease) still completes, so closing never leaves a key behind for a TTL.
 //!
 //! [`shutdown`] does the same for every client of the process, and also revokes the
 //! leases of sessions that were dropped but whose background revoke has not finished.
@@ -38,7 +40,8 @@ pub(crate) enum Phase {
     /// `close()` began: waits end with `Closed`, children are being closed (their
     /// requests still go out).
     Closing,
-    /// Every request fails with `Closed`.
+    /// Closed: new operations fail with `Closed` at their entry; clean-ups already on
+    /// their way (a waiter's key deleted, a lease revoked) still complete.
     Closed,
 }
 

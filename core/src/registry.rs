@@ -189,6 +189,7 @@ fn service_range(client: &Client, service: &str) -> Range {
 
 /// The instances of `service` at one revision (one Get), sorted by id, and that revision.
 pub async fn list_instances(client: &Client, service: &str) -> Result<(Vec<Instance>, i64)> {
+    client.ensure_open()?;
     check_service(service)?;
     let range = service_range(client, service);
     let (kvs, rev) = load(client, &range, None).await?;
@@ -767,6 +768,7 @@ impl std::fmt::Debug for ServiceView {
 impl ServiceView {
     /// Load `service`'s instances and follow their changes. Returns once loaded.
     pub async fn start(client: &Client, service: &str) -> Result<ServiceView> {
+        client.ensure_open()?;
         check_service(service)?;
         let range = service_range(client, service);
         let (kvs, rev) = load(client, &range, None).await?;
