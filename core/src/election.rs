@@ -47,7 +47,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fence::Fence;
 use crate::session::{Session, SessionSource};
 use crate::waitqueue::{
-    check_name, enter, first_under, guarded_delete, key_has_rev, member_key, queue_prefix, sleep_opt, wait_deletes,
+    check_name, enter, first_under, guarded_delete, key_has_rev, member_key, on_session, queue_prefix, sleep_opt, wait_deletes,
     Cleanup,
 };
 
@@ -118,30 +118,10 @@ impl Election {
     pub async fn campaign_within(&self, value: impl Into<Vec<u8>>, timeout: Option<Duration>) -> Result<Leadership> {
         let value = value.into();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let client = self.source.client().clone();
-        client.ensure_open()?;
-        let made = async {
-            tokio::select! {
-                s = self.source.session() => s,
-                _ = sleep_opt(deadline) => Err(self.gave_up()),
-            }
-        };
-        let (session, owned) = tokio::select! {
-            r = made => r?,
-            _ = client.closed() => return Err(Error::Closed("client")),
-        };
-        let result = tokio::select! {
-            biased;
-            _ = client.closed() => Err(Error::Closed("client")),
-            r = self.campaign_on(&session, owned, value, deadline) => r,
-        };
-        // Closing the client also closes the session a wait runs on; whichever the wait
-        // noticed first, the caller learns the client was closed.
-        let result = result.map_err(|e| if client.is_closed() { Error::Closed("client") } else { e });
-        if result.is_err() && owned {
-            let _ = session.close().await;
-        }
-        result
+        on_session(&self.source, deadline, || self.gave_up(), |session, owned| async move {
+            self.campaign_on(&session, owned, value, deadline).await
+        })
+        .await
     }
 
     async fn campaign_on(

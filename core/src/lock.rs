@@ -64,7 +64,7 @@ use crate::error::{Error, Result};
 use crate::fence::Fence;
 use crate::session::{Session, SessionSource};
 use crate::waitqueue::{
-    enter, guarded_delete, key_has_rev, local_slot, member_key, queue_prefix, sleep_opt, wait_deletes, Cleanup,
+    enter, guarded_delete, key_has_rev, local_slot, member_key, on_session, queue_prefix, sleep_opt, wait_deletes, Cleanup,
 };
 
 /// A distributed lock: a name plus where its sessions come from (one shared
@@ -141,31 +141,10 @@ impl Lock {
     }
 
     async fn run(&self, mode: Mode, deadline: Option<Instant>) -> Result<LockGuard> {
-        let client = self.source.client().clone();
-        client.ensure_open()?;
-        let closed = client.closed();
-        let made = async {
-            tokio::select! {
-                s = self.source.session() => s,
-                _ = sleep_opt(deadline) => Err(self.busy("timed out")),
-            }
-        };
-        let (session, owned) = tokio::select! {
-            r = made => r?,
-            _ = closed => return Err(Error::Closed("client")),
-        };
-        let result = tokio::select! {
-            biased;
-            _ = client.closed() => Err(Error::Closed("client")),
-            r = self.acquire_on(&session, owned, mode, deadline) => r,
-        };
-        // Closing the client also closes the session a wait runs on; whichever the wait
-        // noticed first, the caller learns the client was closed.
-        let result = result.map_err(|e| if client.is_closed() { Error::Closed("client") } else { e });
-        if result.is_err() && owned {
-            let _ = session.close().await;
-        }
-        result
+        on_session(&self.source, deadline, || self.busy("timed out"), |session, owned| async move {
+            self.acquire_on(&session, owned, mode, deadline).await
+        })
+        .await
     }
 
     async fn acquire_on(&self, session: &Session, owned: bool, mode: Mode, deadline: Option<Instant>) -> Result<LockGuard> {

@@ -51,7 +51,7 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::lock::LockGuard;
 use crate::session::{Session, SessionSource};
-use crate::waitqueue::{key_has_rev, queue_prefix, sleep_opt, wait_deletes, Cleanup};
+use crate::waitqueue::{key_has_rev, on_session, queue_prefix, sleep_opt, wait_deletes, Cleanup};
 
 /// A distributed read-write lock: a name plus where its sessions come from. Cheap to
 /// clone. See the [module docs](self) for the protocol.
@@ -148,31 +148,10 @@ impl RwLock {
     }
 
     async fn run(&self, side: Side, mode: Mode, deadline: Option<Instant>) -> Result<LockGuard> {
-        let client = self.source.client().clone();
-        client.ensure_open()?;
-        let closed = client.closed();
-        let made = async {
-            tokio::select! {
-                s = self.source.session() => s,
-                _ = sleep_opt(deadline) => Err(self.busy(side, "timed out")),
-            }
-        };
-        let (session, owned) = tokio::select! {
-            r = made => r?,
-            _ = closed => return Err(Error::Closed("client")),
-        };
-        let result = tokio::select! {
-            biased;
-            _ = client.closed() => Err(Error::Closed("client")),
-            r = self.acquire_on(&session, owned, side, mode, deadline) => r,
-        };
-        // Closing the client also closes the session a wait runs on; whichever the wait
-        // noticed first, the caller learns the client was closed.
-        let result = result.map_err(|e| if client.is_closed() { Error::Closed("client") } else { e });
-        if result.is_err() && owned {
-            let _ = session.close().await;
-        }
-        result
+        on_session(&self.source, deadline, || self.busy(side, "timed out"), |session, owned| async move {
+            self.acquire_on(&session, owned, side, mode, deadline).await
+        })
+        .await
     }
 
     /// The prefix whose earlier keys `side` waits for.

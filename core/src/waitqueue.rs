@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::client::{check_key, Client};
 use crate::error::{Error, Result};
+use crate::session::{Session, SessionSource};
 
 /// Validate a lock or election name; see the module docs.
 pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
@@ -292,3 +293,43 @@ pub(crate) async fn sleep_opt(deadline: Option<Instant>) {
     }
 }
 
+
+/// Run one wait (acquire, campaign) on a session from `source`: made fresh for it when
+/// per-use (giving up at `deadline` with `gave_up()` while it is granted), ended with
+/// [`Error::Closed`] when the client closes, and the per-use session closed again when
+/// the wait fails. `wait` gets the session and whether it owns it.
+pub(crate) async fn on_session<T, F, Fut>(
+    source: &SessionSource,
+    deadline: Option<Instant>,
+    gave_up: impl FnOnce() -> Error,
+    wait: F,
+) -> Result<T>
+where
+    F: FnOnce(Session, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let client = source.client().clone();
+    client.ensure_open()?;
+    let made = async {
+        tokio::select! {
+            s = source.session() => s,
+            _ = sleep_opt(deadline) => Err(gave_up()),
+        }
+    };
+    let (session, owned) = tokio::select! {
+        r = made => r?,
+        _ = client.closed() => return Err(Error::Closed("client")),
+    };
+    let result = tokio::select! {
+        biased;
+        _ = client.closed() => Err(Error::Closed("client")),
+        r = wait(session.clone(), owned) => r,
+    };
+    // Closing the client also closes the session a wait runs on; whichever the wait
+    // noticed first, the caller learns the client was closed.
+    let result = result.map_err(|e| if client.is_closed() { Error::Closed("client") } else { e });
+    if result.is_err() && owned {
+        let _ = session.close().await;
+    }
+    result
+}
