@@ -91,6 +91,28 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
          r"^a waiting consumer woke up with job-7$", r"^dequeue on an empty queue gives up: LOCK_TIMEOUT$",
          r"^dequeued in order: page on-call, patch openssl, rotate logs, resize images, weekly digest$"],
     ),
+    "sync_flask_app.py": (
+        [],
+        [r"^serving on http://127.0.0.1:\d+$", r"^GET /config -> \{'greeting': 'hello'\}$",
+         r"^12 reports from 4 threads: numbers 1..12 each once: True; fencing tokens increasing: True$",
+         r"^GET /leader -> True$", r"^shutdown complete$"],
+    ),
+    "sync_management_command.py": (
+        [],
+        [r"^host-b: another host is rebuilding; giving up after 0.3 s$",
+         r"^host-a rebuilt the index in batches of 250 \(fencing token \d+\)$",
+         r"^host-a led one term and scheduled 3 rebuilds in batches of 250$",
+         r"^index built by host-a, scheduled by host-a$"],
+    ),
+    "sync_quickstart.py": (
+        [], [r"^visits: 20$", r"^busy: LOCK_TIMEOUT$", r"^changed: app/feature-x b'on' now: on$"],
+    ),
+    "sync_celery_worker.py": (
+        [],
+        [r"^sent 'welcome' to ada@example.com$", r"^resized a.png to 256px$", r"^resized b.png to 256px$",
+         r"^worker-\d: resize raised ValueError\('not an image'\) \(delivery 3\); retry$",
+         r"^dead letters: \[\('broken.png', 3\)\]$", r"^visible items left: 0$"],
+    ),
     "quickstart.py": (
         [],
         [r"^lock held, fencing token \d+$", r"^leader: b'node-1' True$",

@@ -139,6 +139,66 @@ async def main():
 asyncio.run(main())
 """
 
+# The same for the blocking face: the waiter and the view's follower are (daemon) threads;
+# a signal finds the main thread waiting in a blocking call.
+SYNC_CHILD = """
+import sys, threading, time, etcd_recipes
+from etcd_recipes import sync
+
+MODE, NS, *ENDPOINTS = sys.argv[1:]
+
+
+def quietly(f):
+    try:
+        f()
+    except etcd_recipes.EtcdRecipesError:
+        pass
+
+
+def follow(view):
+    for _ in view:
+        pass
+
+
+def hold_everything(client):
+    global keep
+    guard = client.lock("held", ttl=60).acquire()
+    waiter = threading.Thread(target=quietly, args=(client.lock("held", ttl=60).acquire,), daemon=True)
+    waiter.start()
+    leadership = client.election("boss", ttl=60).campaign("me")
+    registration = client.register("svc", "i-1", "10.0.0.1:80", ttl=60)
+    view = client.discover("svc")
+    follower = threading.Thread(target=quietly, args=(lambda: follow(view),), daemon=True)
+    follower.start()
+    session = client.session(ttl=60)
+    queue = client.config("held/", prefix=True)
+    while len(queue.keys()) < 2:          # until the waiter is queued behind the holder
+        time.sleep(0.01)
+    keep = (guard, waiter, leadership, registration, view, follower, session, queue)
+    leases = [guard.lease_id, leadership.lease_id, registration.lease_id, session.lease_id]
+    print("ready", time.monotonic(), *leases, flush=True)
+
+
+def main():
+    if MODE == "normal":
+        with sync.Client.connect(ENDPOINTS, namespace=NS) as client:
+            hold_everything(client)
+        return
+    client = sync.Client.connect(ENDPOINTS, namespace=NS)
+    hold_everything(client)
+    if MODE == "exception":
+        raise RuntimeError("boom")
+    if MODE == "sys.exit":
+        sys.exit(3)
+    if MODE in ("SIGTERM", "SIGINT"):
+        for _ in client.observe_leader("boss"):   # a blocking wait in the main thread
+            pass
+    # "forgot": return without closing anything
+
+main()
+"""
+CHILDREN = {"async": CHILD, "sync": SYNC_CHILD}
+
 # Exit status per way of ending (SIGINT: Python re-raises it once finalized).
 ENDINGS = {"normal": {0}, "forgot": {0}, "exception": {1}, "sys.exit": {3}, "SIGTERM": {-signal.SIGTERM},
            "SIGINT": {-signal.SIGINT, 128 + signal.SIGINT}}
@@ -158,14 +218,16 @@ async def leases_in(etcd: EtcdCluster) -> set[int]:
 
 
 @pytest.mark.parametrize("ending", list(ENDINGS))
-async def test_any_exit_leaves_nothing_behind(etcd_factory: Callable[..., EtcdCluster], ending: str) -> None:
+@pytest.mark.parametrize("face", list(CHILDREN))
+async def test_any_exit_leaves_nothing_behind(etcd_factory: Callable[..., EtcdCluster], face: str, ending: str) -> None:
     """A held lock, a queued waiter, a leadership, a registration, a session and views, all
     with TTL 60 s: however the process ends, right after it is gone etcd has no lease and no
-    key of it (expiry cannot explain that), and its stderr has nothing alarming."""
+    key of it (expiry cannot explain that), and its stderr has nothing alarming. On both
+    faces: asyncio and blocking."""
     exit_etcd = etcd_factory(1)  # of its own: nothing but the child ever holds a lease in it
     ns = f"exit-{ending}/"
     p = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", textwrap.dedent(CHILD), ending, ns, *exit_etcd.endpoints,
+        sys.executable, "-c", textwrap.dedent(CHILDREN[face]), ending, ns, *exit_etcd.endpoints,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:

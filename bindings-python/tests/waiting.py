@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 # For things that normally take milliseconds.
@@ -44,3 +45,19 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"not within {timeout:g} s: {what() if callable(what) else what}")
         await asyncio.sleep(interval)
+
+
+def wait_until_sync(
+    condition: Callable[[], bool],
+    what: str | Callable[[], str],
+    timeout: float = EVENTUALLY,
+    interval: float = 0.02,
+) -> float:
+    """`wait_until` for blocking code: poll `condition` until it is true, return how many
+    seconds that took; fail after `timeout` s saying `what` was never seen."""
+    t0 = time.monotonic()
+    while not condition():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"not within {timeout:g} s: {what() if callable(what) else what}")
+        time.sleep(interval)
+    return time.monotonic() - t0
