@@ -99,6 +99,33 @@ def test_the_blocking_face_covers_the_asyncio_face() -> None:
     assert all(hasattr(sync, n) for n in sync.__all__)
 
 
+def test_members_take_the_asyncio_face_arguments() -> None:
+    """Each member takes every argument of its asyncio counterpart, by the same name and
+    the same way (positional or keyword-only), so code moves between faces unchanged."""
+    differences = []
+    for name in dir(native):
+        cls, mine = getattr(native, name), getattr(sync, name, None)
+        if not inspect.isclass(cls) or mine is None or mine is cls or name in NO_CLASS:
+            continue
+        for attr, member in vars(cls).items():
+            theirs = RENAMED.get(attr, attr)
+            if (attr.startswith("_") and attr not in RENAMED) or not callable(member) or not hasattr(mine, theirs):
+                continue
+            try:
+                want = inspect.signature(getattr(cls, attr)).parameters
+            except (TypeError, ValueError):
+                continue  # no text signature (protocol slots)
+            have = inspect.signature(getattr(mine, theirs)).parameters
+            for p in want.values():
+                if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    continue
+                q = have.get(p.name)
+                keyword_only = p.kind == p.KEYWORD_ONLY
+                if q is None or (q.kind == q.KEYWORD_ONLY) != keyword_only:
+                    differences.append(f"{name}.{theirs}({p.name})")
+    assert differences == []
+
+
 def test_calls_that_can_wait_take_a_timeout() -> None:
     """Each blocking member whose asyncio counterpart may wait without bound takes `timeout`."""
     waits = {"LockGuard.lost", "Leadership.lost", "Session.lost", "WorkItem.lost", "DoubleBarrier.lost",
