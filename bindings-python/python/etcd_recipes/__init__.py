@@ -15,9 +15,6 @@ thin binding. Locks, elections and registrations use the key layout of etcd's Go
 
     asyncio.run(main())
 
-For code that is not an asyncio program (threads, Django, Flask, Celery, scripts),
-``etcd_recipes.sync`` has the same API as blocking calls.
-
 Core ``tracing`` events are forwarded to the ``logging`` logger ``"etcd_recipes"``.
 
 At process exit (normal end, exception, ``sys.exit``, SIGTERM, SIGINT) every lease the
