@@ -115,3 +115,6 @@ def test_top_level_readme_shows_the_tested_python_code() -> None:
     pytest_example = (pathlib.Path(__file__).parent / "readme" / "test_my_service.py").read_text()
     assert any(b.strip() in quickstart for b in blocks if "asyncio.run(main())" in b)
     assert any(b.strip() in pytest_example for b in blocks if "def test_my_service" in b)
+    sync_quickstart = (root / "examples" / "python" / "sync_quickstart.py").read_text()
+    sync_blocks = [b for b in blocks if "from etcd_recipes import sync" in b]
+    assert sync_blocks and all(b.strip() in sync_quickstart for b in sync_blocks)
