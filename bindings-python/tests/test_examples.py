@@ -220,3 +220,32 @@ def test_webapp_serves_http_until_sigterm(etcd: EtcdCluster) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_sync_flask_app_serves_until_ctrl_c(etcd: EtcdCluster) -> None:
+    """The Flask app on the blocking face serves requests from Werkzeug's threads; Ctrl-C
+    ends it cleanly: the latch resigned, nothing of it left in etcd."""
+    from etcd_recipes import sync
+
+    ns = f"ex-{uuid.uuid4().hex[:8]}/"
+    p = subprocess.Popen([sys.executable, str(EXAMPLES / "sync_flask_app.py"), "--serve", "0"], cwd=EXAMPLES,
+                         env=example_env(etcd, ns), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = read_line_matching(p, r"^serving on (http://127.0.0.1:\d+)").group(1)
+        with urllib.request.urlopen(url + "/config", timeout=EVENTUALLY) as r:
+            assert r.status == 200 and json.loads(r.read()) == {"greeting": "hello"}
+        req = urllib.request.Request(url + "/report", method="POST")
+        with urllib.request.urlopen(req, timeout=EVENTUALLY) as r:
+            assert json.loads(r.read())["report"] == 1
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, f"rc={p.returncode}\n{tail(out)}\n{tail(err)}"
+        assert "shutting down" in out and "shutdown complete" in out, tail(out)
+        assert "Traceback" not in err, tail(err)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    with sync.Client.connect(etcd.endpoints, namespace=ns) as client, \
+            client.config("demo-flask/", prefix=True) as left:
+        assert sorted(left.keys()) == ["demo-flask/reports", "demo-flask/settings/greeting"]

@@ -24,7 +24,7 @@ import urllib.request
 from typing import Any
 
 from flask import Flask
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from _common import connect_sync
 from etcd_recipes import sync
@@ -75,36 +75,39 @@ def main() -> None:
             base = f"http://127.0.0.1:{server.server_port}"
             print(f"serving on {base}", flush=True)
             if args.serve is not None:
-                try:
-                    server.serve_forever()
-                except KeyboardInterrupt:
-                    print("shutting down")
-                return
-            serving = threading.Thread(target=server.serve_forever)
-            serving.start()
-            try:
-                print(f"GET /config -> {call(base + '/config')}")
-                results: list[dict[str, Any]] = []
-
-                def reporter() -> None:
-                    for _ in range(3):
-                        results.append(call(base + "/report", "POST"))
-
-                threads = [threading.Thread(target=reporter) for _ in range(4)]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                numbers = sorted(r["report"] for r in results)
-                tokens = [r["fencing_token"] for r in sorted(results, key=lambda r: r["report"])]
-                print(f"{len(results)} reports from 4 threads: numbers 1..{numbers[-1]} each once: "
-                      f"{numbers == list(range(1, 13))}; fencing tokens increasing: {tokens == sorted(set(tokens))}")
-                latch.await_leader(timeout=10.0)
-                print(f"GET /leader -> {call(base + '/leader')['leader']}")
-            finally:
-                server.shutdown()
-                serving.join()
+                server.serve_forever()  # Werkzeug's returns on Ctrl-C
+                print("shutting down")
+            else:
+                demo(base, server, latch)
     print("shutdown complete")
+
+
+def demo(base: str, server: BaseWSGIServer, latch: sync.LeaderLatch) -> None:
+    """Call the endpoints, the reports from 4 threads at once, while a thread serves."""
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    try:
+        print(f"GET /config -> {call(base + '/config')}")
+        results: list[dict[str, Any]] = []
+
+        def reporter() -> None:
+            for _ in range(3):
+                results.append(call(base + "/report", "POST"))
+
+        threads = [threading.Thread(target=reporter) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        numbers = sorted(r["report"] for r in results)
+        tokens = [r["fencing_token"] for r in sorted(results, key=lambda r: r["report"])]
+        print(f"{len(results)} reports from 4 threads: numbers 1..{numbers[-1]} each once: "
+              f"{numbers == list(range(1, 13))}; fencing tokens increasing: {tokens == sorted(set(tokens))}")
+        latch.await_leader(timeout=10.0)
+        print(f"GET /leader -> {call(base + '/leader')['leader']}")
+    finally:
+        server.shutdown()
+        serving.join()
 
 
 if __name__ == "__main__":
