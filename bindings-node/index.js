@@ -133,6 +133,38 @@ if (native.LeaderLoop) {
   }
 }
 
+// Config: `getJson(key, { validate, default })`. The validator is a JS function, so it
+// runs here, on the value core parsed; a throw becomes code 'DECODE' naming the key.
+if (native.ConfigView) {
+  const getJson = native.ConfigView.prototype.getJson
+  Object.defineProperty(native.ConfigView.prototype, 'getJson', {
+    configurable: true,
+    writable: true,
+    value: function getJson_ (key, options) {
+      if (options !== undefined && (options === null || typeof options !== 'object')) {
+        throw invalid('getJson(): options must be an object { validate?, default? }')
+      }
+      const { validate, default: fallback = null } = options ?? {}
+      if (validate !== undefined && typeof validate !== 'function') {
+        throw invalid('getJson(): validate must be a function (value) => T')
+      }
+      const k = key ?? this.key
+      if (!this.has(k)) return fallback
+      const value = getJson.call(this, key)
+      if (!validate) return value
+      try {
+        return validate(value)
+      } catch (cause) {
+        const first = String(cause?.message ?? cause).split('\n')[0]
+        const e = new Error(`cannot decode value of key ${JSON.stringify(k)}: ${validate.name || 'validate'} refused it: ${first}`, { cause })
+        e.code = 'DECODE'
+        e.key = k
+        throw e
+      }
+    },
+  })
+}
+
 // Test clusters still running at exit are killed (not left behind).
 const clusters = new Set()
 if (native.EtcdCluster) {

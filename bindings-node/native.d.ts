@@ -101,6 +101,16 @@ export declare class Client {
    * Resolves once loaded; reads are then synchronous and never touch the network.
    */
   config(key: string, options?: ConfigViewOptions | undefined | null): Promise<ConfigView>
+  /**
+   * Where the connection to etcd stands: 'CONNECTED', 'SUSPENDED' (no member serves;
+   * sessions hold their leases until their deadlines), 'RECONNECTED' or 'LOST' (a
+   * session expired for lack of a confirmed renewal).
+   */
+  get connectionState(): 'CONNECTED' | 'SUSPENDED' | 'RECONNECTED' | 'LOST'
+  /** The current connection state, then every change, until the client is closed. */
+  connectionStates(): ConnectionStates
+  /** How each endpoint looks now (in rotation or not; serving or not), in order. */
+  endpointHealth(): Array<EndpointHealth>
   /** The atomic counter at `key`: a decimal integer (a missing key reads as 0). */
   counter(key: string): Counter
   /**
@@ -183,28 +193,55 @@ export declare class ConfigView {
   get key(): string
   /** True for a prefix view. */
   get isPrefix(): boolean
-  /** The value of `key` (default: the view's key) as a Buffer (a copy), or `null`. */
-  get(key?: string | undefined | null): Buffer | null
-  /** The value as a UTF-8 string, or `null`. Throws code `DECODE` if it is not UTF-8. */
-  getString(key?: string | undefined | null): string | null
-  /** The value parsed as JSON, or `null` when absent. Throws code `DECODE` if not JSON. */
-  getJson(key?: string | undefined | null): any
+  /**
+   * The value of `key` (default: the view's key) as a Buffer (a copy), or
+   * `defaultValue` (`null`) when the key is absent.
+   */
+  get(key?: string | undefined | null, defaultValue?: Buffer | undefined | null): Buffer | null
+  /**
+   * The value as a UTF-8 string, or `defaultValue` (`null`) when the key is absent.
+   * Throws code `DECODE` if it is not UTF-8.
+   */
+  getString(key?: string | undefined | null, defaultValue?: string | undefined | null): string | null
+  /**
+   * The value parsed as JSON, or `options.default` (`null`) when absent. Throws code
+   * `DECODE` naming the key if it is not JSON, or if `options.validate` throws.
+   *
+   * `options.validate` turns the parsed JSON into your type and throws when it is not
+   * valid (a zod `schema.parse`, a class's static `from`, any function); its throw
+   * becomes code `DECODE` naming the key, with the thrown error as `cause`. (Applied in
+   * index.js: the validator is a JS function.)
+   */
+  getJson<T = any>(key?: string | null, options?: { validate?: (value: any) => T; default?: T }): T | null
   /** True when `key` has a value. */
   has(key: string): boolean
   /** Every key present, sorted. */
   keys(): Array<string>
-  /** Every key and value. */
-  snapshot(): Record<string, Buffer>
+  /** How many keys the view holds. */
+  get size(): number
+  /** Every key and value, with the revision they reflect (read at once). */
+  snapshot(): ConfigSnapshot
   /** The etcd revision the copy reflects (never moves backwards). */
   get revision(): number
-  /** Every change from now on (subscribed when called); `break` unsubscribes. */
-  changes(): ConfigChanges
+  /**
+   * Every change from now on (subscribed when called); `{ key }` for one key's changes,
+   * `{ prefix }` for those of the keys under a prefix. `break` unsubscribes.
+   */
+  changes(options?: ChangesOptions | undefined | null): ConfigChanges
   /** `for await (const change of view)`: `changes()`. */
   [globalThis.Symbol.asyncIterator](): ConfigChanges
   /** Stop watching. Idempotent; iterators end. Reads keep the last values. */
   close(): void
   /** `await using view = await client.config(...)`: closes the view. */
   [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
+/** `for await (const state of client.connectionStates())`: the current state, then every change. */
+export declare class ConnectionStates {
+  /** The next item; `done` once it ended (`return()`, its view or client closed). */
+  next(): Promise<IteratorResult<'CONNECTED' | 'SUSPENDED' | 'RECONNECTED' | 'LOST', undefined>>
+  /** Stop iterating and cancel the watch (what `break` in `for await` calls). */
+  return(): Promise<IteratorResult<'CONNECTED' | 'SUSPENDED' | 'RECONNECTED' | 'LOST', undefined>>
 }
 
 /**
@@ -921,6 +958,17 @@ export interface BarrierOptions {
   timeoutMs?: number
 }
 
+/**
+ * Which changes `view.changes()` yields: one key's, or those of the keys under a prefix
+ * (default: every change).
+ */
+export interface ChangesOptions {
+  /** Only the changes of this key (namespace-relative). */
+  key?: string
+  /** Only the changes of the keys that start with this prefix. */
+  prefix?: string
+}
+
 /** One change seen by a config view. */
 export interface ConfigChange {
   /** The key (namespace-relative). */
@@ -933,6 +981,14 @@ export interface ConfigChange {
   revision: number
   /** True when the key was deleted (`new` is `null`). */
   deleted: boolean
+}
+
+/** `view.snapshot()`: every key and value, and the revision they reflect, read at once. */
+export interface ConfigSnapshot {
+  /** The etcd revision the values reflect. */
+  revision: number
+  /** Every key (namespace-relative) and its value. */
+  values: Record<string, Buffer>
 }
 
 /** Options of `client.config()`. */
@@ -1009,6 +1065,16 @@ export interface DoubleBarrierOptions {
    * (default: as long as it takes).
    */
   timeoutMs?: number
+}
+
+/** How one endpoint looks to the client now (`client.endpointHealth()`). */
+export interface EndpointHealth {
+  /** The endpoint as the client uses it (`http://host:port`). */
+  endpoint: string
+  /** Requests, watches and keep-alives are sent to it. */
+  inRotation: boolean
+  /** Its last health probe found a member that answers and knows a raft leader. */
+  serving: boolean
 }
 
 /** Options of `EtcdCluster.start()`. */

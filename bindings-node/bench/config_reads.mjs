@@ -18,7 +18,7 @@ const keys = Array.from({ length: KEYS }, (_, i) => `cfg/k${i}`)
 
 // Baseline: a Map kept up to date from the view's change stream (a hand-rolled
 // watch-fed cache), read with Map.get.
-const map = new Map(Object.entries(view.snapshot()).map(([k, v]) => [k, v.toString()]))
+const map = new Map(Object.entries(view.snapshot().values).map(([k, v]) => [k, v.toString()]))
 const feeding = (async () => {
   for await (const c of view.changes()) c.new === null ? map.delete(c.key) : map.set(c.key, c.new.toString())
 })()

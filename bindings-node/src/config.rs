@@ -1,7 +1,7 @@
 //! Node face of the config cache: `client.config(key | prefix)` -> `ConfigView` with
 //! synchronous local reads (`get`, `getString`, `getJson`) and `for await` over changes.
 
-use etcd_recipes::config::{self as core, ConfigOptions};
+use etcd_recipes::config::{self as core, ChangeFilter, ConfigOptions};
 use futures::StreamExt;
 use napi::bindgen_prelude::{Buffer, BufferSlice, Either, Null, PromiseRaw};
 use napi::Env;
@@ -19,6 +19,26 @@ pub struct ConfigViewOptions {
     /// How often to compare the local copy with etcd and repair drift, in ms
     /// (default 30000; 0 turns it off).
     pub reconcile_interval_ms: Option<f64>,
+}
+
+/// Which changes `view.changes()` yields: one key's, or those of the keys under a prefix
+/// (default: every change).
+#[napi(object)]
+pub struct ChangesOptions {
+    /// Only the changes of this key (namespace-relative).
+    pub key: Option<String>,
+    /// Only the changes of the keys that start with this prefix.
+    pub prefix: Option<String>,
+}
+
+/// `view.snapshot()`: every key and value, and the revision they reflect, read at once.
+#[napi(object, object_from_js = false)]
+pub struct ConfigSnapshot {
+    /// The etcd revision the values reflect.
+    pub revision: i64,
+    /// Every key (namespace-relative) and its value.
+    #[napi(ts_type = "Record<string, Buffer>")]
+    pub values: std::collections::HashMap<String, Buffer>,
 }
 
 /// One change seen by a config view.
@@ -102,20 +122,41 @@ impl ConfigView {
         self.prefix
     }
 
-    /// The value of `key` (default: the view's key) as a Buffer (a copy), or `null`.
+    /// The value of `key` (default: the view's key) as a Buffer (a copy), or
+    /// `defaultValue` (`null`) when the key is absent.
     #[napi(ts_return_type = "Buffer | null")]
-    pub fn get<'env>(&self, env: &'env Env, key: Option<String>) -> napi::Result<Option<BufferSlice<'env>>> {
-        self.core.get(key.as_deref().unwrap_or(&self.key)).map(|v| BufferSlice::copy_from(env, &v[..])).transpose()
+    pub fn get<'env>(
+        &self,
+        env: &'env Env,
+        key: Option<String>,
+        default_value: Option<Buffer>,
+    ) -> napi::Result<Option<Either<BufferSlice<'env>, Buffer>>> {
+        match self.core.get(key.as_deref().unwrap_or(&self.key)) {
+            Some(v) => Ok(Some(Either::A(BufferSlice::copy_from(env, &v[..])?))),
+            None => Ok(default_value.map(Either::B)),
+        }
     }
 
-    /// The value as a UTF-8 string, or `null`. Throws code `DECODE` if it is not UTF-8.
+    /// The value as a UTF-8 string, or `defaultValue` (`null`) when the key is absent.
+    /// Throws code `DECODE` if it is not UTF-8.
     #[napi]
-    pub fn get_string(&self, env: &Env, key: Option<String>) -> napi::Result<Option<String>> {
-        self.core.get_string(key.as_deref().unwrap_or(&self.key)).map_err(|e| errors::sync(env, e))
+    pub fn get_string(&self, env: &Env, key: Option<String>, default_value: Option<String>) -> napi::Result<Option<String>> {
+        let v = self.core.get_string(key.as_deref().unwrap_or(&self.key)).map_err(|e| errors::sync(env, e))?;
+        Ok(v.or(default_value))
     }
 
-    /// The value parsed as JSON, or `null` when absent. Throws code `DECODE` if not JSON.
-    #[napi(ts_return_type = "any")]
+    /// The value parsed as JSON, or `options.default` (`null`) when absent. Throws code
+    /// `DECODE` naming the key if it is not JSON, or if `options.validate` throws.
+    ///
+    /// `options.validate` turns the parsed JSON into your type and throws when it is not
+    /// valid (a zod `schema.parse`, a class's static `from`, any function); its throw
+    /// becomes code `DECODE` naming the key, with the thrown error as `cause`. (Applied in
+    /// index.js: the validator is a JS function.)
+    #[napi(
+        ts_generic_types = "T = any",
+        ts_args_type = "key?: string | null, options?: { validate?: (value: any) => T; default?: T }",
+        ts_return_type = "T | null"
+    )]
     pub fn get_json(&self, env: &Env, key: Option<String>) -> napi::Result<Option<serde_json::Value>> {
         self.core.get_json_value(key.as_deref().unwrap_or(&self.key)).map_err(|e| errors::sync(env, e))
     }
@@ -132,10 +173,20 @@ impl ConfigView {
         self.core.keys()
     }
 
-    /// Every key and value.
-    #[napi(ts_return_type = "Record<string, Buffer>")]
-    pub fn snapshot(&self) -> std::collections::HashMap<String, Buffer> {
-        self.core.snapshot().into_iter().map(|(k, v)| (k, Buffer::from(&v[..]))).collect()
+    /// How many keys the view holds.
+    #[napi(getter)]
+    pub fn size(&self) -> u32 {
+        self.core.len() as u32
+    }
+
+    /// Every key and value, with the revision they reflect (read at once).
+    #[napi]
+    pub fn snapshot(&self) -> ConfigSnapshot {
+        let snap = self.core.snapshot();
+        ConfigSnapshot {
+            revision: snap.revision,
+            values: snap.values.into_iter().map(|(k, v)| (k, Buffer::from(&v[..]))).collect(),
+        }
     }
 
     /// The etcd revision the copy reflects (never moves backwards).
@@ -144,16 +195,23 @@ impl ConfigView {
         self.core.revision()
     }
 
-    /// Every change from now on (subscribed when called); `break` unsubscribes.
+    /// Every change from now on (subscribed when called); `{ key }` for one key's changes,
+    /// `{ prefix }` for those of the keys under a prefix. `break` unsubscribes.
     #[napi]
-    pub fn changes(&self) -> ConfigChanges {
-        ConfigChanges(Cell::new(self.core.changes().map(|r| r.map(change))))
+    pub fn changes(&self, env: &Env, options: Option<ChangesOptions>) -> napi::Result<ConfigChanges> {
+        let filter = match options.map(|o| (o.key, o.prefix)) {
+            None | Some((None, None)) => ChangeFilter::All,
+            Some((Some(k), None)) => ChangeFilter::Key(k),
+            Some((None, Some(p))) => ChangeFilter::Prefix(p),
+            Some((Some(_), Some(_))) => return Err(errors::invalid(env, "changes(): give key or prefix, not both")),
+        };
+        Ok(ConfigChanges(Cell::new(self.core.changes_matching(filter).map(|r| r.map(change)))))
     }
 
     /// `for await (const change of view)`: `changes()`.
     #[napi(well_known_symbol = "asyncIterator")]
     pub fn iterate(&self) -> ConfigChanges {
-        self.changes()
+        ConfigChanges(Cell::new(self.core.changes().map(|r| r.map(change))))
     }
 
     /// Stop watching. Idempotent; iterators end. Reads keep the last values.

@@ -18,6 +18,7 @@ use napi_derive::napi;
 mod barrier;
 mod client;
 mod config;
+mod connection;
 mod counter;
 mod election;
 mod errors;

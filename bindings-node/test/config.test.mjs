@@ -60,7 +60,7 @@ test('a prefix view and for await over changes (break unsubscribes)', async () =
   await client.delete('flags/b')
   await within(watching, 15000, () => `the changes iterator (saw ${seen.length}: ${JSON.stringify(seen)})`)
   assert.deepEqual(seen, [['flags/b', null, '2', false], ['flags/a', '1', '3', false], ['flags/b', '2', null, true]])
-  assert.deepEqual(Object.fromEntries(Object.entries(view.snapshot()).map(([k, v]) => [k, v.toString()])), { 'flags/a': '3' })
+  assert.deepEqual(Object.fromEntries(Object.entries(view.snapshot().values).map(([k, v]) => [k, v.toString()])), { 'flags/a': '3' })
   await view[Symbol.asyncDispose]()
 })
 
@@ -96,7 +96,7 @@ test('a view converges after its watch falls behind a compaction (3 members, one
     assert.ok(compactedAt > view.revision, `compacted at ${compactedAt}, view at ${view.revision}`)
     cluster.resume(0)
     const want = { 'conv/k0': 'new0', 'conv/k1': 'new1', 'conv/k2': 'new2', 'conv/k3': 'new3', 'conv/k5': 'new5' }
-    const snap = () => JSON.stringify(Object.fromEntries(Object.entries(view.snapshot()).map(([k, v]) => [k, v.toString()])))
+    const snap = () => JSON.stringify(Object.fromEntries(Object.entries(view.snapshot().values).map(([k, v]) => [k, v.toString()])))
     await until(() => snap() === JSON.stringify(want), 30000,
       () => `convergence after compaction (compacted at ${compactedAt}; view at revision ${view.revision}: ${snap().slice(0, 500)})`)
     await reader.close()
@@ -114,4 +114,59 @@ test('bad config input', async () => {
   assert.throws(() => view.get(5), { name: 'TypeError', code: 'INVALID_ARGUMENT', message: /get\(\): bad argument/ })
   assert.throws(() => view.getJson({}), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
   view.close()
+})
+
+test('defaults and validators: a value that does not validate throws DECODE naming the key', async () => {
+  await client.put('svc/pool', JSON.stringify({ size: 8 }))
+  await client.put('svc/bad-pool', JSON.stringify({ size: 'big' }))
+  await client.put('svc/port', '8080')
+  const view = await client.config('svc/', { prefix: true })
+  assert.equal(view.size, 3)
+  class Pool {
+    constructor (size) { this.size = size }
+    static from (v) {
+      if (typeof v?.size !== 'number') throw new RangeError('size: a number is required')
+      return new Pool(v.size)
+    }
+  }
+  const pool = view.getJson('svc/pool', { validate: Pool.from })
+  assert.ok(pool instanceof Pool)
+  assert.equal(pool.size, 8)
+  assert.equal(view.getJson('svc/missing', { validate: Pool.from, default: 'none' }), 'none')
+  assert.equal(view.getJson('svc/missing'), null)
+  assert.equal(view.getJson('svc/port'), 8080)
+  assert.equal(view.get('svc/missing', Buffer.from('d')).toString(), 'd')
+  assert.equal(view.get('svc/port', Buffer.from('d')).toString(), '8080')
+  assert.equal(view.getString('svc/missing', '80'), '80')
+  assert.equal(view.getString('svc/port', '80'), '8080')
+  // A present value that does not validate is an error naming the key, never the default.
+  assert.throws(() => view.getJson('svc/bad-pool', { validate: Pool.from, default: new Pool(1) }), (e) =>
+    e.code === 'DECODE' && e.key === 'svc/bad-pool' && /svc\/bad-pool/.test(e.message) && e.cause instanceof RangeError)
+  assert.throws(() => view.getJson('svc/pool', { validate: 5 }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  assert.throws(() => view.getJson('svc/pool', 'x'), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  view.close()
+})
+
+test('key and prefix subscriptions see only their changes, in order; snapshot carries its revision', async () => {
+  const view = await client.config('sub/', { prefix: true, reconcileIntervalMs: 0 })
+  const seen = { all: [], one: [], db: [] }
+  const follow = async (name, changes) => { for await (const c of changes) seen[name].push(`${c.key}${c.deleted ? ' deleted' : ''}`) }
+  const done = [follow('all', view.changes()), follow('one', view.changes({ key: 'sub/a' })), follow('db', view.changes({ prefix: 'sub/db/' }))]
+  await client.put('sub/a', '1')
+  await client.put('sub/db/host', 'h')
+  await client.put('sub/ab', 'not sub/a')
+  await client.put('sub/db/port', '5432')
+  await client.put('sub/a', '2')
+  const rev = await client.delete('sub/db/host').then(() => client.put('sub/end', 'x'))
+  await until(() => seen.all.length === 7 && seen.one.length === 2 && seen.db.length === 3, 15000,
+    () => `all ${seen.all.length}, one ${seen.one.length}, db ${seen.db.length}`)
+  assert.deepEqual(seen.one, ['sub/a', 'sub/a'])
+  assert.deepEqual(seen.db, ['sub/db/host', 'sub/db/port', 'sub/db/host deleted'])
+  assert.throws(() => view.changes({ key: 'sub/a', prefix: 'sub/' }), { name: 'TypeError', code: 'INVALID_ARGUMENT' })
+  const snap = view.snapshot()
+  assert.equal(snap.revision, rev)
+  assert.deepEqual(Object.keys(snap.values).sort(), ['sub/a', 'sub/ab', 'sub/db/port', 'sub/end'])
+  assert.equal(snap.values['sub/a'].toString(), '2')
+  view.close()
+  await within(Promise.all(done), 15000, 'iterators end on close')
 })

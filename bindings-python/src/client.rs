@@ -112,6 +112,26 @@ class_methods! {
             self.inner.is_closed()
         }
 
+        /// Where the connection to etcd stands: "CONNECTED", "SUSPENDED" (no member serves;
+        /// sessions hold their leases until their deadlines), "RECONNECTED" or "LOST" (a
+        /// session expired for lack of a confirmed renewal).
+        #[getter]
+        fn connection_state(&self) -> &'static str {
+            crate::connection::name(self.inner.connection_state())
+        }
+
+        /// `async for state in client.connection_states()`: the current state, then every
+        /// change, until the client is closed.
+        fn connection_states(&self) -> crate::connection::PyConnectionStates {
+            let _g = crate::runtime::rt().enter();
+            crate::connection::PyConnectionStates::new(self.inner.connection_states())
+        }
+
+        /// How each endpoint looks now (in rotation or not; serving or not), in order.
+        fn endpoint_health(&self) -> Vec<crate::connection::PyEndpointHealth> {
+            self.inner.endpoint_health().into_iter().map(Into::into).collect()
+        }
+
         /// Put `value` (bytes or str) at `key`; returns the revision of the write.
         fn put<'py>(&self, py: Python<'py>, key: String, value: Value) -> PyResult<Bound<'py, PyAny>> {
             let c = self.inner.clone();

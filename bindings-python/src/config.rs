@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use etcd_recipes::config::{ConfigChange, ConfigOptions, ConfigView};
+use etcd_recipes::config::{ChangeFilter, ConfigChange, ConfigOptions, ConfigView};
 use etcd_recipes::Client;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::convert::{json_to_py, Bytes};
-use crate::errors::{invalid, CoreResultExt};
+use crate::errors::{invalid, to_py, CoreResultExt};
 use crate::members::class_methods;
 use crate::runtime::{ready_py, rt, spawn_py, InRt};
 use crate::stream::async_iterator;
@@ -59,23 +59,62 @@ class_methods! {
         fn is_prefix(&self) -> bool {
             self.prefix
         }
-        /// The cached bytes of `key` (namespace-relative; default: the view's own key), or None.
-        #[pyo3(signature = (key=None))]
-        fn get<'py>(&self, py: Python<'py>, key: Option<&str>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-            Ok(self.inner.get(self.key_or_own(py, key)?).map(|v| PyBytes::new(py, &v)))
-        }
-        /// The cached value as text; `DecodeError` if not UTF-8.
-        #[pyo3(signature = (key=None))]
-        fn get_string(&self, py: Python<'_>, key: Option<&str>) -> PyResult<Option<String>> {
-            self.inner.get_string(self.key_or_own(py, key)?).py_err(py)
-        }
-        /// The cached value decoded from JSON; `DecodeError` if it is not JSON.
-        #[pyo3(signature = (key=None))]
-        fn get_json<'py>(&self, py: Python<'py>, key: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
-            match self.inner.get_json_value(self.key_or_own(py, key)?).py_err(py)? {
-                Some(v) => json_to_py(py, &v),
-                None => Ok(py.None().into_bound(py)),
+        /// The cached bytes of `key` (namespace-relative; default: the view's own key), or
+        /// `default` (None) when the key is absent.
+        #[pyo3(signature = (key=None, default=None))]
+        fn get<'py>(&self, py: Python<'py>, key: Option<&str>, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+            match self.inner.get(self.key_or_own(py, key)?) {
+                Some(v) => Ok(PyBytes::new(py, &v).into_any()),
+                None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
             }
+        }
+        /// The cached value as text, or `default` (None) when absent; `DecodeError` if not UTF-8.
+        #[pyo3(signature = (key=None, default=None))]
+        fn get_string<'py>(&self, py: Python<'py>, key: Option<&str>, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+            match self.inner.get_string(self.key_or_own(py, key)?).py_err(py)? {
+                Some(s) => Ok(s.into_pyobject(py)?.into_any()),
+                None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+            }
+        }
+        /// The cached value decoded from JSON, or `default` (None) when the key is absent.
+        /// `decode` (optional) turns the JSON value into your type: a pydantic model class
+        /// (its `model_validate` is used), a dataclass or any callable; when it raises, or the
+        /// value is not JSON, `DecodeError` names the key (the decoder's exception is its
+        /// `__cause__`).
+        #[pyo3(signature = (key=None, *, decode=None, default=None))]
+        fn get_json<'py>(
+            &self,
+            py: Python<'py>,
+            key: Option<&str>,
+            decode: Option<Bound<'py, PyAny>>,
+            default: Option<Bound<'py, PyAny>>,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let key = self.key_or_own(py, key)?;
+            let Some(v) = self.inner.get_json_value(key).py_err(py)? else {
+                return Ok(default.unwrap_or_else(|| py.None().into_bound(py)));
+            };
+            let value = json_to_py(py, &v)?;
+            let Some(decode) = decode else { return Ok(value) };
+            if !decode.is_callable() {
+                return Err(invalid(py, "decode must be callable (a pydantic model, a dataclass, a function)"));
+            }
+            let call = match decode.getattr("model_validate") {
+                Ok(validate) if validate.is_callable() => validate.call1((value,)),
+                _ => decode.call1((value,)),
+            };
+            call.map_err(|cause| {
+                let name = decode
+                    .getattr("__qualname__")
+                    .and_then(|n| n.extract::<String>())
+                    .unwrap_or_else(|_| "decode".to_string());
+                let first_line = cause.value(py).to_string().lines().next().unwrap_or("").to_string();
+                let e = to_py(
+                    py,
+                    &etcd_recipes::Error::Decode { key: key.to_string(), message: format!("{name} refused it: {first_line}") },
+                );
+                e.set_cause(py, Some(cause));
+                e
+            })
         }
         /// True when `key` has a value (also `key in view`).
         fn has(&self, key: &str) -> bool {
@@ -88,26 +127,45 @@ class_methods! {
         fn keys(&self) -> Vec<String> {
             self.inner.keys()
         }
-        /// A copy of every cached key and value.
-        fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        /// How many keys the view holds (also `len(view)`).
+        #[getter]
+        fn size(&self) -> usize {
+            self.inner.len()
+        }
+        fn __len__(&self) -> usize {
+            self.inner.len()
+        }
+        /// A copy of every cached key and value with the revision they reflect, read at once:
+        /// a `dict` of key -> bytes with a `revision` attribute.
+        fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            let snap = self.inner.snapshot();
             let d = PyDict::new(py);
-            for (k, v) in self.inner.snapshot() {
+            for (k, v) in snap.values {
                 d.set_item(k, PyBytes::new(py, &v))?;
             }
-            Ok(d)
+            py.import("etcd_recipes._config")?.getattr("ConfigSnapshot")?.call1((d, snap.revision))
         }
         /// The etcd revision the copy reflects.
         #[getter]
         fn revision(&self) -> i64 {
             self.inner.revision()
         }
-        /// `async for change in cfg.changes()`: every change from now on (ends on close()).
-        fn changes(&self) -> PyConfigChanges {
+        /// `async for change in cfg.changes()`: every change from now on (ends on close());
+        /// `key=` for the changes of one key, `prefix=` for the keys under a prefix.
+        #[pyo3(signature = (key=None, *, prefix=None))]
+        fn changes(&self, py: Python<'_>, key: Option<String>, prefix: Option<String>) -> PyResult<PyConfigChanges> {
+            let filter = match (key, prefix) {
+                (None, None) => ChangeFilter::All,
+                (Some(k), None) => ChangeFilter::Key(k),
+                (None, Some(p)) => ChangeFilter::Prefix(p),
+                (Some(_), Some(_)) => return Err(invalid(py, "changes(): give key= or prefix=, not both")),
+            };
             let _g = rt().enter();
-            PyConfigChanges::new(self.inner.changes())
+            Ok(PyConfigChanges::new(self.inner.changes_matching(filter)))
         }
         fn __aiter__(&self) -> PyConfigChanges {
-            self.changes()
+            let _g = rt().enter();
+            PyConfigChanges::new(self.inner.changes())
         }
         /// Stop watching (cached values stay readable; change iterators end).
         fn close(&self) {

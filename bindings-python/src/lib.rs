@@ -7,6 +7,7 @@
 mod barrier;
 mod client;
 mod config;
+mod connection;
 mod convert;
 mod counter;
 mod election;
@@ -82,6 +83,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::PyConfigView>()?;
     m.add_class::<config::PyConfigChange>()?;
     m.add_class::<config::PyConfigChanges>()?;
+    m.add_class::<connection::PyConnectionStates>()?;
+    m.add_class::<connection::PyEndpointHealth>()?;
     m.add_class::<workqueue::PyWorkQueue>()?;
     m.add_class::<workqueue::PyWorkItem>()?;
     m.add_class::<workqueue::PyDeadLetter>()?;

@@ -6,16 +6,19 @@ view reports never goes backwards."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import pytest
+
 import etcd_recipes
 from etcd_recipes import Client
 from etcd_recipes.testing import EtcdCluster
 
-from waiting import summary, wait_until
+from waiting import EVENTUALLY, summary, wait_until
 
 T = TypeVar("T")
 
@@ -193,3 +196,102 @@ async def test_config_converges_after_member_restart(etcd_factory: Callable[...,
         await log.stop()
         view.close()
         await client.close()
+
+
+# ---------------------------------------------------------------- typed reads, subscriptions
+
+
+class Pool:
+    """Shaped like a pydantic model: `model_validate` is what `decode=` calls."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    @classmethod
+    def model_validate(cls, value: object) -> "Pool":
+        if not isinstance(value, dict) or not isinstance(value.get("size"), int):
+            raise ValueError("size: an integer is required")
+        return cls(value["size"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    rps: int
+    burst: int = 1
+
+
+async def test_config_defaults_and_decoders_name_the_key(client: Client) -> None:
+    await client.put("svc/pool", json.dumps({"size": 8}))
+    await client.put("svc/limits", json.dumps({"rps": 100}))
+    await client.put("svc/bad-pool", json.dumps({"size": "big"}))
+    await client.put("svc/port", "8080")
+    await client.put("svc/bin", b"\xff\xfe")
+    view = await client.config("svc/", prefix=True)
+    assert len(view) == 5
+    # Present values decode; absent ones give the default.
+    pool = view.get_json("svc/pool", decode=Pool)
+    assert isinstance(pool, Pool) and pool.size == 8
+    assert view.get_json("svc/limits", decode=lambda d: Limits(**d)) == Limits(rps=100)
+    assert view.get_json("svc/port", decode=int) == 8080
+    assert view.get_json("svc/missing", decode=Pool, default="none") == "none"
+    assert view.get_json("svc/missing") is None
+    assert view.get("svc/missing", b"d") == b"d"
+    assert view.get("svc/port", b"d") == b"8080"
+    assert view.get_string("svc/missing", "80") == "80"
+    assert view.get_string("svc/port", "80") == "8080"
+    # A present value that does not decode is an error naming the key, never the default;
+    # the decoder's exception is its cause.
+    with pytest.raises(etcd_recipes.DecodeError) as bad:
+        view.get_json("svc/bad-pool", decode=Pool, default=Pool(1))
+    assert "svc/bad-pool" in str(bad.value) and "Pool" in str(bad.value)
+    assert isinstance(bad.value.__cause__, ValueError)
+    with pytest.raises(etcd_recipes.DecodeError) as bad:
+        view.get_json("svc/limits", decode=lambda d: Limits(**{**d, "extra": 1}))
+    assert isinstance(bad.value.__cause__, TypeError) and "svc/limits" in str(bad.value)
+    with pytest.raises(etcd_recipes.DecodeError, match="svc/bin"):
+        view.get_string("svc/bin", "x")
+    with pytest.raises(etcd_recipes.InvalidArgumentError):
+        view.get_json("svc/pool", decode=42)  # type: ignore[call-overload]
+    view.close()
+
+
+async def test_config_key_and_prefix_subscriptions(client: Client) -> None:
+    view = await client.config("app/", prefix=True, reconcile_interval=0)
+    seen: dict[str, list[tuple[str, bool]]] = {"all": [], "one": [], "db": []}
+
+    async def follow(name: str, changes: etcd_recipes.ConfigChanges) -> None:
+        async for c in changes:
+            seen[name].append((c.key, c.deleted))
+
+    tasks = [
+        asyncio.ensure_future(follow("all", view.changes())),
+        asyncio.ensure_future(follow("one", view.changes("app/a"))),
+        asyncio.ensure_future(follow("db", view.changes(prefix="app/db/"))),
+    ]
+    await client.put("app/a", "1")
+    await client.put("app/db/host", "h")
+    await client.put("app/ab", "not app/a")
+    await client.put("app/db/port", "5432")
+    await client.put("app/a", "2")
+    await client.delete("app/db/host")
+    await wait_until(lambda: len(seen["all"]) == 6 and len(seen["one"]) == 2 and len(seen["db"]) == 3,
+                     lambda: f"all {summary(seen['all'])}; one {summary(seen['one'])}; db {summary(seen['db'])}")
+    assert seen["one"] == [("app/a", False), ("app/a", False)]
+    assert seen["db"] == [("app/db/host", False), ("app/db/port", False), ("app/db/host", True)]
+    with pytest.raises(etcd_recipes.InvalidArgumentError):
+        view.changes("app/a", prefix="app/")
+    view.close()
+    await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+
+
+async def test_config_snapshot_carries_its_revision(client: Client) -> None:
+    await client.put("s/x", "0")
+    view = await client.config("s/", prefix=True)
+    for i in range(1, 6):
+        rev = await client.put("s/x", str(i))
+        await wait_until(lambda: view.revision >= rev, f"view at revision {rev}")
+        snap = view.snapshot()
+        # Nothing else writes here: the snapshot is etcd's state at exactly that revision.
+        assert isinstance(snap, etcd_recipes.ConfigSnapshot) and isinstance(snap, dict)
+        assert (snap.revision, dict(snap)) == (rev, {"s/x": str(i).encode()})
+    view.close()

@@ -494,6 +494,33 @@ impl Client {
         &self.inner.options.namespace
     }
 
+    /// Where the connection to etcd stands now: `Connected`, `Suspended`, `Reconnected`
+    /// or `Lost` (see [`crate::connection`] for when each holds and what the recipes do).
+    pub fn connection_state(&self) -> crate::ConnectionState {
+        self.inner.members.connection().get()
+    }
+
+    /// How each endpoint looks now: in rotation or not, and whether its last health probe
+    /// found a serving member.
+    pub fn endpoint_health(&self) -> Vec<crate::endpoints::EndpointHealth> {
+        self.inner.members.health()
+    }
+
+    /// The connection state now, then every change, until the client is closed.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etcd_recipes::Client) {
+    /// let mut states = client.connection_states();
+    /// while let Some(state) = states.next().await {
+    ///     println!("etcd connection: {state}");
+    /// }
+    /// # }
+    /// ```
+    pub fn connection_states(&self) -> crate::ConnectionStates {
+        let (current, rx) = self.inner.members.connection().subscribe();
+        crate::ConnectionStates::new(current, rx, self.closed())
+    }
+
     /// An `etcd_client::Client` for a member in rotation (a cheap clone), for anything
     /// the recipes do not cover. Keys given to it are *not* namespaced. Ask again for
     /// each piece of work: a member that stops answering is taken out of rotation.

@@ -84,6 +84,54 @@ pub struct ConfigChange {
     pub revision: i64,
 }
 
+/// Every key and value of a [`ConfigView`] and the revision they reflect, read together
+/// (no change can fall between the two). Derefs to the map of values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigSnapshot {
+    /// The etcd revision the values reflect.
+    pub revision: i64,
+    /// Every cached key (namespace-relative) and its value.
+    pub values: BTreeMap<String, Arc<[u8]>>,
+}
+
+impl std::ops::Deref for ConfigSnapshot {
+    type Target = BTreeMap<String, Arc<[u8]>>;
+    fn deref(&self) -> &Self::Target {
+        &self.values
+    }
+}
+
+impl IntoIterator for ConfigSnapshot {
+    type Item = (String, Arc<[u8]>);
+    type IntoIter = std::collections::btree_map::IntoIter<String, Arc<[u8]>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.values.into_iter()
+    }
+}
+
+/// Which changes a subscription receives (see [`ConfigView::changes_matching`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum ChangeFilter {
+    /// Every change the view sees.
+    #[default]
+    All,
+    /// The changes of one key.
+    Key(String),
+    /// The changes of the keys that start with this prefix.
+    Prefix(String),
+}
+
+impl ChangeFilter {
+    /// Does `change` pass?
+    pub fn matches(&self, change: &ConfigChange) -> bool {
+        match self {
+            ChangeFilter::All => true,
+            ChangeFilter::Key(k) => change.key == *k,
+            ChangeFilter::Prefix(p) => change.key.starts_with(p.as_str()),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // ConfigView
 // ---------------------------------------------------------------------------
@@ -326,17 +374,51 @@ impl ConfigView {
     /// The cached value of `key` decoded from JSON into `T`; [`Error::Decode`] (naming the key)
     /// if it does not decode. The view itself is unaffected by bad values.
     pub fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| Error::Decode { key: key.to_string(), message: format!("invalid JSON: {e}") }),
-        }
+        self.get_with(key, |v| serde_json::from_slice(v).map_err(|e| format!("invalid JSON: {e}")))
     }
 
     /// The cached value of `key` as a JSON value; see [`ConfigView::get_json`].
     pub fn get_json_value(&self, key: &str) -> Result<Option<serde_json::Value>> {
         self.get_json(key)
+    }
+
+    /// The cached value of `key` decoded by `decode` (any format, any validation);
+    /// `None` when the key is absent, and [`Error::Decode`] naming the key, with the
+    /// decoder's message, when `decode` fails.
+    ///
+    /// ```no_run
+    /// # fn demo(view: &etcd_recipes::config::ConfigView) -> etcd_recipes::Result<()> {
+    /// let port: Option<u16> = view.get_with("app/port", |v| std::str::from_utf8(v)
+    ///     .map_err(|e| e.to_string())
+    ///     .and_then(|s| s.trim().parse::<u16>().map_err(|e| e.to_string())))?;
+    /// # let _ = port; Ok(()) }
+    /// ```
+    pub fn get_with<T, E: std::fmt::Display>(
+        &self,
+        key: &str,
+        decode: impl FnOnce(&[u8]) -> std::result::Result<T, E>,
+    ) -> Result<Option<T>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => decode(&v).map(Some).map_err(|e| Error::Decode { key: key.to_string(), message: e.to_string() }),
+        }
+    }
+
+    /// The cached bytes of `key`, or `default` when the key is absent.
+    pub fn get_or(&self, key: &str, default: &[u8]) -> Arc<[u8]> {
+        self.get(key).unwrap_or_else(|| Arc::from(default))
+    }
+
+    /// The cached text of `key`, or `default` when the key is absent; [`Error::Decode`]
+    /// when it is present but not UTF-8 (a bad value is an error, not the default).
+    pub fn get_string_or(&self, key: &str, default: &str) -> Result<String> {
+        Ok(self.get_string(key)?.unwrap_or_else(|| default.to_string()))
+    }
+
+    /// The cached value of `key` decoded from JSON into `T`, or `default` when the key is
+    /// absent; [`Error::Decode`] when it is present but does not decode into `T`.
+    pub fn get_json_or<T: serde::de::DeserializeOwned>(&self, key: &str, default: T) -> Result<T> {
+        Ok(self.get_json(key)?.unwrap_or(default))
     }
 
     /// Every cached key, sorted.
@@ -347,10 +429,25 @@ impl ConfigView {
         keys
     }
 
-    /// A copy of every cached key and value.
-    pub fn snapshot(&self) -> BTreeMap<String, Arc<[u8]>> {
+    /// How many keys the view holds.
+    pub fn len(&self) -> usize {
+        self.inner.data.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// True when the view holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of every cached key and value, with the revision it reflects, read at once:
+    /// the view applies a watch response (or a re-read) whole, under one lock, so the
+    /// snapshot is etcd's state at exactly `revision` for the view's keys.
+    pub fn snapshot(&self) -> ConfigSnapshot {
         let data = self.inner.data.read().unwrap_or_else(|p| p.into_inner());
-        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        ConfigSnapshot {
+            revision: self.inner.revision(),
+            values: data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
     }
 
     /// The etcd revision the cached copy reflects. Never decreases, unless etcd itself
@@ -361,12 +458,35 @@ impl ConfigView {
 
     /// A new subscription to every change from now on (ends after [`ConfigView::close`]).
     pub fn changes(&self) -> ConfigChanges {
+        self.changes_matching(ChangeFilter::All)
+    }
+
+    /// A new subscription to the changes of one key (namespace-relative) from now on.
+    pub fn changes_for(&self, key: &str) -> ConfigChanges {
+        self.changes_matching(ChangeFilter::Key(key.to_string()))
+    }
+
+    /// A new subscription to the changes of the keys under `prefix` from now on.
+    pub fn changes_under(&self, prefix: &str) -> ConfigChanges {
+        self.changes_matching(ChangeFilter::Prefix(prefix.to_string()))
+    }
+
+    /// A new subscription to the changes that pass `filter`, from now on. Filtered
+    /// subscriptions see the same changes, in the same order, as [`ConfigView::changes`].
+    pub fn changes_matching(&self, filter: ChangeFilter) -> ConfigChanges {
         let tx = self.inner.tx.lock().unwrap_or_else(|p| p.into_inner());
         let rx = match tx.as_ref() {
             Some(tx) => tx.subscribe(),
             None => broadcast::channel(1).1, // closed: the stream ends at once
         };
-        ConfigChanges { inner: Box::pin(subscription_stream(rx, "config subscriber")) }
+        let all = subscription_stream(rx, "config subscriber");
+        let inner: Pin<Box<dyn Stream<Item = Result<ConfigChange>> + Send>> = match filter {
+            ChangeFilter::All => Box::pin(all),
+            filter => Box::pin(futures::StreamExt::filter(all, move |r| {
+                futures::future::ready(r.as_ref().map_or(true, |c| filter.matches(c)))
+            })),
+        };
+        ConfigChanges { inner }
     }
 
     /// Stop watching. The cached values stay readable; subscriptions end.

@@ -27,6 +27,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::connection::Connection;
+
 /// How members are probed (see [`ClientOptions::with_health_check`](crate::ClientOptions::with_health_check)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HealthCheck {
@@ -43,12 +45,25 @@ impl Default for HealthCheck {
     }
 }
 
+/// How one member looks to a client now (see [`Client::endpoint_health`](crate::Client::endpoint_health)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointHealth {
+    /// The endpoint, as the client uses it (`http://host:port` or `https://host:port`).
+    pub endpoint: String,
+    /// Requests, watches and keep-alives are sent to it.
+    pub in_rotation: bool,
+    /// Its last health probe was answered by a member that knows a raft leader.
+    pub serving: bool,
+}
+
 /// One member: its own channel, and whether it is in rotation.
 struct Member {
     endpoint: String,
     /// `None` until the member could be connected (authentication needs a round trip).
     client: RwLock<Option<etcd_client::Client>>,
     healthy: AtomicBool,
+    /// The last probe's verdict: answered and knows a raft leader (for the connection state).
+    serving: AtomicBool,
     /// Bumped every time a probe finds the member hung or dead; work on it waits for a change.
     down: watch::Sender<u64>,
 }
@@ -63,6 +78,8 @@ pub(crate) struct Members {
     leader_changed: watch::Sender<u64>,
     connect_options: etcd_client::ConnectOptions,
     probers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The client's connection state, derived from the probes and the sessions.
+    connection: Connection,
 }
 
 /// The member a piece of work was sent to.
@@ -85,6 +102,7 @@ impl Members {
                 .map(|(endpoint, client, healthy)| Member {
                     endpoint,
                     healthy: AtomicBool::new(healthy && client.is_some()),
+                    serving: AtomicBool::new(true),
                     client: RwLock::new(client),
                     down: watch::channel(0).0,
                 })
@@ -94,6 +112,7 @@ impl Members {
             leader_changed: watch::channel(0).0,
             connect_options,
             probers: std::sync::Mutex::new(Vec::new()),
+            connection: Connection::new(),
         })
     }
 
@@ -199,11 +218,32 @@ impl Members {
         }
     }
 
-    /// Start one prober per member (only when there is more than one).
+    /// How each member looks now, in the order of the endpoints.
+    pub(crate) fn health(&self) -> Vec<EndpointHealth> {
+        self.members
+            .iter()
+            .map(|m| EndpointHealth {
+                endpoint: m.endpoint.clone(),
+                in_rotation: m.healthy.load(Ordering::Acquire),
+                serving: m.serving.load(Ordering::Acquire),
+            })
+            .collect()
+    }
+
+    /// The client's connection state (see [`crate::connection`]).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Record a probe's verdict on whether `index` serves, and update the connection state.
+    fn set_serving(&self, index: usize, serving: bool) {
+        self.members[index].serving.store(serving, Ordering::Release);
+        self.connection.serving(self.members.iter().any(|m| m.serving.load(Ordering::Acquire)));
+    }
+
+    /// Start one prober per member. With a single member the probes only feed the
+    /// connection state (there is no other member to rotate to).
     pub(crate) fn start_probers(self: &Arc<Self>, check: HealthCheck) {
-        if self.members.len() < 2 {
-            return;
-        }
         let mut tasks = self.probers.lock().unwrap_or_else(|e| e.into_inner());
         for index in 0..self.members.len() {
             tasks.push(tokio::spawn(probe(Arc::downgrade(self), index, check)));
@@ -241,12 +281,12 @@ async fn probe(weak: Weak<Members>, index: usize, check: HealthCheck) {
                 None => etcd_client::Client::connect([endpoint.as_str()], Some(options)).await?,
             };
             match c.status().await {
-                Ok(st) => Ok((c, st.leader())),
+                Ok(st) => Ok((c, st.leader(), st.leader() != 0)),
                 // Authenticated but not allowed to ask: the member answered.
                 Err(etcd_client::Error::GRpcStatus(s))
                     if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) =>
                 {
-                    Ok((c, 0))
+                    Ok((c, 0, true))
                 }
                 Err(e) => Err(e),
             }
@@ -254,9 +294,10 @@ async fn probe(weak: Weak<Members>, index: usize, check: HealthCheck) {
         .await;
         let Some(members) = weak.upgrade() else { return };
         match answer {
-            Ok(Ok((c, leader))) => {
+            Ok(Ok((c, leader, serving))) => {
                 members.members[index].client.write().unwrap_or_else(|e| e.into_inner()).get_or_insert(c);
                 members.saw_leader(leader);
+                members.set_serving(index, serving);
                 if was_down {
                     info!(endpoint = %endpoint, "etcd member answers again; back in rotation");
                 }
@@ -266,10 +307,12 @@ async fn probe(weak: Weak<Members>, index: usize, check: HealthCheck) {
             Ok(Err(e)) => {
                 debug!(endpoint = %endpoint, error = %e, "health probe failed");
                 was_down = true;
+                members.set_serving(index, false);
                 members.mark_down(index, "health probe failed");
             }
             Err(_) => {
                 was_down = true;
+                members.set_serving(index, false);
                 members.mark_down(index, "no answer to a health probe");
             }
         }

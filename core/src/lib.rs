@@ -24,6 +24,7 @@
 pub mod barrier;
 pub mod client;
 pub mod config;
+pub mod connection;
 pub mod counter;
 pub mod election;
 pub mod endpoints;
@@ -47,7 +48,8 @@ pub mod testing;
 /// The etcd client crate this one is built on, for anything the recipes do not cover.
 pub use etcd_client;
 pub use client::{Client, ClientOptions, TlsConfig};
-pub use endpoints::HealthCheck;
+pub use connection::{ConnectionState, ConnectionStates};
+pub use endpoints::{EndpointHealth, HealthCheck};
 pub use error::{Error, ErrorKind, Result};
 pub use fence::{Fence, FencedOp};
 pub use lifecycle::{shutdown, shutdown_blocking, ShutdownReport};

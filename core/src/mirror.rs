@@ -48,35 +48,127 @@ pub(crate) struct Range {
 }
 
 impl Range {
-    fn get_options(&self) -> GetOptions {
+    /// The end of the key range: the key itself (one key) or the first key after the prefix.
+    fn end(&self) -> Vec<u8> {
         if self.prefix {
-            GetOptions::new().with_prefix()
+            prefix_end(self.key.as_bytes())
         } else {
-            GetOptions::new()
+            let mut k = self.key.as_bytes().to_vec();
+            k.push(0);
+            k
         }
     }
 }
 
-/// Get the range at one revision (the current one, or `at` if given).
-pub(crate) async fn load(client: &Client, range: &Range, at: Option<i64>) -> Result<(Vec<KeyValue>, i64)> {
-    let mut opts = range.get_options();
-    if let Some(rev) = at {
-        opts = opts.with_revision(rev);
+/// The first key after every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`):
+/// the prefix with its last byte below 0xff incremented; `\0` (every key) if there is none.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
     }
-    let mut resp = client
-        .read(|mut c| {
-            let (k, o) = (range.key.clone(), opts.clone());
-            async move { c.get(k, Some(o)).await }
-        })
-        .await
-        .map_err(|e| match e {
-            Error::Compacted { compact_revision, .. } => {
-                Error::Compacted { requested: at.unwrap_or(0), compact_revision }
+    vec![0]
+}
+
+/// A page aims at this many bytes: well under the 4 MiB a gRPC response may carry.
+const PAGE_BYTES: usize = 2 << 20;
+/// The first page's key count (before the value sizes are known), and the bounds of later ones.
+const FIRST_PAGE: i64 = 64;
+const MAX_PAGE: i64 = 10_000;
+
+/// Get the range at one revision (the current one, or `at` if given).
+///
+/// A prefix is read in pages (`limit` keys from the key after the last one read), every
+/// page at the revision of the first, so the result is one consistent snapshot however
+/// many keys or bytes the prefix holds. The page size follows the sizes seen: about
+/// [`PAGE_BYTES`] a page, halved when etcd's answer is still too large for one response.
+/// A revision compacted before the last page is read fails with [`Error::Compacted`];
+/// the mirror then reads again at the current revision.
+pub(crate) async fn load(client: &Client, range: &Range, at: Option<i64>) -> Result<(Vec<KeyValue>, i64)> {
+    load_hinted(client, range, at, &mut FIRST_PAGE.clone()).await
+}
+
+/// [`load`], starting with `limit` keys a page and leaving there the size the sizes seen
+/// suggest, for the next read of the same range (a mirror re-reads and reconciles).
+async fn load_hinted(client: &Client, range: &Range, at: Option<i64>, limit: &mut i64) -> Result<(Vec<KeyValue>, i64)> {
+    // At the current revision: a compaction while the pages are read (they are read at
+    // the first page's revision) only means reading again, at the new current revision.
+    let mut tries = 0;
+    loop {
+        match load_pages(client, range, at, limit).await {
+            Err(e) if at.is_none() && e.kind() == crate::ErrorKind::Compacted && tries < 3 => {
+                tries += 1;
+                debug!(error = %e, "compacted while reading pages; reading again");
             }
-            other => other,
-        })?;
-    let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-    Ok((resp.take_kvs(), rev))
+            other => return other,
+        }
+    }
+}
+
+async fn load_pages(client: &Client, range: &Range, at: Option<i64>, hint: &mut i64) -> Result<(Vec<KeyValue>, i64)> {
+    let compacted = |e: Error| match e {
+        Error::Compacted { compact_revision, .. } => Error::Compacted { requested: at.unwrap_or(0), compact_revision },
+        other => other,
+    };
+    let end = range.end();
+    let mut from = range.key.clone().into_bytes();
+    let mut revision = at;
+    let mut limit = *hint;
+    let mut out: Vec<KeyValue> = Vec::new();
+    loop {
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(limit);
+        if let Some(rev) = revision {
+            opts = opts.with_revision(rev);
+        }
+        let page = client
+            .read(|mut c| {
+                let (k, o) = (from.clone(), opts.clone());
+                async move { c.get(k, Some(o)).await }
+            })
+            .await;
+        let mut resp = match page {
+            Ok(r) => r,
+            // More than one response can carry: fewer keys a page.
+            Err(e) if limit > 1 && too_large(&e) => {
+                limit = (limit / 2).max(1);
+                *hint = limit;
+                debug!(limit, "page too large for one response; reading fewer keys a page");
+                continue;
+            }
+            Err(e) => return Err(compacted(e)),
+        };
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let more = resp.more();
+        let kvs = resp.take_kvs();
+        if revision.is_none() {
+            revision = Some(rev);
+        }
+        if let Some(last) = kvs.last() {
+            from = last.key().to_vec();
+            from.push(0);
+            let bytes: usize = kvs.iter().map(|kv| kv.key().len() + kv.value().len() + 32).sum();
+            let per_key = (bytes / kvs.len()).max(1);
+            limit = ((PAGE_BYTES / per_key) as i64).clamp(1, MAX_PAGE);
+            *hint = limit;
+        }
+        if out.is_empty() {
+            out = kvs;
+        } else {
+            out.extend(kvs);
+        }
+        if !more || out.is_empty() {
+            return Ok((out, revision.unwrap_or(rev)));
+        }
+    }
+}
+
+/// Was this read refused because its answer would not fit in one gRPC response?
+fn too_large(e: &Error) -> bool {
+    let text = e.to_string();
+    text.contains("message length too large") || text.contains("larger than max")
 }
 
 /// Why the watch loop ended.
@@ -106,11 +198,12 @@ async fn mirror<S: Sink>(client: Client, range: Range, sink: Weak<S>, loaded_rev
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;
     let mut start_rev = Some(loaded_rev);
+    let mut page = FIRST_PAGE;
     loop {
         // 1. A consistent snapshot (skipped the first time: the constructor loaded it).
         let rev = match start_rev.take() {
             Some(r) => r,
-            None => match load(&client, &range, None).await {
+            None => match load_hinted(&client, &range, None, &mut page).await {
                 Ok((kvs, rev)) => {
                     let Some(s) = sink.upgrade() else { return };
                     s.reset(&kvs, rev);
@@ -183,7 +276,7 @@ async fn mirror<S: Sink>(client: Client, range: Range, sink: Weak<S>, loaded_rev
                     let Some(s) = sink.upgrade() else { return };
                     let at = s.revision();
                     drop(s);
-                    match load(&client, &range, Some(at)).await {
+                    match load_hinted(&client, &range, Some(at), &mut page).await {
                         Ok((kvs, _)) => {
                             let Some(s) = sink.upgrade() else { return };
                             // Only compare if nothing was applied meanwhile.

@@ -54,7 +54,14 @@ impl Shared {
     fn deadline(&self) -> Instant {
         self.epoch + Duration::from_millis(self.deadline_ms.load(std::sync::atomic::Ordering::Acquire))
     }
-    fn mark_lost(&self, reason: String) {
+    /// No renewal was confirmed within the TTL: the session is lost, and so is the
+    /// connection (see [`crate::connection`]).
+    fn expired(&self) {
+        if self.mark_lost(format!("no renewal confirmed within its {} s TTL", self.ttl)) {
+            self.client.members().connection().session_expired();
+        }
+    }
+    fn mark_lost(&self, reason: String) -> bool {
         self.state.send_if_modified(|s| {
             if *s == SessionState::Alive {
                 warn!(lease = format_args!("{:x}", self.lease_id), %reason, "session lost");
@@ -63,7 +70,7 @@ impl Shared {
             } else {
                 false
             }
-        });
+        })
     }
     fn abort_task(&self) {
         if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -402,7 +409,7 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
             _ = sleep_until(next) => {}
             _ = sleep_until(lost_at) => {
                 if let Some(s) = weak.upgrade() {
-                    s.mark_lost(format!("no renewal confirmed within its {ttl} s TTL"));
+                    s.expired();
                 }
                 return;
             }
@@ -442,7 +449,7 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
         match result {
             Err(_) if Instant::now() >= lost_at => {
                 if let Some(s) = weak.upgrade() {
-                    s.mark_lost(format!("no renewal confirmed within its {ttl} s TTL"));
+                    s.expired();
                 }
                 return;
             }

@@ -518,3 +518,208 @@ async fn namespace_is_applied_and_stripped() {
     let ch = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(ch.key, "cfg/y");
 }
+
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct Pool {
+    size: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_and_user_decoders_name_the_key_when_a_value_does_not_decode() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(etcd.endpoints()).await;
+    c.put("svc/pool", r#"{"size": 8}"#).await.unwrap();
+    c.put("svc/port", "8080").await.unwrap();
+    c.put("svc/bad-port", "eighty").await.unwrap();
+    c.put("svc/bin", vec![0xff, 0xfe]).await.unwrap();
+    let view = ConfigView::prefix(&c, "svc/", no_reconcile()).await.unwrap();
+    assert_eq!(view.len(), 4);
+    // Present values decode; absent ones give the default.
+    assert_eq!(view.get_json_or("svc/pool", Pool { size: 1 }).unwrap(), Pool { size: 8 });
+    assert_eq!(view.get_json_or("svc/missing", Pool { size: 1 }).unwrap(), Pool { size: 1 });
+    assert_eq!(view.get_string_or("svc/port", "80").unwrap(), "8080");
+    assert_eq!(view.get_string_or("svc/missing", "80").unwrap(), "80");
+    assert_eq!(&view.get_or("svc/missing", b"d")[..], b"d");
+    let port = |v: &[u8]| std::str::from_utf8(v).map_err(|e| e.to_string())?.parse::<u16>().map_err(|e| e.to_string());
+    assert_eq!(view.get_with("svc/port", port).unwrap(), Some(8080));
+    assert_eq!(view.get_with("svc/missing", port).unwrap(), None);
+    // A present value that does not decode is an error naming the key, never the default.
+    let e = view.get_with("svc/bad-port", port).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decode);
+    assert!(e.to_string().contains("svc/bad-port") && e.to_string().contains("invalid digit"), "{e}");
+    let e = view.get_json_or("svc/port", Pool { size: 1 }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decode);
+    assert!(e.to_string().contains("svc/port"), "{e}");
+    let e = view.get_string_or("svc/bin", "x").unwrap_err();
+    assert!(e.kind() == ErrorKind::Decode && e.to_string().contains("svc/bin"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_and_prefix_subscriptions_see_only_their_changes_in_order() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(etcd.endpoints()).await;
+    let view = ConfigView::prefix(&c, "app/", no_reconcile()).await.unwrap();
+    let all = record(view.changes());
+    let one = record(view.changes_for("app/a"));
+    let sub = record(view.changes_under("app/db/"));
+    c.put("app/a", "1").await.unwrap();
+    c.put("app/db/host", "h").await.unwrap();
+    c.put("app/ab", "not app/a").await.unwrap();
+    c.put("app/db/port", "5432").await.unwrap();
+    c.put("app/a", "2").await.unwrap();
+    c.delete("app/db/host").await.unwrap();
+    let last = c.put("app/end", "x").await.unwrap();
+    let all = all.wait("app/end", Duration::from_secs(20), |s| has(s, "app/end", "x")).await;
+    assert_eq!(all.len(), 7, "{}", summary(&all));
+    assert_eq!(all.last().map(|c| c.revision), Some(last));
+    // The filtered subscriptions run behind the same view: once the full one has seen the
+    // last change, theirs are delivered too (same channel, same order).
+    let one = one.wait("app/a = 2", Duration::from_secs(20), |s| has(s, "app/a", "2")).await;
+    let sub = sub.wait("app/db/host deleted", Duration::from_secs(20), |s| s.iter().any(|c| c.key == "app/db/host" && c.new.is_none())).await;
+    let keys = |s: &[ConfigChange]| s.iter().map(|c| c.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&one), ["app/a", "app/a"], "{}", summary(&one));
+    assert_eq!(keys(&sub), ["app/db/host", "app/db/port", "app/db/host"], "{}", summary(&sub));
+    assert_monotonic(&one);
+    assert_monotonic(&sub);
+}
+
+/// A snapshot's values are etcd's at exactly its revision, while a writer changes two
+/// keys together in every transaction: reading the values and the revision apart would
+/// pair values with the wrong revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_values_are_etcds_at_its_revision_under_concurrent_writes() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(etcd.endpoints()).await;
+    c.put("snap/x", "0").await.unwrap();
+    c.put("snap/y", "0").await.unwrap();
+    let view = ConfigView::prefix(&c, "snap/", no_reconcile()).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let v = i.to_string();
+                let txn = etcd_client::Txn::new().and_then(vec![
+                    etcd_client::TxnOp::put("snap/x", v.clone(), None),
+                    etcd_client::TxnOp::put("snap/y", v, None),
+                ]);
+                c.etcd().txn(txn).await.unwrap();
+            }
+            i
+        })
+    };
+    let mut raw = c.etcd();
+    let mut checked = 0;
+    let mut revisions = std::collections::BTreeSet::new();
+    while checked < 200 {
+        let snap = view.snapshot();
+        assert_eq!(snap.get("snap/x"), snap.get("snap/y"), "half a transaction in a snapshot at {}", snap.revision);
+        let at = raw
+            .get("snap/", Some(etcd_client::GetOptions::new().with_prefix().with_revision(snap.revision)))
+            .await
+            .unwrap();
+        let etcd_values: std::collections::BTreeMap<String, Vec<u8>> =
+            at.kvs().iter().map(|kv| (kv.key_str().unwrap().to_string(), kv.value().to_vec())).collect();
+        let ours: std::collections::BTreeMap<String, Vec<u8>> = snap.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect();
+        assert_eq!(ours, etcd_values, "snapshot at revision {} differs from etcd at that revision", snap.revision);
+        revisions.insert(snap.revision);
+        checked += 1;
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    println!("config: {checked} snapshots checked at {} distinct revisions during {writes} transactions", revisions.len());
+    assert!(revisions.len() > 1, "the writer never moved the view during the checks ({writes} transactions)");
+}
+
+/// Write `n` keys `{prefix}{i:07}` of `value_len` bytes, 128 to a transaction (etcd's
+/// default limit), 8 transactions in flight. Returns the last revision.
+async fn bulk_put(c: &Client, prefix: &str, n: usize, value_len: usize) -> i64 {
+    let value = "v".repeat(value_len);
+    let per_txn = (128usize).min(((1 << 20) / (value_len + 32)).max(1));
+    let batches: Vec<Vec<usize>> = (0..n).collect::<Vec<_>>().chunks(per_txn).map(|c| c.to_vec()).collect();
+    let mut last = 0;
+    for group in batches.chunks(8) {
+        let mut tasks = Vec::new();
+        for batch in group {
+            let mut etcd = c.etcd();
+            let ops: Vec<etcd_client::TxnOp> =
+                batch.iter().map(|i| etcd_client::TxnOp::put(format!("{prefix}{i:07}"), value.clone(), None)).collect();
+            tasks.push(tokio::spawn(async move { etcd.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap() }));
+        }
+        for t in tasks {
+            let r = t.await.unwrap();
+            last = last.max(r.header().unwrap().revision());
+        }
+    }
+    last
+}
+
+/// More keys and bytes than one gRPC response carries (4 MiB): the view reads the prefix
+/// in pages at one revision, while a writer adds keys; the periodic reconcile and the
+/// re-read after compaction page too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_larger_than_one_response_loads_in_pages_at_one_revision() {
+    assert!(init_tracing_at("etcd_recipes=debug"), "another tracing subscriber was installed first");
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(etcd.endpoints()).await;
+    // 24 MiB in 96 values of 256 KiB, and 30,000 small keys.
+    bulk_put(&c, "big/blob/", 96, 256 * 1024).await;
+    bulk_put(&c, "big/small/", 30_000, 64).await;
+    // A single Get of the whole prefix is refused: this test is about more than one response.
+    let whole = c.etcd().get("big/", Some(etcd_client::GetOptions::new().with_prefix())).await;
+    assert!(whole.is_err(), "one response carried the whole prefix; the test needs a larger one");
+    // A writer adds keys at the end of the range while the view loads.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.put(&format!("big/tail/{i:07}"), "t").await.unwrap();
+                i += 1;
+            }
+            i
+        })
+    };
+    let t = Instant::now();
+    let view = ConfigView::prefix(&c, "big/", ConfigOptions::new().reconcile_interval(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let load_time = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let tail_written = writer.await.unwrap();
+    let at = view.revision();
+    let count = c
+        .etcd()
+        .get("big/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only().with_revision(at)))
+        .await
+        .unwrap()
+        .count();
+    let snap = view.snapshot();
+    println!("config: loaded {} keys in {load_time:?} at revision {at}; {tail_written} tail keys written meanwhile", snap.len());
+    assert_eq!(snap.revision, at);
+    assert_eq!(snap.len() as i64, count, "the view is not etcd's state at its revision {at}");
+    assert_eq!(snap.keys().filter(|k| k.starts_with("big/small/")).count(), 30_000);
+    assert_eq!(snap.keys().filter(|k| k.starts_with("big/blob/")).count(), 96);
+    assert!(snap.values().filter(|v| v.len() == 256 * 1024).count() == 96, "a large value was cut");
+    // The reconcile reads the whole prefix at the view's revision, in pages too.
+    wait_log("reconciled: no drift", 0, Duration::from_secs(60)).await;
+    assert!(!logs().contains("reconcile read failed"), "reconcile failed; log tail:\n{}", log_tail());
+    // After a compaction past the view's revision, the re-read pages as well.
+    let seen = record(view.changes());
+    c.put("big/zz-after", "a").await.unwrap();
+    c.put("elsewhere", "x").await.unwrap();
+    etcd.compact().await.unwrap();
+    wait_log("reconcile revision compacted; re-reading", 0, Duration::from_secs(60)).await;
+    let clean = logs().matches("reconciled: no drift").count();
+    wait_log("reconciled: no drift", clean, Duration::from_secs(60)).await;
+    seen.wait("big/zz-after", Duration::from_secs(20), |s| has(s, "big/zz-after", "a")).await;
+    let now = c.etcd().get("big/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
+    assert_eq!(view.len() as i64, now);
+}

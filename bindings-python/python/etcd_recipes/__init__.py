@@ -22,6 +22,7 @@ process still owns is revoked within 2 s: nothing it held outlives it by a TTL.
 """
 
 from etcd_recipes import _exit, _native
+from etcd_recipes._config import ConfigSnapshot
 from etcd_recipes._native import (
     Client,
     Lock,
@@ -47,6 +48,8 @@ from etcd_recipes._native import (
     ConfigView,
     ConfigChange,
     ConfigChanges,
+    ConnectionStates,
+    EndpointHealth,
     WorkQueue,
     WorkItem,
     DeadLetter,
@@ -103,7 +106,11 @@ __all__ = [
     "InstanceEvents",
     "ConfigView",
     "ConfigChange",
+    "ConfigSnapshot",
+    "ConfigSnapshot",
     "ConfigChanges",
+    "ConnectionStates",
+    "EndpointHealth",
     "WorkQueue",
     "WorkItem",
     "DeadLetter",
