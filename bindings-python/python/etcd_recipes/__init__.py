@@ -107,7 +107,6 @@ __all__ = [
     "ConfigView",
     "ConfigChange",
     "ConfigSnapshot",
-    "ConfigSnapshot",
     "ConfigChanges",
     "ConnectionStates",
     "EndpointHealth",

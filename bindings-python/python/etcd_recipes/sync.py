@@ -87,9 +87,10 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, Literal, Optional, TypeVar, Union
+from typing import Any, Generic, Literal, Optional, TypeVar, Union, overload
 
 from etcd_recipes import _native
+from etcd_recipes._config import ConfigSnapshot
 from etcd_recipes._native import (
     ClosedError,
     CompactedError,
@@ -97,6 +98,7 @@ from etcd_recipes._native import (
     ConnectError,
     DeadLetter,
     DecodeError,
+    EndpointHealth,
     EtcdError,
     EtcdRecipesError,
     EtcdTimeoutError,
@@ -140,6 +142,9 @@ __all__ = [
     "ConfigView",
     "ConfigChange",
     "ConfigChanges",
+    "ConfigSnapshot",
+    "ConnectionStates",
+    "EndpointHealth",
     "WorkQueue",
     "WorkItem",
     "DeadLetter",
@@ -169,6 +174,8 @@ __all__ = [
 _log = logging.getLogger("etcd_recipes")
 
 T = TypeVar("T")
+_D = TypeVar("_D")
+ConnectionStateName = Literal["CONNECTED", "SUSPENDED", "RECONNECTED", "LOST"]
 _Value = Union[bytes, bytearray, memoryview, str]
 _Pem = Union[bytes, str, "os.PathLike[str]"]
 _Op = Union[tuple[Literal["put"], str, _Value], tuple[Literal["delete"], str]]
@@ -407,6 +414,10 @@ class ConfigChanges(_Iter[ConfigChange]):
     """Each change of a config view's keys."""
 
 
+class ConnectionStates(_Iter[ConnectionStateName]):
+    """The client's connection state now, then every change, until the client is closed."""
+
+
 # ------------------------------------------------------------------------------ per-thread entries
 
 
@@ -477,6 +488,18 @@ class Client:
     @property
     def is_closed(self) -> bool:
         return self._a.is_closed
+
+    @property
+    def connection_state(self) -> ConnectionStateName:
+        """"CONNECTED", "SUSPENDED", "RECONNECTED" or "LOST" (see the asyncio face)."""
+        return self._a.connection_state
+
+    def connection_states(self) -> ConnectionStates:
+        """``for state in client.connection_states()``: the state now, then every change."""
+        return ConnectionStates(self._a.connection_states())
+
+    def endpoint_health(self) -> list[EndpointHealth]:
+        return self._a.endpoint_health()
 
     def put(self, key: str, value: _Value) -> int:
         return _call(lambda: self._a.put(key, value))
@@ -1209,14 +1232,32 @@ class ConfigView:
     def revision(self) -> int:
         return self._a.revision
 
-    def get(self, key: str | None = None) -> bytes | None:
-        return self._a.get(key)
+    @overload
+    def get(self, key: str | None = None) -> bytes | None: ...
+    @overload
+    def get(self, key: str | None, default: _D) -> bytes | _D: ...
+    def get(self, key: str | None = None, default: Any = None) -> Any:
+        return self._a.get(key, default)
 
-    def get_string(self, key: str | None = None) -> str | None:
-        return self._a.get_string(key)
+    @overload
+    def get_string(self, key: str | None = None) -> str | None: ...
+    @overload
+    def get_string(self, key: str | None, default: _D) -> str | _D: ...
+    def get_string(self, key: str | None = None, default: Any = None) -> Any:
+        return self._a.get_string(key, default)
 
-    def get_json(self, key: str | None = None) -> Any:
-        return self._a.get_json(key)
+    @overload
+    def get_json(self, key: str | None = None) -> Any: ...
+    @overload
+    def get_json(self, key: str | None = None, *, decode: Callable[[Any], T]) -> T | None: ...
+    @overload
+    def get_json(self, key: str | None = None, *, decode: Callable[[Any], T], default: _D) -> T | _D: ...
+    @overload
+    def get_json(self, key: str | None = None, *, default: Any) -> Any: ...
+    def get_json(self, key: str | None = None, *, decode: Any = None, default: Any = None) -> Any:
+        """The value decoded from JSON (then by `decode`: a pydantic model, a dataclass, any
+        callable), or `default` when absent; `DecodeError` naming the key otherwise."""
+        return self._a.get_json(key, decode=decode, default=default)
 
     def has(self, key: str) -> bool:
         return self._a.has(key)
@@ -1224,14 +1265,23 @@ class ConfigView:
     def __contains__(self, key: str) -> bool:
         return key in self._a
 
+    @property
+    def size(self) -> int:
+        return self._a.size
+
+    def __len__(self) -> int:
+        return len(self._a)
+
     def keys(self) -> list[str]:
         return self._a.keys()
 
-    def snapshot(self) -> dict[str, bytes]:
+    def snapshot(self) -> ConfigSnapshot:
+        """Every key and value, with the `revision` they reflect (read at once)."""
         return self._a.snapshot()
 
-    def changes(self) -> ConfigChanges:
-        return ConfigChanges(self._a.changes())
+    def changes(self, key: str | None = None, *, prefix: str | None = None) -> ConfigChanges:
+        """Every change from now on; `key` for one key's, `prefix` for the keys under it."""
+        return ConfigChanges(self._a.changes(key, prefix=prefix))
 
     def __iter__(self) -> ConfigChanges:
         return self.changes()

@@ -4,6 +4,7 @@
 //! `cargo run --release -p etcd-recipes-examples --bin bench [-- K1 K2 ... S1 R1 Q1 W1 F1]`
 //! (R1 and Q1 run etcd's Go recipes through tests/go/bench: needs `go` and the etcd Go sources.)
 //! (F1 starts a 3-member cluster of its own and runs with a follower, then the leader, paused.)
+//! (V1, view scale, runs only when named: config views of 10k, 100k and 1M keys and of 100 MiB.)
 //! Prints one JSON line per workload and side: side, lang, workload, value, unit, ok
 //! (and `ratio` = ours / raw on our line).
 
@@ -907,6 +908,50 @@ async fn w1_ours(endpoints: &[String], admin: &etcd_client::Client, round: usize
         "killed_item_acked": held_acked, "items_left": items_left, "claims_left": claims_left}))
 }
 
+/// Resident memory of this process, in bytes (Linux `/proc/self/statm`).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+/// Write `n` keys `{prefix}{i:08}` of `value_len` bytes: up to 128 puts a transaction
+/// (etcd's default limit) and at most ~1 MiB a transaction, 16 transactions in flight.
+async fn bulk_put(raw: &etcd_client::Client, prefix: &str, n: usize, value_len: usize) {
+    let value = "v".repeat(value_len);
+    let per_txn = 128usize.min(((1 << 20) / (value_len + 48)).max(1));
+    let starts: Vec<usize> = (0..n).step_by(per_txn).collect();
+    stream::iter(starts)
+        .for_each_concurrent(16, |start| {
+            let (mut kv, value) = (raw.kv_client(), value.clone());
+            async move {
+                let ops: Vec<etcd_client::TxnOp> = (start..(start + per_txn).min(n))
+                    .map(|i| etcd_client::TxnOp::put(format!("{prefix}{i:08}"), value.clone(), None))
+                    .collect();
+                kv.txn(etcd_client::Txn::new().and_then(ops)).await.expect("bulk put");
+            }
+        })
+        .await;
+}
+
+/// V1: a config view over a prefix of `n` keys of `value_len` bytes: load time, resident
+/// memory added while it is held, and whether it holds exactly etcd's keys at its revision.
+async fn v1(c: &Client, raw: &etcd_client::Client, n: usize, value_len: usize) -> (f64, f64, bool) {
+    let prefix = format!("bench/v1/{n}x{value_len}/");
+    bulk_put(raw, &prefix, n, value_len).await;
+    let before = rss_bytes();
+    let t = Instant::now();
+    let view = ConfigView::prefix(c, &prefix, ConfigOptions::new().reconcile_interval(Duration::ZERO)).await.expect("view");
+    let secs = t.elapsed().as_secs_f64();
+    let held = rss_bytes().saturating_sub(before) as f64;
+    let ok = view.len() == n && view.get(&format!("{prefix}{:08}", n - 1)).is_some_and(|v| v.len() == value_len);
+    view.close();
+    drop(view);
+    // Leave etcd as small as it was for the next size.
+    let _ = raw.kv_client().delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix())).await;
+    (secs, held, ok)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wanted: Vec<String> = std::env::args().skip(1).map(|s| s.to_uppercase()).collect();
@@ -1035,6 +1080,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         emit_na("go-etcd-recipes", "go", "W1", "items/s", "etcd's Go packages have no reliable work queue (recipe.Queue deletes on dequeue)");
         emit_rounds("ours", "rust", "W1", &rates, "items/s", ok, None, last);
+    }
+    // V1 (view scale) runs only when named: it writes a million keys.
+    if wanted.iter().any(|w| w == "V1") {
+        for (n, len) in [(10_000usize, 64usize), (100_000, 64), (1_000_000, 64), (1_600, 64 * 1024)] {
+            let (secs, held, ok) = v1(&ours, &raw, n, len).await;
+            println!(
+                "{}",
+                json!({"side": "ours", "lang": "rust", "workload": "V1", "keys": n, "value_bytes": len,
+                    "total_mib": ((n * len) as f64 / 1048576.0 * 10.0).round() / 10.0,
+                    "value": (secs * 1000.0).round() / 1000.0, "unit": "s to load",
+                    "rss_mib": (held / 1048576.0 * 10.0).round() / 10.0, "rss_bytes_per_key": (held / n as f64).round(), "ok": ok})
+            );
+        }
     }
     drop(etcd);
     if run("F1") {
