@@ -35,7 +35,9 @@ function run (file) {
 
 const cases = {
   'registry.mjs': [/instances now: billing-1, billing-2, billing-3/, /healed itself with a new lease/, /discovery: down billing-3/],
-  'config.mjs': [/greeting = hello/, /app\/greeting bonjour -> \(deleted\)/, /1M local JSON reads/],
+  'config.mjs': [/connection: CONNECTED/, /greeting = hello/, /feature-x validated = \{"enabled":false,"rollout":0\}/, /timeout = 2500/,
+    /refused: DECODE app\/feature-y: rollout must be 0..100/, /app\/greeting bonjour -> \(deleted\)/,
+    /snapshot at revision \d+: app\/feature-x, app\/feature-y/, /1M local JSON reads/],
   'leader.mjs': [/node-\d leads \(fencing token \d+\)/, /revoking the leader's lease/, /the other loop leads now/, /work stopped \(lost\)/, /last tick: node-\d tick \d+/],
   'semaphore.mjs': [/6 downloads done, at most [12] at a time/, /both permits taken: LOCK_TIMEOUT/],
   'rwlock.mjs': [/two readers hold the lock together/, /a writer has to wait: LOCK_TIMEOUT/, /the writer updated the catalog \(fencing token \d+\)/, /a reader sees version 2/],

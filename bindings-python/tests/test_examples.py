@@ -30,7 +30,9 @@ pytestmark = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"examples not fou
 # example -> (arguments, lines (regular expressions) its output must contain)
 CASES: dict[str, tuple[list[str], list[str]]] = {
     "lock.py": ([], [r"^worker-\d holds the lock \(fencing token \d+\), counter -> 1$", r"^final counter: 4$"]),
-    "config_manager.py": ([], [r"^feature = off$", r"^changed app/feature: b'off' -> b'on'", r"^feature = on$"]),
+    "config_manager.py": ([], [r"^connection: CONNECTED$", r"^feature = off$", r"^limits = Limits\(rps=100, burst=1\)$",
+                               r"^timeout = 2.5$", r"^changed app/feature: b'off' -> b'on'", r"^feature = on$",
+                               r"^snapshot at revision \d+: \['app/feature', 'app/limits'\]$"]),
     "registration.py": (
         ["--id", "api-7"],
         [r"^registered \S*demo-api/api-7 -> 127.0.0.1:8080 \(lease [0-9a-f]+\)$", r"^served for 2 s",

@@ -1,4 +1,5 @@
-//! Watch a config prefix and print every change until Ctrl-C.
+//! Watch a config prefix and print every change, and every change of the client's
+//! connection state, until Ctrl-C. Reads a typed value with a default.
 //!
 //! `cargo run -p etcd-recipes-examples --bin config -- [prefix]`
 //! (uses `ETCD_ENDPOINTS`, or starts a local etcd). Try `etcdctl put example-config/x 1`.
@@ -12,14 +13,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prefix = std::env::args().nth(1).unwrap_or_else(|| "example-config/".into());
     let (client, _local_etcd) = connect_or_start().await?;
     let view = ConfigView::prefix(&client, &prefix, ConfigOptions::default()).await?;
-    println!("Loaded {} key(s) under {prefix:?} at revision {}:", view.keys().len(), view.revision());
-    for (k, v) in view.snapshot() {
+    let snapshot = view.snapshot();
+    println!("Loaded {} key(s) under {prefix:?} at revision {}:", snapshot.len(), snapshot.revision);
+    for (k, v) in snapshot {
         println!("  {k} = {}", String::from_utf8_lossy(&v));
     }
+    // A typed read: the default when absent, an error naming the key when it does not decode.
+    match view.get_json_or(&format!("{prefix}timeout_ms"), 2500u64) {
+        Ok(ms) => println!("timeout_ms = {ms}"),
+        Err(e) => eprintln!("{e}"),
+    }
     let mut changes = view.changes();
+    let mut states = client.connection_states();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            Some(state) = states.next() => println!("connection: {state}"),
             c = changes.next() => match c {
                 Some(Ok(c)) => println!(
                     "[{}] {}: {:?} -> {:?}",
