@@ -32,7 +32,8 @@ RENAMED = {"__aenter__": "__enter__", "__aexit__": "__exit__", "__aiter__": "__i
 # (`campaign()` gives the Leadership, `register()` the Registration), or they are plain
 # data shared by both faces, or the test harness.
 NO_CLASS = {"Campaign", "Registering", "EtcdCluster", "TestCerts"}
-SHARED_DATA = {"LeaderInfo", "LeaderEvent", "Instance", "InstanceEvent", "ConfigChange", "DeadLetter", "QueueItem"}
+SHARED_DATA = {"LeaderInfo", "LeaderEvent", "Instance", "InstanceEvent", "ConfigChange", "DeadLetter", "QueueItem",
+               "EndpointHealth"}
 
 
 @pytest.fixture
@@ -133,7 +134,8 @@ def test_calls_that_can_wait_take_a_timeout() -> None:
              "Lock.acquire", "Semaphore.acquire", "RwLock.read", "RwLock.write", "Election.campaign",
              "LeaderLatch.await_leader", "WorkQueue.receive", "Queue.dequeue", "PriorityQueue.dequeue",
              "Barrier.wait", "DoubleBarrier.enter", "DoubleBarrier.leave", "LeaderObserver.next",
-             "LeaderEvents.next", "InstanceSets.next", "InstanceEvents.next", "ConfigChanges.next"}
+             "LeaderEvents.next", "InstanceSets.next", "InstanceEvents.next", "ConfigChanges.next",
+             "ConnectionStates.next"}
     without = [w for w in sorted(waits)
                if "timeout" not in inspect.signature(getattr(getattr(sync, w.split(".")[0]), w.split(".")[1])).parameters]
     assert without == []
@@ -315,6 +317,25 @@ def test_iterators_and_views(sclient: sync.Client) -> None:
         observed = [x.value if x else None for x in _take(sclient.observe_leader("who"), 1)]
         assert observed == [b"me"] and leadership.is_leader
     assert not leadership.is_leader
+
+
+def test_config_reads_and_connection_state(sclient: sync.Client) -> None:
+    sclient.put("c/a", "1")
+    sclient.put("c/j", '{"n": 2}')
+    with sclient.config("c/", prefix=True) as view, view.changes("c/a") as only_a, \
+            view.changes(prefix="c/x") as under_x:
+        assert (len(view), view.get("c/zz", b"none"), view.get_string("c/zz", "none")) == (2, b"none", "none")
+        assert view.get_json("c/j", decode=lambda d: d["n"]) == 2 and view.get_json("c/zz", default=0) == 0
+        snap = view.snapshot()
+        assert isinstance(snap, sync.ConfigSnapshot) and snap.revision == view.revision and snap["c/a"] == b"1"
+        sclient.put("c/j", "{}")
+        sclient.put("c/x/1", "x")
+        sclient.put("c/a", "2")
+        assert (only_a.next(timeout=EVENTUALLY).new, under_x.next(timeout=EVENTUALLY).key) == (b"2", "c/x/1")
+    with sclient.connection_states() as states:
+        assert next(states) == sclient.connection_state == "CONNECTED"
+    health = sclient.endpoint_health()
+    assert [h.endpoint for h in health] == sclient.endpoints and all(h.serving for h in health)
 
 
 def _take(it: Iterator[Any], n: int) -> list[Any]:
