@@ -49,9 +49,9 @@ class TaskApp:
         return Task(self, fn)
 
     def say(self, line: str) -> None:
-        with self._log_lock:
+        with self._log_lock:  # one line at a time: print() from threads may interleave
             self.log.append(line)
-        print(line, flush=True)
+            print(line, flush=True)
 
     def worker(self, concurrency: int, idle_timeout: float) -> None:
         """Run `concurrency` consumer threads until the queue stays empty for `idle_timeout` s."""
