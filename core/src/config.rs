@@ -210,10 +210,13 @@ impl Sink for Inner {
         for kv in kvs {
             fresh.insert(self.rel_key(kv.key()), Arc::from(kv.value()));
         }
+        // Nobody to tell (the first load, or no subscription): skip the difference, which
+        // for a view of a million keys is a million copied values.
+        let listening = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|tx| tx.receiver_count() > 0);
         let mut changes = Vec::new();
         {
             let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
-            for (k, old) in data.iter() {
+            for (k, old) in data.iter().filter(|_| listening) {
                 match fresh.get(k) {
                     Some(new) if new == old => {}
                     new => changes.push(ConfigChange {
@@ -224,7 +227,7 @@ impl Sink for Inner {
                     }),
                 }
             }
-            for (k, new) in fresh.iter() {
+            for (k, new) in fresh.iter().filter(|_| listening) {
                 if !data.contains_key(k) {
                     changes.push(ConfigChange { key: k.clone(), old: None, new: Some(new.to_vec()), revision });
                 }
