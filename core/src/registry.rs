@@ -9,8 +9,24 @@
 //! A [`Registration`] keeps its instance key alive under a lease and heals itself: if
 //! the lease is lost (revoked, expired during a partition, etcd wiped) it grants a new
 //! one and puts the key again; if the key is deleted from outside it puts it again.
+//! Self-healing can be turned off ([`RegisterOptions::self_heal`]): the registration then
+//! ends as [`RegistrationState::Lost`]. Registered on a [`Session`] you own
+//! ([`Registration::register_on`], `session.register(..)`), it lives and dies with that
+//! session (advertise a service only while it leads, for instance) and never grants a
+//! lease of its own.
+//!
+//! An instance tells discovery whether it takes traffic with its [`Readiness`]
+//! (`ready`, `not_ready`, `draining`), kept inside the metadata object under the key
+//! `"readiness"` (absent when ready), so the value stays what Go's `naming/endpoints`
+//! and the gRPC resolver read. Metadata and readiness change in place: one put on the
+//! same key and lease.
+//!
 //! A [`ServiceView`] is a live, local copy of a service's instances (a snapshot at
-//! revision `R`, then a watch from `R + 1`) with a stream of changes and simple pickers.
+//! revision `R`, then a watch from `R + 1`) with a stream of changes and pickers (see
+//! [`crate::picker`]): round robin, random, sticky, weighted, a preferred zone, a filter,
+//! and a down-instance policy fed by [`ServiceView::note_error`]. Instances that are not
+//! ready are not picked unless the view includes them. [`ServiceView::grpc_channel`] is
+//! a tonic channel balanced over the view's instances, following it.
 //!
 //! ```no_run
 //! # async fn demo(client: etcd_recipes::Client) -> etcd_recipes::Result<()> {
@@ -26,7 +42,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,6 +57,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::client::{check_key, Client};
 use crate::mirror::{load, spawn_mirror, subscription_stream, warn_if_backwards, Range, Sink, CHANNEL_CAPACITY};
 use crate::error::{Error, Result};
+pub use crate::picker::{DownInstancePolicy, InstanceFilter, Picker, Readiness, ViewOptions};
+use crate::picker::{wire_metadata, Chooser};
 use crate::session::Session;
 
 /// Default registration lease TTL, in seconds.
@@ -53,8 +71,16 @@ pub struct Instance {
     pub id: String,
     /// `host:port` to connect to.
     pub addr: String,
-    /// Free-form metadata; `Null` when absent.
+    /// Free-form metadata; `Null` when absent. Includes the `"readiness"` key when the
+    /// instance is not ready.
     pub metadata: serde_json::Value,
+}
+
+impl Instance {
+    /// The readiness written in the metadata (absent: ready).
+    pub fn readiness(&self) -> Readiness {
+        Readiness::of(&self.metadata)
+    }
 }
 
 /// What to register: build with [`RegisterOptions::new`].
@@ -65,8 +91,14 @@ pub struct RegisterOptions {
     pub addr: String,
     pub metadata: serde_json::Value,
     /// Lease TTL in seconds (default 10): how long the instance stays listed after the
-    /// process dies without closing.
+    /// process dies without closing. Not used on a given session.
     pub ttl_secs: i64,
+    /// The readiness to register with (default ready).
+    pub readiness: Readiness,
+    /// Put the key back when it is deleted from outside and, on a lease of its own,
+    /// re-grant the lease when it is lost (default `true`). Off: the registration ends as
+    /// [`RegistrationState::Lost`].
+    pub self_heal: bool,
 }
 
 impl RegisterOptions {
@@ -78,7 +110,21 @@ impl RegisterOptions {
             addr: addr.into(),
             metadata: serde_json::Value::Null,
             ttl_secs: DEFAULT_TTL_SECS,
+            readiness: Readiness::Ready,
+            self_heal: true,
         }
+    }
+
+    /// Register with this readiness (e.g. `NotReady` until warmed up).
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// Turn self-healing on (the default) or off.
+    pub fn self_heal(mut self, on: bool) -> Self {
+        self.self_heal = on;
+        self
     }
 
     /// Attach metadata (any JSON).
@@ -101,8 +147,23 @@ pub enum RegistrationState {
     Registered { lease_id: i64 },
     /// The lease or the key was lost; a new lease is being granted and the key re-put.
     Recovering { reason: String },
+    /// The lease or the key was lost and the registration does not heal (self-healing
+    /// off, or a session it does not own): the instance is gone until registered again.
+    Lost { reason: String },
     /// Closed (key deleted, lease revoked) or dropped.
     Closed,
+}
+
+impl RegistrationState {
+    /// `"registered"`, `"recovering"`, `"lost"` or `"closed"`: the name every face uses.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RegistrationState::Registered { .. } => "registered",
+            RegistrationState::Recovering { .. } => "recovering",
+            RegistrationState::Lost { .. } => "lost",
+            RegistrationState::Closed => "closed",
+        }
+    }
 }
 
 fn check_service(service: &str) -> Result<()> {
@@ -111,6 +172,16 @@ fn check_service(service: &str) -> Result<()> {
         return Err(Error::invalid(format!("service name {service:?} must not end with '/'")));
     }
     Ok(())
+}
+
+/// Check what to register; returns the metadata to write (readiness included).
+fn check_options(opts: &RegisterOptions) -> Result<serde_json::Value> {
+    check_service(&opts.service)?;
+    check_id(&opts.id)?;
+    if opts.addr.trim().is_empty() {
+        return Err(Error::invalid("instance address must not be empty"));
+    }
+    wire_metadata(&opts.metadata, opts.readiness)
 }
 
 fn check_id(id: &str) -> Result<()> {
@@ -210,7 +281,11 @@ struct RegShared {
     client: Client,
     key: String,
     ttl: i64,
+    /// The instance as written: its metadata includes the readiness key.
     instance: Mutex<Instance>,
+    /// The session is ours (granted for this registration): closed with it, re-granted on loss.
+    owns_session: bool,
+    self_heal: bool,
     session: Mutex<Option<Session>>,
     lease_id: AtomicI64,
     state: watch::Sender<RegistrationState>,
@@ -246,8 +321,8 @@ impl RegShared {
             })
             .await;
         let revoked = match session {
-            Some(s) => s.close().await,
-            None => Ok(()),
+            Some(s) if self.owns_session => s.close().await,
+            _ => Ok(()),
         };
         info!(key = %self.key, "registration closed");
         deleted?;
@@ -287,6 +362,18 @@ impl RegShared {
             })
             .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// The registration is gone and does not heal: say so, and give back a lease of our own.
+    async fn end_lost(&self, reason: String) {
+        warn!(key = %self.key, %reason, "registration lost; not healing");
+        self.state.send_replace(RegistrationState::Lost { reason });
+        if self.owns_session {
+            let session = self.session.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(s) = session {
+                let _ = s.close().await;
+            }
+        }
     }
 
     /// Grant a new lease and put the key again, until it works. Returns the put revision.
@@ -342,10 +429,23 @@ async fn guard(sh: Arc<RegShared>, first_put_rev: i64) {
         if !session.is_alive() {
             // A session closed by its owner (the client closed, process shutdown) ends
             // the registration; only a lost one is healed.
+            let ending = sh.closed.load(Ordering::Acquire) || crate::lifecycle::is_shutting_down();
             match session.lost().await {
-                Some(reason) if !sh.closed.load(Ordering::Acquire) && !crate::lifecycle::is_shutting_down() => {
+                Some(reason) if !ending && sh.owns_session && sh.self_heal => {
                     watch_from = Some(sh.recover(reason).await + 1);
                     continue;
+                }
+                Some(reason) if !ending => {
+                    sh.end_lost(reason).await;
+                    return;
+                }
+                None if !ending && !sh.owns_session => {
+                    // The owner closed the session it lent us: the registration ends with it.
+                    sh.closed.store(true, Ordering::Release);
+                    sh.session.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    sh.state.send_replace(RegistrationState::Closed);
+                    info!(key = %sh.key, "registration closed with its session");
+                    return;
                 }
                 _ => return,
             }
@@ -368,6 +468,9 @@ async fn guard(sh: Arc<RegShared>, first_put_rev: i64) {
                         let ours = resp.kvs().first().is_some_and(|kv| kv.lease() == session.lease_id());
                         if ours {
                             rev + 1
+                        } else if !sh.self_heal {
+                            sh.end_lost("key deleted from outside".into()).await;
+                            return;
                         } else {
                             warn!(key = %sh.key, "registration key missing; putting it again");
                             match sh.put(session.lease_id()).await {
@@ -421,6 +524,10 @@ async fn guard(sh: Arc<RegShared>, first_put_rev: i64) {
                         backoff = Duration::from_millis(50);
                         let deleted = resp.events().iter().any(|e| e.event_type() == EventType::Delete);
                         let ending = sh.closed.load(Ordering::Acquire) || crate::lifecycle::is_shutting_down() || !session.is_alive();
+                        if deleted && !ending && !sh.self_heal {
+                            sh.end_lost("key deleted from outside".into()).await;
+                            return;
+                        }
                         if deleted && !ending {
                             warn!(key = %sh.key, "registration key deleted from outside; putting it again");
                             match sh.put(session.lease_id()).await {
@@ -463,20 +570,39 @@ impl Registration {
     /// [`Error::InvalidArgument`] for an empty service or id, a service name ending in `/`,
     /// an id containing `/`, an empty address or a TTL below 1 s.
     pub async fn register(client: &Client, opts: RegisterOptions) -> Result<Registration> {
-        check_service(&opts.service)?;
-        check_id(&opts.id)?;
-        if opts.addr.trim().is_empty() {
-            return Err(Error::invalid("instance address must not be empty"));
-        }
-        let key = client.full_key(&format!("{}/{}", opts.service, opts.id));
+        let metadata = check_options(&opts)?;
+        client.ensure_open()?;
         let session = Session::new(client, opts.ttl_secs).await?;
+        Self::start(client, session, true, opts, metadata).await
+    }
+
+    /// Register an instance on `session`, a session you own and may share with locks,
+    /// elections and other registrations: the key is put with its lease, and the
+    /// registration lives as long as the session. When the session is lost, the
+    /// registration is [`RegistrationState::Lost`] (it never grants a lease of its own);
+    /// when you close the session, the registration is closed. Closing the registration
+    /// deletes its key and leaves the session open. `opts.ttl_secs` is not used.
+    ///
+    /// The same errors as [`Registration::register`], and [`Error::SessionLost`] when the
+    /// session is not alive.
+    pub async fn register_on(session: &Session, opts: RegisterOptions) -> Result<Registration> {
+        let metadata = check_options(&opts)?;
+        session.client().ensure_open()?;
+        session.ensure_alive()?;
+        Self::start(session.client(), session.clone(), false, opts, metadata).await
+    }
+
+    async fn start(client: &Client, session: Session, owns: bool, opts: RegisterOptions, metadata: serde_json::Value) -> Result<Registration> {
+        let key = client.full_key(&format!("{}/{}", opts.service, opts.id));
         let lease = session.lease_id();
         let (state, _) = watch::channel(RegistrationState::Registered { lease_id: lease });
         let shared = Arc::new(RegShared {
             client: client.clone(),
             key,
-            ttl: opts.ttl_secs,
-            instance: Mutex::new(Instance { id: opts.id, addr: opts.addr, metadata: opts.metadata }),
+            ttl: if owns { opts.ttl_secs } else { session.ttl() },
+            instance: Mutex::new(Instance { id: opts.id, addr: opts.addr, metadata }),
+            owns_session: owns,
+            self_heal: opts.self_heal,
             session: Mutex::new(Some(session.clone())),
             lease_id: AtomicI64::new(lease),
             state,
@@ -487,10 +613,15 @@ impl Registration {
         });
         let rev = match shared.put(lease).await {
             Ok(r) => r,
-            Err(e) => {
+            Err(e) if owns => {
                 let _ = session.close().await;
                 return Err(e);
             }
+            Err(e) if lease_not_found(&e) => {
+                session.mark_lost("lease revoked or expired in etcd");
+                return Err(session.ensure_alive().err().unwrap_or(e));
+            }
+            Err(e) => return Err(e),
         };
         info!(key = %shared.key, lease = format_args!("{lease:x}"), "registered");
         let span = info_span!("etcd_recipes.registration", key = %shared.key);
@@ -531,18 +662,56 @@ impl Registration {
         self.shared.reregistrations.load(Ordering::Acquire)
     }
 
-    /// Replace the metadata, keeping the same lease. While recovering, the new metadata is
-    /// stored and written by the re-registration. [`Error::Closed`] after close.
+    /// The readiness as registered.
+    pub fn readiness(&self) -> Readiness {
+        self.shared.instance.lock().unwrap_or_else(|p| p.into_inner()).readiness()
+    }
+
+    /// Replace the metadata in place: one put on the same key and lease (the key's
+    /// create revision stays; watchers see an update, not a leave and a join). The
+    /// readiness is kept. While recovering, the new metadata is stored and written by the
+    /// re-registration. [`Error::Closed`] after close, [`Error::SessionLost`] once lost,
+    /// [`Error::InvalidArgument`] for a `"weight"` that is not a number >= 0.
     pub async fn update_metadata(&self, metadata: serde_json::Value) -> Result<()> {
+        self.rewrite(|i| {
+            i.metadata = wire_metadata(&metadata, i.readiness())?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Change the readiness in place (same key, same lease), e.g. `Draining` before a
+    /// graceful stop: discovery stops picking the instance while it finishes its work.
+    /// Errors as [`Registration::update_metadata`]; `InvalidArgument` when the metadata
+    /// is neither a JSON object nor null (the readiness is kept inside it).
+    pub async fn set_readiness(&self, readiness: Readiness) -> Result<()> {
+        self.rewrite(|i| {
+            i.metadata = wire_metadata(&i.metadata, readiness)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rewrite(&self, change: impl FnOnce(&mut Instance) -> Result<()>) -> Result<()> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed("registration"));
         }
-        self.shared.instance.lock().unwrap_or_else(|p| p.into_inner()).metadata = metadata;
-        let RegistrationState::Registered { lease_id } = self.state() else { return Ok(()) };
+        {
+            let mut cur = self.shared.instance.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = cur.clone();
+            change(&mut next)?;
+            *cur = next;
+        }
+        let lease_id = match self.state() {
+            RegistrationState::Registered { lease_id } => lease_id,
+            RegistrationState::Recovering { .. } => return Ok(()),
+            RegistrationState::Lost { reason } => return Err(Error::SessionLost { lease_id: self.lease_id(), reason }),
+            RegistrationState::Closed => return Err(Error::Closed("registration")),
+        };
         match self.shared.put(lease_id).await {
             Ok(_) => Ok(()),
             Err(e) if lease_not_found(&e) => {
-                // The guard task notices and re-registers with the new metadata.
+                // The guard task notices and re-registers (or ends the registration).
                 if let Some(s) = self.shared.session() {
                     s.mark_lost("lease revoked or expired in etcd");
                 }
@@ -552,7 +721,8 @@ impl Registration {
         }
     }
 
-    /// Delete the key and revoke the lease. Idempotent.
+    /// Delete the key and revoke the lease (a lease of its own: a session given to
+    /// [`Registration::register_on`] stays open). Idempotent.
     pub async fn close(&self) -> Result<()> {
         self.shared.close().await
     }
@@ -565,7 +735,7 @@ impl Drop for Registration {
             return;
         }
         self.shared.state.send_replace(RegistrationState::Closed);
-        let session = self.shared.session.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let session = self.shared.session.lock().unwrap_or_else(|p| p.into_inner()).take().filter(|_| self.shared.owns_session);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let mut kv = self.shared.client.etcd();
             let key = self.shared.key.clone();
@@ -611,7 +781,7 @@ struct ViewInner {
     prefix: Vec<u8>,
     state: RwLock<ViewState>,
     revision: AtomicI64,
-    rr: AtomicUsize,
+    chooser: Chooser,
     tx: Mutex<Option<broadcast::Sender<(InstanceEvent, i64)>>>,
     /// Bumped on every change; `true` once closed.
     version: watch::Sender<(u64, bool)>,
@@ -767,9 +937,18 @@ impl std::fmt::Debug for ServiceView {
 
 impl ServiceView {
     /// Load `service`'s instances and follow their changes. Returns once loaded.
+    /// Picks go round robin over the ready instances ([`ViewOptions::new`]).
     pub async fn start(client: &Client, service: &str) -> Result<ServiceView> {
+        Self::start_with(client, service, ViewOptions::new()).await
+    }
+
+    /// [`ServiceView::start`] with pickers, zone preference, a filter and a down-instance
+    /// policy. [`Error::InvalidArgument`] for a zero down threshold or period, or an
+    /// empty zone or key name.
+    pub async fn start_with(client: &Client, service: &str, options: ViewOptions) -> Result<ServiceView> {
         client.ensure_open()?;
         check_service(service)?;
+        options.check()?;
         let range = service_range(client, service);
         let (kvs, rev) = load(client, &range, None).await?;
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
@@ -777,7 +956,7 @@ impl ServiceView {
             prefix: range.key.as_bytes().to_vec(),
             state: RwLock::new(ViewState::default()),
             revision: AtomicI64::new(0),
-            rr: AtomicUsize::new(0),
+            chooser: Chooser::new(options),
             tx: Mutex::new(Some(tx)),
             version: watch::channel((0, false)).0,
             task: Mutex::new(None),
@@ -804,24 +983,55 @@ impl ServiceView {
         self.inner.revision()
     }
 
-    /// The next instance in turn (by id order), or `None` if there is none.
-    pub fn pick_round_robin(&self) -> Option<Instance> {
-        let list = self.list();
-        if list.is_empty() {
-            return None;
-        }
-        let n = self.inner.rr.fetch_add(1, Ordering::Relaxed);
-        list.get(n % list.len()).cloned()
+    /// The options the view picks with.
+    pub fn options(&self) -> &ViewOptions {
+        &self.inner.chooser.options
     }
 
-    /// A random instance, or `None` if there is none.
+    /// The instances a pick chooses from now, in id order: ready (unless the view
+    /// includes every readiness), not down, passing the view's filter. Local.
+    pub fn available(&self) -> Vec<Instance> {
+        self.inner.chooser.available(&self.list(), &|_| true, tokio::time::Instant::now())
+    }
+
+    /// An available instance chosen by the view's picker (from the preferred zone while
+    /// it has one), or `None` when none is available.
+    pub fn pick(&self) -> Option<Instance> {
+        self.pick_with(self.inner.chooser.options.picker, &|_| true)
+    }
+
+    /// [`ServiceView::pick`] among the available instances that `filter` also accepts.
+    pub fn pick_where(&self, filter: impl Fn(&Instance) -> bool) -> Option<Instance> {
+        self.pick_with(self.inner.chooser.options.picker, &filter)
+    }
+
+    /// Pick with `picker` (not the view's) among the available instances `filter` accepts.
+    pub fn pick_with(&self, picker: Picker, filter: &dyn Fn(&Instance) -> bool) -> Option<Instance> {
+        self.inner.chooser.pick(picker, &self.list(), filter, tokio::time::Instant::now())
+    }
+
+    /// The next available instance in turn (by id order), or `None` if there is none.
+    pub fn pick_round_robin(&self) -> Option<Instance> {
+        self.pick_with(Picker::RoundRobin, &|_| true)
+    }
+
+    /// A random available instance, or `None` if there is none.
     pub fn pick_random(&self) -> Option<Instance> {
-        let list = self.list();
-        if list.is_empty() {
-            return None;
-        }
-        let i = rand::random_range(0..list.len());
-        list.get(i).cloned()
+        self.pick_with(Picker::Random, &|_| true)
+    }
+
+    /// Report that a call to instance `id` failed. Once the view's
+    /// [`DownInstancePolicy`] threshold of errors is reached within its period (counted
+    /// from the first error), the instance is not picked until that period has passed.
+    pub fn note_error(&self, id: &str) {
+        let policy = self.inner.chooser.options.down_policy;
+        self.inner.chooser.down.note_error_at(id, &policy, tokio::time::Instant::now());
+    }
+
+    /// True while instance `id` is skipped after [`ServiceView::note_error`].
+    pub fn is_down(&self, id: &str) -> bool {
+        let policy = self.inner.chooser.options.down_policy;
+        self.inner.chooser.down.is_down_at(id, &policy, tokio::time::Instant::now())
     }
 
     /// A new subscription to every change from now on, with its revision.

@@ -261,6 +261,12 @@ impl Session {
         crate::election::Election::new(self, name)
     }
 
+    /// Register a service instance on this session; see
+    /// [`crate::registry::Registration::register_on`].
+    pub async fn register(&self, opts: crate::registry::RegisterOptions) -> Result<crate::registry::Registration> {
+        crate::registry::Registration::register_on(self, opts).await
+    }
+
     /// Fail with [`Error::SessionLost`] unless the session is alive.
     pub fn ensure_alive(&self) -> Result<()> {
         match &*self.shared.state.borrow() {

@@ -25,7 +25,10 @@ use etcd_recipes::counter::Counter;
 use etcd_recipes::election::{self, Election, LeaderInfo, LeaderObserver, Leadership};
 use etcd_recipes::lock::{Lock, LockGuard};
 use etcd_recipes::queue::{PriorityQueue, Queue, QueueItem};
-use etcd_recipes::registry::{self, Instance, InstanceSets, RegisterOptions, Registration, RegistrationState, ServiceView};
+use etcd_recipes::registry::{
+    self, DownInstancePolicy, Instance, InstanceSets, Picker, Readiness, RegisterOptions, Registration, RegistrationState,
+    ServiceView, ViewOptions,
+};
 use etcd_recipes::rwlock::{RwLock, Side as RwSide};
 use etcd_recipes::semaphore::Semaphore;
 use etcd_recipes::workqueue::{WorkItem, WorkQueue};
@@ -45,7 +48,7 @@ const KNOWN_OPS: &[&str] = &[
     "client.semaphore", "client.rwlock", "client.barrier", "client.double_barrier", "client.queue",
     "client.priority_queue", "client.work_queue", "client.counter",
     "session.lease_id", "session.ttl", "session.is_alive", "session.state", "session.lost", "session.close",
-    "session.lock", "session.election",
+    "session.lock", "session.election", "session.register",
     "lock.acquire", "lock.try_acquire",
     "guard.key", "guard.name", "guard.lease_id", "guard.fencing_token", "guard.is_held", "guard.put", "guard.delete",
     "guard.lost", "guard.release",
@@ -54,8 +57,9 @@ const KNOWN_OPS: &[&str] = &[
     "leadership.proclaim", "leadership.resign", "leadership.lost",
     "observer.next",
     "registration.state", "registration.lease_id", "registration.reregistrations", "registration.update_metadata",
-    "registration.close",
-    "view.instances", "view.updates", "view.close", "updates.next",
+    "registration.close", "registration.readiness", "registration.set_readiness",
+    "view.instances", "view.updates", "view.close", "updates.next", "view.pick", "view.available", "view.note_error",
+    "view.is_down",
     "config.get", "config.get_string", "config.get_json", "config.has", "config.keys", "config.changes",
     "config.close", "changes.next",
     "semaphore.acquire", "semaphore.try_acquire",
@@ -236,6 +240,18 @@ fn item_json(i: Option<QueueItem>) -> Val {
     })
 }
 
+/// What `client.register` and `session.register` take (but the TTL).
+fn register_options(a: &Args<'_>) -> Result<RegisterOptions, Fail> {
+    let mut o = RegisterOptions::new(a.str("service")?, a.str("id")?, a.str("addr")?).metadata(a.json("metadata"));
+    if let Some(r) = a.opt_str("readiness")? {
+        o = o.readiness(Readiness::parse(&r)?);
+    }
+    if let Some(h) = a.opt_bool("self_heal")? {
+        o = o.self_heal(h);
+    }
+    Ok(o)
+}
+
 /// A whole number argument into the face's type; out of its range is the Rust face's
 /// boundary check (its types make such a value unrepresentable): `INVALID_ARGUMENT`.
 fn whole<T: TryFrom<i64>>(what: &str, n: i64) -> Result<T, Fail> {
@@ -398,14 +414,30 @@ async fn exec_base(env: Arc<Env>, op: String, subject: Option<Val>, args: Json) 
         }
         "client.register" => {
             let c = subject!(s, Client);
-            let mut o = RegisterOptions::new(a.str("service")?, a.str("id")?, a.str("addr")?).metadata(a.json("metadata"));
+            let mut o = register_options(&a)?;
             if let Some(ttl) = a.opt_i64("ttl")? {
                 o = o.ttl(ttl);
             }
             Val::Registration(Arc::new(Registration::register(c, o).await?))
         }
         "client.list_instances" => instances_json(&registry::list_instances(subject!(s, Client), &a.str("service")?).await?.0),
-        "client.discover" => Val::View(ServiceView::start(subject!(s, Client), &a.str("service")?).await?),
+        "client.discover" => {
+            let mut o = ViewOptions::new().include_not_ready(a.opt_bool("include_not_ready")?.unwrap_or(false));
+            if let Some(p) = a.opt_str("picker")? {
+                o = o.picker(Picker::parse(&p)?);
+            }
+            if let Some(z) = a.opt_str("prefer_zone")? {
+                o = o.prefer_zone(z);
+            }
+            let mut policy = DownInstancePolicy::default();
+            if let Some(n) = a.opt_i64("down_threshold")? {
+                policy.threshold = whole("down_threshold", n)?;
+            }
+            if let Some(d) = a.opt_secs("down_period")? {
+                policy.period = d;
+            }
+            Val::View(ServiceView::start_with(subject!(s, Client), &a.str("service")?, o.down_policy(policy)).await?)
+        }
         "client.config" => {
             let c = subject!(s, Client);
             let key = a.str("key")?;
@@ -434,6 +466,7 @@ async fn exec_base(env: Arc<Env>, op: String, subject: Option<Val>, args: Json) 
             Val::Lock(Lock::new(subject!(s, Session), &a.str("name")?)?.with_timeout(a.opt_secs("timeout")?))
         }
         "session.election" => Val::Election(Election::new(subject!(s, Session), &a.str("name")?)?),
+        "session.register" => Val::Registration(Arc::new(subject!(s, Session).register(register_options(&a)?).await?)),
 
         // ----- lock
         "lock.acquire" => {
@@ -493,8 +526,14 @@ async fn exec_base(env: Arc<Env>, op: String, subject: Option<Val>, args: Json) 
         "registration.state" => data(match subject!(s, Registration).state() {
             RegistrationState::Registered { .. } => "registered",
             RegistrationState::Recovering { .. } => "recovering",
+            RegistrationState::Lost { .. } => "lost",
             RegistrationState::Closed => "closed",
         }),
+        "registration.readiness" => data(subject!(s, Registration).readiness().as_str()),
+        "registration.set_readiness" => {
+            subject!(s, Registration).set_readiness(Readiness::parse(&a.str("readiness")?)?).await?;
+            none()
+        }
         "registration.lease_id" => data(subject!(s, Registration).lease_id()),
         "registration.reregistrations" => data(subject!(s, Registration).reregistrations()),
         "registration.update_metadata" => {
@@ -506,6 +545,19 @@ async fn exec_base(env: Arc<Env>, op: String, subject: Option<Val>, args: Json) 
             none()
         }
         "view.instances" => instances_json(&subject!(s, View).instances()),
+        "view.available" => instances_json(&subject!(s, View).available()),
+        "view.pick" => {
+            let exclude: Vec<String> = match a.get("exclude") {
+                None => Vec::new(),
+                Some(j) => serde_json::from_value(j.clone()).map_err(|_| bad("exclude must be a list of ids"))?,
+            };
+            data(subject!(s, View).pick_where(|i| !exclude.contains(&i.id)).map(|i| instance_json(&i)).unwrap_or(Json::Null))
+        }
+        "view.note_error" => {
+            subject!(s, View).note_error(&a.str("id")?);
+            none()
+        }
+        "view.is_down" => data(subject!(s, View).is_down(&a.str("id")?)),
         "view.updates" => Val::Updates(Arc::new(Mutex::new(subject!(s, View).updates()))),
         "view.close" => {
             subject!(s, View).close();
