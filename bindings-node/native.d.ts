@@ -151,8 +151,12 @@ export declare class Client {
   register(input: RegisterInput): Promise<Registration>
   /** The instances of `service` right now (one read; see `discover` for a live view). */
   listInstances(service: string): Promise<Instance[]>
-  /** A live view of `service`'s instances: a consistent snapshot, then every change. */
-  discover(service: string): Promise<ServiceView>
+  /**
+   * A live view of `service`'s instances: a consistent snapshot, then every change.
+   * Picks skip instances that are not ready (unless `includeNotReady`) and those taken
+   * out by `noteError`.
+   */
+  discover(service: string, options?: DiscoverOptions | undefined | null): Promise<ServiceView>
   /**
    * A read-write lock named `name`. Each hold runs on a session of its own (`ttl`
    * seconds, default 10), closed when it is released.
@@ -708,19 +712,27 @@ export declare class Registration {
   get leaseId(): bigint
   /**
    * `'registered'`, `'recovering'` (re-granting a lease and re-putting the key, after
-   * its lease was lost) or `'closed'`.
+   * its lease was lost), `'lost'` (gone and not healing: `selfHeal: false`, or its
+   * session lost) or `'closed'`.
    */
-  get state(): 'registered' | 'recovering' | 'closed'
+  get state(): 'registered' | 'recovering' | 'lost' | 'closed'
+  /** `'ready'`, `'not_ready'` or `'draining'`, as registered. */
+  get readiness(): 'ready' | 'not_ready' | 'draining'
+  /**
+   * Change the readiness in place (same key and lease). Discovery does not pick an
+   * instance that is not ready.
+   */
+  setReadiness(readiness: 'ready' | 'not_ready' | 'draining'): Promise<void>
   /** How many times it re-registered itself after losing its lease. */
   get reregistrations(): number
   /**
    * Call `callback(state)` on every state change (e.g. `'recovering'` then `'registered'`
    * after a re-registration, `'closed'` at the end). Does not keep the process alive.
    */
-  onStateChange(callback: (state: 'registered' | 'recovering' | 'closed') => void): void
-  /** Replace the metadata (same lease, same key). */
+  onStateChange(callback: (state: 'registered' | 'recovering' | 'lost' | 'closed') => void): void
+  /** Replace the metadata in place (same lease, same key; the readiness is kept). */
   updateMetadata(metadata: any): Promise<void>
-  /** Deregister: delete the key and revoke the lease. Idempotent. */
+  /** Deregister: delete the key and revoke its own lease (a session given to `session.register` stays open). Idempotent. */
   close(): Promise<void>
   /** `await using reg = await client.register(...)`: deregisters. */
   [globalThis.Symbol.asyncDispose](): Promise<void>
@@ -793,10 +805,28 @@ export declare class ServiceView {
   instances(): Array<Instance>
   /** The etcd revision the view reflects. */
   get revision(): number
-  /** The next instance in round-robin order, or `null` when there is none. */
+  /**
+   * The instances a pick chooses from now: ready (unless the view includes every
+   * readiness), not taken out by `noteError`, in id order (local, synchronous).
+   */
+  available(): Array<Instance>
+  /**
+   * An available instance chosen by the view's picker (from the preferred zone while it
+   * has one), or `null`. `filter(instance)` narrows this pick; what it throws is thrown here.
+   */
+  pick(filter?: ((arg: Instance) => boolean) | undefined | null): Instance | null
+  /** The next available instance in round-robin order, or `null` when there is none. */
   pickRoundRobin(): Instance | null
-  /** A random instance, or `null` when there is none. */
+  /** A random available instance, or `null` when there is none. */
   pickRandom(): Instance | null
+  /**
+   * Report a failed call to `instance` (an `Instance` or its id): after the view's
+   * `downThreshold` errors within `downPeriodMs` (from the first), it is not picked
+   * until `downPeriodMs` has passed.
+   */
+  noteError(instance: string | InstanceRef): void
+  /** True while `instance` (an `Instance` or its id) is skipped after `noteError`. */
+  isDown(instance: string | InstanceRef): boolean
   /**
    * Wait for the next change and resolve to the new instance set (code `CLOSED` once
    * the view or its client is closed).
@@ -830,6 +860,12 @@ export declare class Session {
   leaderLatch(name: string, value: string | Uint8Array): LeaderLatch
   /** A lock named `name` whose acquisitions run on this session (which stays open). */
   lock(name: string, options?: WaitOptions | undefined | null): Lock
+  /**
+   * Register an instance on this session's lease: it lives as long as the session
+   * (`'lost'` when the session is lost; it never grants a lease of its own), and
+   * `close()` leaves the session open.
+   */
+  register(input: SessionRegisterInput): Promise<Registration>
   /** A read-write lock whose holds run on this session (which stays open). */
   rwlock(name: string, options?: WaitOptions | undefined | null): RwLock
   /** A semaphore whose acquisitions run on this session (one permit per session at a time). */
@@ -1053,6 +1089,27 @@ export interface DequeueOptions {
   timeoutMs?: number
 }
 
+/** How a view picks (`client.discover(service, options)`). */
+export interface DiscoverOptions {
+  /**
+   * `'round_robin'` (default), `'random'`, `'sticky'` (the same instance until it
+   * leaves) or `'weighted'` (weight from `metadata[weightKey]`, default 1).
+   */
+  picker?: 'round_robin' | 'random' | 'sticky' | 'weighted'
+  /** Also pick instances that are not ready or draining (default `false`). */
+  includeNotReady?: boolean
+  /** Pick from this zone (`metadata[zoneKey]`) while it has an available instance. */
+  preferZone?: string
+  /** The metadata key of an instance's zone (default `'zone'`). */
+  zoneKey?: string
+  /** The metadata key of an instance's weight (default `'weight'`). */
+  weightKey?: string
+  /** Errors (`noteError`) within `downPeriodMs` that take an instance out (default 2). */
+  downThreshold?: number
+  /** How long an instance stays out, from its first error (default 30000). */
+  downPeriodMs?: number
+}
+
 /** Options of `client.doubleBarrier()`. */
 export interface DoubleBarrierOptions {
   /**
@@ -1099,8 +1156,10 @@ export interface Instance {
   id: string
   /** Address, e.g. `host:port`. */
   addr: string
-  /** Metadata (any JSON value; `null` when absent). */
+  /** Metadata (any JSON value; `null` when absent), with the `readiness` key when not ready. */
   metadata: any
+  /** `'ready'`, `'not_ready'` or `'draining'` (from the metadata; absent means ready). */
+  readiness: 'ready' | 'not_ready' | 'draining'
 }
 
 /** A change in a service's instance set. */
@@ -1113,6 +1172,11 @@ export interface InstanceEvent {
   instance?: Instance
   /** The etcd revision of the change. */
   revision: number
+}
+
+/** An instance named by its id (an `Instance` will do). */
+export interface InstanceRef {
+  id: string
 }
 
 /**
@@ -1209,12 +1273,35 @@ export interface RegisterInput {
   metadata?: any
   /** Lease TTL in seconds (default 10). */
   ttl?: number
+  /** `'ready'` (default), `'not_ready'` or `'draining'`: discovery picks only ready instances. */
+  readiness?: 'ready' | 'not_ready' | 'draining'
+  /**
+   * Re-register after a lost lease or a deleted key (default `true`); `false`: the
+   * registration ends, state `'lost'`.
+   */
+  selfHeal?: boolean
 }
 
 /** Options of `client.session()`. */
 export interface SessionOptions {
   /** Lease TTL in seconds (default 10). The lease is renewed every TTL/6 (at most every 500 ms). */
   ttl?: number
+}
+
+/** What to register on a session (its lease: no TTL of its own). */
+export interface SessionRegisterInput {
+  /** Service name, e.g. `"billing"`. */
+  service: string
+  /** Instance id, unique within the service. */
+  id: string
+  /** Address clients connect to, e.g. `"10.0.0.5:8080"`. */
+  addr: string
+  /** Any JSON value (no bigint). */
+  metadata?: any
+  /** `'ready'` (default), `'not_ready'` or `'draining'`. */
+  readiness?: 'ready' | 'not_ready' | 'draining'
+  /** Put the key back when it is deleted from outside (default `true`). */
+  selfHeal?: boolean
 }
 
 /**

@@ -34,6 +34,7 @@ function run (file) {
 }
 
 const cases = {
+  'picking.mjs': [/round robin: pay-1, pay-2, pay-3, pay-1, pay-2, pay-3/, /weighted: pay-2 \(weight 3\) got the most picks: true/, /zone b first: pay-3$/m, /sticky: pay-1$/m, /pay-1 after 2 errors: down=true, picks pay-2, pay-3/, /pay-1 is back after its down period/, /a pick filtered to zone a: pay-\d/, /pay-2 draining: listed 3, available pay-1, pay-3/, /session closed: pay has 0 instances; pay-1 is closed/],
   'registry.mjs': [/instances now: billing-1, billing-2, billing-3/, /healed itself with a new lease/, /discovery: down billing-3/],
   'config.mjs': [/connection: CONNECTED/, /greeting = hello/, /feature-x validated = \{"enabled":false,"rollout":0\}/, /timeout = 2500/,
     /refused: DECODE app\/feature-y: rollout must be 0..100/, /app\/greeting bonjour -> \(deleted\)/,

@@ -31,7 +31,7 @@ test('register writes Go naming/endpoints JSON; discovery sees up, updated and d
   assert.equal(up.value.kind, 'up')
   assert.equal(up.value.id, 'b1')
   assert.ok(up.value.revision > 0)
-  assert.deepEqual(up.value.instance, { id: 'b1', addr: '10.0.0.1:80', metadata: { zone: 'a' } })
+  assert.deepEqual(up.value.instance, { id: 'b1', addr: '10.0.0.1:80', metadata: { zone: 'a' }, readiness: 'ready' })
   await r1.updateMetadata({ zone: 'b' })
   const upd = await within(events.next(), 15000, 'updated event')
   assert.equal(upd.value.kind, 'updated')

@@ -102,6 +102,9 @@ function opts (a, ...names) {
 const TTL = ['ttl', 'ttl']
 const TIMEOUT = ['timeout', 'timeoutMs', ms]
 const DELAY = ['delay', 'delayMs', ms]
+const REGISTER = [['readiness', 'readiness'], ['self_heal', 'selfHeal']]
+const DISCOVER = [['picker', 'picker'], ['include_not_ready', 'includeNotReady'], ['prefer_zone', 'preferZone'],
+  ['down_threshold', 'downThreshold'], ['down_period', 'downPeriodMs', ms]]
 /** Call `method` with the options among `names` when the step gives any, else with none. */
 function withOpts (obj, method, a, ...names) {
   const o = opts(a, ...names)
@@ -136,9 +139,9 @@ const OPS = {
   'client.leader': (env, c, a) => map(c.leader(a.name), leader),
   'client.observe_leader': (env, c, a) => iterator('observer', c.observeLeader(a.name)),
   'client.register': (env, c, a) =>
-    map(c.register({ service: a.service, id: a.id, addr: a.addr, ...opts(a, ['metadata', 'metadata'], TTL) }), h('registration')),
+    map(c.register({ service: a.service, id: a.id, addr: a.addr, ...opts(a, ['metadata', 'metadata'], TTL, ...REGISTER) }), h('registration')),
   'client.list_instances': (env, c, a) => map(c.listInstances(a.service), instances),
-  'client.discover': (env, c, a) => map(c.discover(a.service), h('view')),
+  'client.discover': (env, c, a) => map(c.discover(a.service, opts(a, ...DISCOVER)), h('view')),
   'client.config': (env, c, a) => map(c.config(a.key, opts(a, ['prefix', 'prefix'])), h('config')),
   'session.lease_id': (env, s) => lease(s.leaseId),
   'session.ttl': (env, s) => int(s.ttl),
@@ -148,6 +151,8 @@ const OPS = {
   'session.close': (env, s) => s.close(),
   'session.lock': (env, s, a) => map(s.lock(a.name, opts(a, TIMEOUT)), h('lock')),
   'session.election': (env, s, a) => map(s.election(a.name), h('election')),
+  'session.register': (env, s, a) =>
+    map(s.register({ service: a.service, id: a.id, addr: a.addr, ...opts(a, ['metadata', 'metadata'], ...REGISTER) }), h('registration')),
   'lock.acquire': (env, l, a) => map('timeout' in a ? l.acquire(opts(a, TIMEOUT)) : l.acquire(), h('guard')),
   'lock.try_acquire': (env, l) => map(l.tryAcquire(), h('guard')),
   'guard.key': (env, g) => text(g.key),
@@ -177,9 +182,15 @@ const OPS = {
   'registration.reregistrations': (env, r) => int(r.reregistrations),
   'registration.update_metadata': (env, r, a) => r.updateMetadata(a.metadata),
   'registration.close': (env, r) => r.close(),
+  'registration.readiness': (env, r) => text(r.readiness),
+  'registration.set_readiness': (env, r, a) => r.setReadiness(a.readiness),
   'view.instances': (env, v) => map(v.instances(), instances),
   'view.updates': (env, v) => iterator('updates', v.updates()),
   'view.close': (env, v) => v.close(),
+  'view.pick': (env, v, a) => nullable(instance)('exclude' in a ? v.pick((i) => !a.exclude.includes(i.id)) : v.pick()),
+  'view.available': (env, v) => instances(v.available()),
+  'view.note_error': (env, v, a) => v.noteError(a.id),
+  'view.is_down': (env, v, a) => bool(v.isDown(a.id)),
   'updates.next': (env, it) => nextOf(it, instances),
   'config.get': (env, v, a) => map(v.get(a.key), rawBytes),
   'config.get_string': (env, v, a) => map(v.getString(a.key), nullable(text)),
@@ -256,7 +267,7 @@ const OPS = {
   'admin.revoke_lease': (env, _, a) => env.admin.revokeLease(a.lease),
 }
 // Ops whose result is nothing (whatever the face gives), but for HAS_RESULT.
-const NO_RESULT = /\.(close|release|resign|proclaim|revoke_lease|update_metadata|wait|enter|leave|ack|nack)$/
+const NO_RESULT = /\.(close|release|resign|proclaim|revoke_lease|update_metadata|set_readiness|note_error|wait|enter|leave|ack|nack)$/
 const HAS_RESULT = new Set(['barrier.release'])
 
 /** Run one op; resolves to an outcome {ok, value} or {ok: false, code, message}, never rejects. */

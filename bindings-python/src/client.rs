@@ -3,13 +3,13 @@
 
 use etcd_recipes::election::{self, Election};
 use etcd_recipes::lock::Lock;
-use etcd_recipes::registry::{self, RegisterOptions};
+use etcd_recipes::registry;
 use etcd_recipes::{Client, ClientOptions, Error, Session, SessionSource, TlsConfig};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use crate::convert::{self, py_to_json, seconds, Bytes, Ttl, Value};
+use crate::convert::{self, seconds, Bytes, Ttl, Value};
 use crate::errors::{invalid, CoreResultExt, FResult};
 use crate::members::class_methods;
 use crate::runtime::{spawn_py, InRt};
@@ -334,18 +334,23 @@ class_methods! {
         /// Register an instance of `service` (kept alive, self-healing). Await it for a
         /// `Registration`, or `async with client.register(...) as registration:` to
         /// deregister on exit.
-        #[pyo3(signature = (service, id, addr, *, metadata=None, ttl=Ttl(10)))]
+        /// `readiness`: "ready", "not_ready" or "draining"; `self_heal=False`: a lost lease
+        /// or a deleted key ends the registration ("lost") instead of re-registering.
+        #[pyo3(signature = (service, id, addr, *, metadata=None, ttl=Ttl(10), readiness="ready", self_heal=true))]
+        #[allow(clippy::too_many_arguments)]
         fn register(
             &self,
+            py: Python<'_>,
             service: String,
             id: String,
             addr: String,
             metadata: Option<&Bound<'_, PyAny>>,
             ttl: Ttl,
+            readiness: &str,
+            self_heal: bool,
         ) -> PyResult<crate::registry::PyRegistering> {
-            let md = metadata.map(py_to_json).transpose()?.unwrap_or_default();
-            let opts = RegisterOptions::new(service, id, addr).metadata(md).ttl(ttl.0);
-            Ok(crate::registry::PyRegistering::new((*self.inner).clone(), opts))
+            let opts = crate::registry::register_options(py, service, id, addr, metadata, readiness, self_heal)?.ttl(ttl.0);
+            Ok(crate::registry::PyRegistering::new(crate::registry::RegisterOn::Client((*self.inner).clone()), opts))
         }
 
         /// The instances of `service` now (one read).
@@ -354,10 +359,29 @@ class_methods! {
             spawn_py(py, async move { Ok(crate::registry::instances(registry::list_instances(&c, &service).await?.0)) })
         }
 
-        /// A live view of `service`'s instances.
-        fn discover<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
+        /// A live view of `service`'s instances. `picker`: "round_robin", "random", "sticky"
+        /// or "weighted" (weight from metadata[weight_key]); `prefer_zone`: pick from this
+        /// zone (metadata[zone_key]) while it has an available instance; instances that are
+        /// not ready are skipped unless `include_not_ready`; `note_error` takes an instance
+        /// out for `down_period` seconds after `down_threshold` errors.
+        #[pyo3(signature = (service, *, picker="round_robin", include_not_ready=false, prefer_zone=None,
+                            zone_key="zone".to_string(), weight_key="weight".to_string(), down_threshold=2, down_period=30.0))]
+        #[allow(clippy::too_many_arguments)]
+        fn discover<'py>(
+            &self,
+            py: Python<'py>,
+            service: String,
+            picker: &str,
+            include_not_ready: bool,
+            prefer_zone: Option<String>,
+            zone_key: String,
+            weight_key: String,
+            down_threshold: i64,
+            down_period: f64,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let o = crate::registry::view_options(py, picker, include_not_ready, prefer_zone, zone_key, weight_key, down_threshold, down_period)?;
             let c = self.inner.clone();
-            spawn_py(py, async move { Ok(crate::registry::PyServiceView::new(registry::ServiceView::start(&c, &service).await?, service)) })
+            spawn_py(py, async move { Ok(crate::registry::PyServiceView::new(registry::ServiceView::start_with(&c, &service, o).await?, service)) })
         }
 
         /// A local, watched copy of `key` (or of every key under it, with `prefix=True`).

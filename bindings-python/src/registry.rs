@@ -1,16 +1,21 @@
-//! The registry's Python face: `client.register(service, id, addr, metadata=, ttl=)`
-//! (await it, or `async with` it: deregisters on exit); discovery with
-//! `view = await client.discover(service)`, `view.instances()`, `async for instances in view`.
+//! The registry's Python face: `client.register(service, id, addr, metadata=, ttl=,
+//! readiness=, self_heal=)` or `session.register(...)` (await it, or `async with` it:
+//! deregisters on exit); discovery with `view = await client.discover(service, picker=, ...)`,
+//! `view.pick()`, `view.note_error(instance)`, `async for instances in view`.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use etcd_recipes::registry::{Instance, InstanceEvent, RegisterOptions, Registration, RegistrationState, ServiceView};
-use etcd_recipes::Client;
+use etcd_recipes::registry::{
+    DownInstancePolicy, Instance, InstanceEvent, Picker, Readiness, RegisterOptions, Registration, RegistrationState,
+    ServiceView, ViewOptions,
+};
+use etcd_recipes::{Client, Session};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::convert::{json_to_py, py_to_json};
+use crate::convert::{json_to_py, py_to_json, seconds};
+use crate::errors::{invalid, CoreResultExt};
 use crate::members::{class_methods, Entered};
 use crate::runtime::{ready_py, rt, spawn_py, InRt, Watchers};
 use crate::stream::async_iterator;
@@ -34,10 +39,15 @@ impl PyInstance {
     fn addr(&self) -> &str {
         &self.inner.addr
     }
-    /// Metadata (JSON-decoded; None if absent).
+    /// Metadata (JSON-decoded; None if absent), with the "readiness" key when not ready.
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         json_to_py(py, &self.inner.metadata)
+    }
+    /// "ready", "not_ready" or "draining" (from the metadata; absent means ready).
+    #[getter]
+    fn readiness(&self) -> &'static str {
+        self.inner.readiness().as_str()
     }
     fn __repr__(&self) -> String {
         format!("Instance(id={:?}, addr={:?}, metadata={})", self.inner.id, self.inner.addr, self.inner.metadata)
@@ -49,11 +59,49 @@ pub fn instances(v: Vec<Instance>) -> Vec<PyInstance> {
 }
 
 fn state_name(s: &RegistrationState) -> &'static str {
-    match s {
-        RegistrationState::Registered { .. } => "registered",
-        RegistrationState::Recovering { .. } => "recovering",
-        RegistrationState::Closed => "closed",
+    s.as_str()
+}
+
+/// What `client.register` / `session.register` take, checked at the call.
+pub fn register_options(
+    py: Python<'_>,
+    service: String,
+    id: String,
+    addr: String,
+    metadata: Option<&Bound<'_, PyAny>>,
+    readiness: &str,
+    self_heal: bool,
+) -> PyResult<RegisterOptions> {
+    let md = metadata.map(py_to_json).transpose()?.unwrap_or_default();
+    let r = Readiness::parse(readiness).py_err(py)?;
+    Ok(RegisterOptions::new(service, id, addr).metadata(md).readiness(r).self_heal(self_heal))
+}
+
+/// `client.discover`'s keyword arguments, as core's view options.
+#[allow(clippy::too_many_arguments)]
+pub fn view_options(
+    py: Python<'_>,
+    picker: &str,
+    include_not_ready: bool,
+    prefer_zone: Option<String>,
+    zone_key: String,
+    weight_key: String,
+    down_threshold: i64,
+    down_period: f64,
+) -> PyResult<ViewOptions> {
+    let threshold = u32::try_from(down_threshold)
+        .map_err(|_| invalid(py, format!("down_threshold must be between 0 and {}, got {down_threshold}", u32::MAX)))?;
+    let policy = DownInstancePolicy::new(seconds(py, "down_period", down_period, false)?, threshold).py_err(py)?;
+    let mut o = ViewOptions::new()
+        .picker(Picker::parse(picker).py_err(py)?)
+        .include_not_ready(include_not_ready)
+        .zone_key(zone_key)
+        .weight_key(weight_key)
+        .down_policy(policy);
+    if let Some(z) = prefer_zone {
+        o = o.prefer_zone(z);
     }
+    Ok(o)
 }
 
 type Reg = Arc<InRt<Registration>>;
@@ -88,10 +136,22 @@ class_methods! {
         fn lease_id(&self) -> i64 {
             self.inner.lease_id()
         }
-        /// "registered", "recovering" or "closed".
+        /// "registered", "recovering" (re-granting its lease), "lost" (gone and not
+        /// healing: self_heal off, or its session lost) or "closed".
         #[getter]
         fn state(&self) -> &'static str {
             state_name(&self.inner.state())
+        }
+        /// "ready", "not_ready" or "draining", as registered.
+        #[getter]
+        fn readiness(&self) -> &'static str {
+            self.inner.readiness().as_str()
+        }
+        /// Change the readiness in place (same key and lease): "ready", "not_ready" or
+        /// "draining". Discovery does not pick an instance that is not ready.
+        fn set_readiness<'py>(&self, py: Python<'py>, readiness: &str) -> PyResult<Bound<'py, PyAny>> {
+            let (r, reg) = (Readiness::parse(readiness).py_err(py)?, self.inner.clone());
+            spawn_py(py, async move { Ok(reg.set_readiness(r).await?) })
         }
         /// How many times it re-registered itself after losing its lease.
         #[getter]
@@ -99,7 +159,7 @@ class_methods! {
             self.inner.reregistrations()
         }
         /// Call `callback(state)` on the running event loop at every state change from now
-        /// on ("recovering", "registered", "closed"). Keeps nothing alive.
+        /// on ("recovering", "registered", "lost", "closed"). Keeps nothing alive.
         fn on_state_change(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
             // Every change up to and including "closed" (nothing changes after it).
             let states = futures::stream::unfold(Some(self.inner.watch_state()), |rx| async move {
@@ -110,12 +170,13 @@ class_methods! {
             });
             self.watchers.watch(py, callback, states)
         }
-        /// Replace the metadata (same lease).
+        /// Replace the metadata in place (same key and lease; the readiness is kept).
         fn update_metadata<'py>(&self, py: Python<'py>, metadata: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
             let (md, r) = (py_to_json(metadata)?, self.inner.clone());
             spawn_py(py, async move { Ok(r.update_metadata(md).await?) })
         }
-        /// Deregister: delete the key and revoke the lease. Idempotent.
+        /// Deregister: delete the key and revoke its own lease (a session given to
+        /// `session.register` stays open). Idempotent.
         fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
             let r = self.inner.clone();
             spawn_py(py, async move { Ok(r.close().await?) })
@@ -128,22 +189,38 @@ class_methods! {
     async_with(close);
 }
 
-/// `client.register(...)`: await it for a `Registration`, or `async with` it.
+/// Where a registration gets its lease: its own, or a session's.
+pub enum RegisterOn {
+    Client(Client),
+    Session(Session),
+}
+
+/// `client.register(...)` / `session.register(...)`: await it for a `Registration`, or `async with` it.
 #[pyclass(module = "etcd_recipes._native", name = "Registering", frozen)]
 pub struct PyRegistering {
-    client: Client,
+    on: RegisterOn,
     opts: RegisterOptions,
     entered: Entered<Reg>,
 }
 
 impl PyRegistering {
-    pub fn new(client: Client, opts: RegisterOptions) -> Self {
-        PyRegistering { client, opts, entered: Entered::default() }
+    pub fn new(on: RegisterOn, opts: RegisterOptions) -> Self {
+        PyRegistering { on, opts, entered: Entered::default() }
     }
 
     fn start(&self) -> impl Future<Output = etcd_recipes::Result<Reg>> + Send + 'static {
-        let (client, opts) = (self.client.clone(), self.opts.clone());
-        async move { Ok(Arc::new(InRt::new(Registration::register(&client, opts).await?))) }
+        let opts = self.opts.clone();
+        let on = match &self.on {
+            RegisterOn::Client(c) => RegisterOn::Client(c.clone()),
+            RegisterOn::Session(s) => RegisterOn::Session(s.clone()),
+        };
+        async move {
+            let r = match on {
+                RegisterOn::Client(c) => Registration::register(&c, opts).await?,
+                RegisterOn::Session(s) => Registration::register_on(&s, opts).await?,
+            };
+            Ok(Arc::new(InRt::new(r)))
+        }
     }
 }
 
@@ -197,13 +274,53 @@ class_methods! {
         fn revision(&self) -> i64 {
             self.inner.revision()
         }
-        /// The next instance in round-robin order, or None if there is none.
+        /// The instances a pick chooses from now: ready (unless the view includes every
+        /// readiness), not down after note_error, in id order (local).
+        fn available(&self) -> Vec<PyInstance> {
+            instances(self.inner.available())
+        }
+        /// An available instance chosen by the view's picker (from the preferred zone
+        /// while it has one), or None. `filter(instance) -> bool` narrows this pick; an
+        /// exception it raises is raised here.
+        #[pyo3(signature = (filter=None))]
+        fn pick(&self, filter: Option<Bound<'_, PyAny>>) -> PyResult<Option<PyInstance>> {
+            let Some(f) = filter else { return Ok(self.inner.pick().map(|inner| PyInstance { inner })) };
+            let failed: std::cell::RefCell<Option<PyErr>> = std::cell::RefCell::new(None);
+            let picked = self.inner.pick_where(|i| {
+                if failed.borrow().is_some() {
+                    return false;
+                }
+                match f.call1((PyInstance { inner: i.clone() },)).and_then(|r| r.is_truthy()) {
+                    Ok(keep) => keep,
+                    Err(e) => {
+                        *failed.borrow_mut() = Some(e);
+                        false
+                    }
+                }
+            });
+            match failed.into_inner() {
+                Some(e) => Err(e),
+                None => Ok(picked.map(|inner| PyInstance { inner })),
+            }
+        }
+        /// The next available instance in round-robin order, or None if there is none.
         fn pick_round_robin(&self) -> Option<PyInstance> {
             self.inner.pick_round_robin().map(|inner| PyInstance { inner })
         }
-        /// A random instance, or None.
+        /// A random available instance, or None.
         fn pick_random(&self) -> Option<PyInstance> {
             self.inner.pick_random().map(|inner| PyInstance { inner })
+        }
+        /// Report a failed call to `instance` (an Instance or its id): after the view's
+        /// down_threshold errors within down_period seconds (from the first), it is not
+        /// picked until down_period has passed.
+        fn note_error(&self, instance: &Bound<'_, PyAny>) -> PyResult<()> {
+            self.inner.note_error(&instance_id(instance)?);
+            Ok(())
+        }
+        /// True while `instance` (an Instance or its id) is skipped after note_error.
+        fn is_down(&self, instance: &Bound<'_, PyAny>) -> PyResult<bool> {
+            Ok(self.inner.is_down(&instance_id(instance)?))
         }
         /// Wait for the next change; returns the new set.
         fn changed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -237,6 +354,15 @@ class_methods! {
         }
     }
     async_with(close_awaitable);
+}
+
+/// An `Instance`'s id, or the id given as a str.
+fn instance_id(ob: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(i) = ob.cast::<PyInstance>() {
+        return Ok(i.get().inner.id.clone());
+    }
+    ob.extract::<String>()
+        .map_err(|_| pyo3::exceptions::PyTypeError::new_err("instance must be an Instance or an instance id (str)"))
 }
 
 async_iterator! {

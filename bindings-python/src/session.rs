@@ -73,6 +73,25 @@ class_methods! {
             Ok(crate::election::PyElection::new(self.inner.election(name).py_err(py)?.with_timeout(t)))
         }
 
+        /// Register an instance of `service` on this session's lease: it lives as long as
+        /// the session ("lost" when the session is lost, never re-granting a lease of its
+        /// own) and closing it leaves the session open. Await it, or `async with`.
+        #[pyo3(signature = (service, id, addr, *, metadata=None, readiness="ready", self_heal=true))]
+        #[allow(clippy::too_many_arguments)]
+        fn register(
+            &self,
+            py: Python<'_>,
+            service: String,
+            id: String,
+            addr: String,
+            metadata: Option<&Bound<'_, PyAny>>,
+            readiness: &str,
+            self_heal: bool,
+        ) -> PyResult<crate::registry::PyRegistering> {
+            let opts = crate::registry::register_options(py, service, id, addr, metadata, readiness, self_heal)?;
+            Ok(crate::registry::PyRegistering::new(crate::registry::RegisterOn::Session((*self.inner).clone()), opts))
+        }
+
         /// A leader loop on election `name` whose terms all run on this session.
         #[pyo3(signature = (name, value, *, requeue=true, stop_timeout=5.0))]
         fn leader_loop(&self, py: Python<'_>, name: &str, value: crate::convert::Value, requeue: bool, stop_timeout: f64) -> PyResult<crate::leader::PyLeaderLoop> {

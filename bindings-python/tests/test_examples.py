@@ -115,6 +115,15 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
          r"^worker-\d: resize raised ValueError\('not an image'\) \(delivery 3\); retry$",
          r"^dead letters: \[\('broken.png', 3\)\]$", r"^visible items left: 0$"],
     ),
+    "picking.py": (
+        [],
+        [r"^registered 3 instances on lease [0-9a-f]+$", r"^round robin: pay-1, pay-2, pay-3, pay-1, pay-2, pay-3$",
+         r"^weighted: pay-2 \(weight 3\) got the most picks: True$", r"^zone b first: \['pay-3'\]$",
+         r"^sticky: \['pay-1'\]$", r"^pay-1 after 2 errors: down=True, picks \['pay-2', 'pay-3'\]$",
+         r"^pay-1 is back after its down period$", r"^a pick filtered to zone a: pay-\d$",
+         r"^pay-2 draining: listed 3, available \['pay-1', 'pay-3'\]$",
+         r"^session closed: pay has 0 instances; pay-1 is closed$"],
+    ),
     "quickstart.py": (
         [],
         [r"^lock held, fencing token \d+$", r"^leader: b'node-1' True$",

@@ -248,10 +248,18 @@ OPS: dict[str, Op] = {
     "client.leader": lambda env, c, a: _map(c.leader(a["name"]), leader),
     "client.observe_leader": lambda env, c, a: _iter("observer", _call(lambda: c.observe_leader(a["name"]))),
     "client.register": lambda env, c, a: _map(
-        _call(lambda: c.register(a["service"], a["id"], a["addr"], **kw(a, "metadata", "ttl"))), _h("registration")
+        _call(lambda: c.register(a["service"], a["id"], a["addr"], **kw(a, "metadata", "ttl", "readiness", "self_heal"))),
+        _h("registration"),
     ),
     "client.list_instances": lambda env, c, a: _map(c.list_instances(a["service"]), lambda l: [instance(i) for i in l]),
-    "client.discover": lambda env, c, a: _map(c.discover(a["service"]), _h("view")),
+    "client.discover": lambda env, c, a: _map(
+        _call(
+            lambda: c.discover(
+                a["service"], **kw(a, "picker", "include_not_ready", "prefer_zone", "down_threshold", "down_period")
+            )
+        ),
+        _h("view"),
+    ),
     "client.config": lambda env, c, a: _map(c.config(a["key"], **kw(a, "prefix")), _h("config")),
     "session.lease_id": lambda env, s, a: _value(s.lease_id),
     "session.ttl": lambda env, s, a: _value(s.ttl),
@@ -261,6 +269,10 @@ OPS: dict[str, Op] = {
     "session.close": lambda env, s, a: s.close(),
     "session.lock": lambda env, s, a: _map(_call(lambda: s.lock(a["name"], **kw(a, "timeout"))), _h("lock")),
     "session.election": lambda env, s, a: _map(_call(lambda: s.election(a["name"])), _h("election")),
+    "session.register": lambda env, s, a: _map(
+        _call(lambda: s.register(a["service"], a["id"], a["addr"], **kw(a, "metadata", "readiness", "self_heal"))),
+        _h("registration"),
+    ),
     "lock.acquire": lambda env, l, a: _map(l.acquire(**kw(a, "timeout")), _h("guard")),
     "lock.try_acquire": lambda env, l, a: _map(l.try_acquire(), _h("guard")),
     "guard.key": lambda env, g, a: _value(g.key),
@@ -291,9 +303,18 @@ OPS: dict[str, Op] = {
     "registration.reregistrations": lambda env, r, a: _value(r.reregistrations),
     "registration.update_metadata": lambda env, r, a: r.update_metadata(a["metadata"]),
     "registration.close": lambda env, r, a: r.close(),
+    "registration.readiness": lambda env, r, a: _value(r.readiness),
+    "registration.set_readiness": lambda env, r, a: _call(lambda: r.set_readiness(a["readiness"])),
     "view.instances": lambda env, v, a: _map(_call(lambda: v.instances()), lambda l: [instance(i) for i in l]),
     "view.updates": lambda env, v, a: _iter("updates", _call(lambda: v.updates())),
     "view.close": lambda env, v, a: _call(lambda: v.close()),
+    "view.pick": lambda env, v, a: _map(
+        _call(lambda: v.pick((lambda i: i.id not in a["exclude"]) if "exclude" in a else None)),
+        lambda i: None if i is None else instance(i),
+    ),
+    "view.available": lambda env, v, a: _map(_call(lambda: v.available()), lambda l: [instance(i) for i in l]),
+    "view.note_error": lambda env, v, a: _call(lambda: v.note_error(a["id"])),
+    "view.is_down": lambda env, v, a: _call(lambda: v.is_down(a["id"])),
     "updates.next": lambda env, it, a: _map(next_of(it), lambda v: END if v is END else [instance(i) for i in v]),
     "config.get": lambda env, v, a: _map(_call(lambda: v.get(a["key"])), raw_bytes),
     "config.get_string": lambda env, v, a: _call(lambda: v.get_string(a["key"])),
@@ -381,7 +402,8 @@ async def _map(x: Any, f: Callable[[Any], Any]) -> Any:
 
 
 # Ops whose result is nothing (whatever the face returns), but for these.
-NO_RESULT = (".close", ".release", ".resign", ".proclaim", ".revoke_lease", ".update_metadata", ".wait", ".enter",
+NO_RESULT = (".close", ".release", ".resign", ".proclaim", ".revoke_lease", ".update_metadata", ".set_readiness",
+             ".note_error", ".wait", ".enter",
              ".leave", ".ack", ".nack")
 HAS_RESULT = {"barrier.release"}
 

@@ -42,10 +42,10 @@ async function lead(client: Client): Promise<void> {
 
 async function serve(client: Client): Promise<void> {
   await using reg = await client.register({ service: 'billing', id: 'b-1', addr: '127.0.0.1:8080', metadata: { zone: 'a' } })
-  reg.onStateChange((state: 'registered' | 'recovering' | 'closed') => console.log(`registration ${state}`))
-  await using view = await client.discover('billing')
+  reg.onStateChange((state: 'registered' | 'recovering' | 'lost' | 'closed') => console.log(`registration ${state}`))
+  await using view = await client.discover('billing', { picker: 'sticky', preferZone: 'a' })
   const all: Instance[] = view.instances()
-  const next: Instance | null = view.pickRoundRobin()
+  const next: Instance | null = view.pick((i) => i.readiness === 'ready')
   console.log(`${all.length} instances; next ${next?.addr}`)
   for await (const instances of view) {
     console.log(`now ${instances.map((i) => i.id).join(',')}`)

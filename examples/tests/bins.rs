@@ -88,3 +88,21 @@ fn demo_runs_every_part() {
     let leads: Vec<_> = out.lines().filter(|l| l.contains(": leads (fencing token")).collect();
     assert_eq!(leads.len(), 2, "two terms, one per loop: {leads:?}");
 }
+
+/// A tonic channel balanced over etcd members registered as a service: calls reach every
+/// member, then none reach a draining one or one that left.
+#[test]
+fn grpc_balance_example() {
+    run(
+        env!("CARGO_BIN_EXE_grpc_balance"),
+        &[
+            "registered 3 etcd members as instances of etcd-members",
+            "the channel balances over [\"m0\", \"m1\", \"m2\"]",
+            "answered by 3 members",
+            "m0 draining: 30 calls, 0 to m0",
+            "m1 left: 10 calls, all answered by [\"m2\"]",
+            "view.pick() gives m2",
+        ],
+        Duration::from_secs(60),
+    );
+}

@@ -177,6 +177,8 @@ T = TypeVar("T")
 _D = TypeVar("_D")
 ConnectionStateName = Literal["CONNECTED", "SUSPENDED", "RECONNECTED", "LOST"]
 _Value = Union[bytes, bytearray, memoryview, str]
+_Readiness = Literal["ready", "not_ready", "draining"]
+_Picker = Literal["round_robin", "random", "sticky", "weighted"]
 _Pem = Union[bytes, str, "os.PathLike[str]"]
 _Op = Union[tuple[Literal["put"], str, _Value], tuple[Literal["delete"], str]]
 
@@ -568,9 +570,21 @@ class Client:
     def leader_latch(self, name: str, value: _Value, *, ttl: int = 10, session: Session | None = None) -> LeaderLatch:
         return LeaderLatch(self._a.leader_latch(name, value, ttl=ttl, session=_native_session(session)))
 
-    def register(self, service: str, id: str, addr: str, *, metadata: Any = None, ttl: int = 10) -> Registration:
+    def register(
+        self,
+        service: str,
+        id: str,
+        addr: str,
+        *,
+        metadata: Any = None,
+        ttl: int = 10,
+        readiness: _Readiness = "ready",
+        self_heal: bool = True,
+    ) -> Registration:
         """Register an instance (the put done); `with` it to deregister at the end."""
-        registering = self._a.register(service, id, addr, metadata=metadata, ttl=ttl)
+        registering = self._a.register(
+            service, id, addr, metadata=metadata, ttl=ttl, readiness=readiness, self_heal=self_heal
+        )
 
         async def done() -> _native.Registration:
             return await registering
@@ -580,8 +594,32 @@ class Client:
     def list_instances(self, service: str) -> list[Instance]:
         return _call(lambda: self._a.list_instances(service))
 
-    def discover(self, service: str) -> ServiceView:
-        return ServiceView(_call(lambda: self._a.discover(service)))
+    def discover(
+        self,
+        service: str,
+        *,
+        picker: _Picker = "round_robin",
+        include_not_ready: bool = False,
+        prefer_zone: str | None = None,
+        zone_key: str = "zone",
+        weight_key: str = "weight",
+        down_threshold: int = 2,
+        down_period: float = 30.0,
+    ) -> ServiceView:
+        return ServiceView(
+            _call(
+                lambda: self._a.discover(
+                    service,
+                    picker=picker,
+                    include_not_ready=include_not_ready,
+                    prefer_zone=prefer_zone,
+                    zone_key=zone_key,
+                    weight_key=weight_key,
+                    down_threshold=down_threshold,
+                    down_period=down_period,
+                )
+            )
+        )
 
     def config(self, key: str, *, prefix: bool = False, reconcile_interval: float | None = 30.0) -> ConfigView:
         return ConfigView(_call(lambda: self._a.config(key, prefix=prefix, reconcile_interval=reconcile_interval)))
@@ -689,6 +727,24 @@ class Session:
 
     def leader_latch(self, name: str, value: _Value) -> LeaderLatch:
         return LeaderLatch(self._a.leader_latch(name, value))
+
+    def register(
+        self,
+        service: str,
+        id: str,
+        addr: str,
+        *,
+        metadata: Any = None,
+        readiness: _Readiness = "ready",
+        self_heal: bool = True,
+    ) -> Registration:
+        """Register an instance on this session's lease (lost with it); `with` deregisters."""
+        registering = self._a.register(service, id, addr, metadata=metadata, readiness=readiness, self_heal=self_heal)
+
+        async def done() -> _native.Registration:
+            return await registering
+
+        return Registration(_call(done))
 
     def close(self) -> None:
         """Revoke the lease (ending what holds on it). Idempotent."""
@@ -1131,19 +1187,29 @@ class Registration:
         return self._a.lease_id
 
     @property
-    def state(self) -> Literal["registered", "recovering", "closed"]:
+    def state(self) -> Literal["registered", "recovering", "lost", "closed"]:
         return self._a.state
+
+    @property
+    def readiness(self) -> _Readiness:
+        return self._a.readiness
 
     @property
     def reregistrations(self) -> int:
         return self._a.reregistrations
 
-    def on_state_change(self, callback: Callable[[Literal["registered", "recovering", "closed"]], object]) -> None:
+    def on_state_change(
+        self, callback: Callable[[Literal["registered", "recovering", "lost", "closed"]], object]
+    ) -> None:
         cb = _callback(callback)
         _on_loop(lambda: self._a.on_state_change(cb))
 
     def update_metadata(self, metadata: Any) -> None:
         _call(lambda: self._a.update_metadata(metadata))
+
+    def set_readiness(self, readiness: _Readiness) -> None:
+        """Change the readiness in place (same key and lease)."""
+        _call(lambda: self._a.set_readiness(readiness))
 
     def close(self) -> None:
         """Deregister (delete the key, revoke the lease). Idempotent."""
@@ -1176,11 +1242,23 @@ class ServiceView:
     def instances(self) -> list[Instance]:
         return self._a.instances()
 
+    def available(self) -> list[Instance]:
+        return self._a.available()
+
+    def pick(self, filter: Callable[[Instance], bool] | None = None) -> Instance | None:
+        return self._a.pick(filter)
+
     def pick_round_robin(self) -> Instance | None:
         return self._a.pick_round_robin()
 
     def pick_random(self) -> Instance | None:
         return self._a.pick_random()
+
+    def note_error(self, instance: Instance | str) -> None:
+        self._a.note_error(instance)
+
+    def is_down(self, instance: Instance | str) -> bool:
+        return self._a.is_down(instance)
 
     def changed(self, *, timeout: float | None = None) -> list[Instance]:
         """Wait for the next change; the set then."""
