@@ -203,6 +203,7 @@ impl Election {
             }
             cleanup.disarm();
             info!(revision = rev, "elected leader");
+            crate::metrics::election_won(&self.name, rev);
             Ok(Leadership::start(self, session.clone(), owned, key, rev, value, from))
         }
         .instrument(span)
@@ -623,6 +624,7 @@ impl ObserveState {
             if let Some(cur) = &self.leader {
                 if self.last_emitted.as_ref() != Some(cur) {
                     self.last_emitted = Some(cur.clone());
+                    if let Some(l) = cur { crate::metrics::leader_seen(&self.client, &self.prefix, l.fencing_token) }
                     return Ok(cur.clone());
                 }
             }

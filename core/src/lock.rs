@@ -141,10 +141,12 @@ impl Lock {
     }
 
     async fn run(&self, mode: Mode, deadline: Option<Instant>) -> Result<LockGuard> {
+        let waiting = crate::metrics::lock_wait_started(&self.name, mode == Mode::Wait);
         on_session(&self.source, deadline, || self.busy("timed out"), |session, owned| async move {
             self.acquire_on(&session, owned, mode, deadline).await
         })
         .await
+        .inspect(|_| waiting.acquired())
     }
 
     async fn acquire_on(&self, session: &Session, owned: bool, mode: Mode, deadline: Option<Instant>) -> Result<LockGuard> {
@@ -251,6 +253,7 @@ pub struct LockGuard {
     released: watch::Sender<bool>,
     deleted: AtomicBool,
     local: Mutex<Option<OwnedMutexGuard<()>>>,
+    holding: crate::metrics::Holding,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -283,6 +286,7 @@ impl LockGuard {
             released: watch::channel(false).0,
             deleted: AtomicBool::new(false),
             local: Mutex::new(local),
+            holding: crate::metrics::lock_held(name),
         }
     }
 
@@ -336,6 +340,7 @@ impl LockGuard {
     /// delete can be retried, and is retried on drop.
     pub async fn release(&self) -> Result<()> {
         self.released.send_replace(true);
+        self.holding.released();
         if self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }

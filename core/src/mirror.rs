@@ -192,10 +192,12 @@ pub(crate) fn spawn_mirror<S: Sink>(
     what: &'static str,
 ) -> JoinHandle<()> {
     let span = info_span!("etcd_recipes.mirror", what, key = %range.key, prefix = range.prefix);
-    tokio::spawn(mirror(client, range, sink, loaded_rev, reconcile).instrument(span))
+    let view = crate::metrics::track_view(&client, what, &range.key);
+    tokio::spawn(mirror(client, range, sink, loaded_rev, reconcile, view).instrument(span))
 }
 
-async fn mirror<S: Sink>(client: Client, range: Range, sink: Weak<S>, loaded_rev: i64, reconcile: Duration) {
+async fn mirror<S: Sink>(client: Client, range: Range, sink: Weak<S>, loaded_rev: i64, reconcile: Duration, view: crate::metrics::TrackedView) {
+    view.reread(loaded_rev);
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;
@@ -209,6 +211,7 @@ async fn mirror<S: Sink>(client: Client, range: Range, sink: Weak<S>, loaded_rev
                 Ok((kvs, rev)) => {
                     let Some(s) = sink.upgrade() else { return };
                     s.reset(&kvs, rev);
+                    view.reread(rev);
                     rev
                 }
                 Err(e) => {
@@ -233,6 +236,7 @@ async fn mirror<S: Sink>(client: Client, range: Range, sink: Weak<S>, loaded_rev
                 continue;
             }
         };
+        view.watching(true);
         let mut tick = (!reconcile.is_zero()).then(|| {
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + reconcile, reconcile);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -254,6 +258,7 @@ async fn mirror<S: Sink>(client: Client, range: Range, sink: Weak<S>, loaded_rev
                         if resp.canceled() {
                             if resp.compact_revision() > 0 {
                                 info!(compact_revision = resp.compact_revision(), "watch cancelled by compaction; re-reading");
+                                view.compacted();
                                 break Restart::Now;
                             }
                             warn!(reason = %resp.cancel_reason(), "watch cancelled by etcd; re-reading");
@@ -262,6 +267,7 @@ async fn mirror<S: Sink>(client: Client, range: Range, sink: Weak<S>, loaded_rev
                         if !resp.events().is_empty() {
                             let Some(s) = sink.upgrade() else { return };
                             s.apply(resp.events());
+                            view.applied(resp.header().map_or(0, |h| h.revision()), s.revision());
                         }
                         backoff = MIN_BACKOFF;
                     }
@@ -297,6 +303,7 @@ async fn mirror<S: Sink>(client: Client, range: Range, sink: Weak<S>, loaded_rev
                 }
             }
         };
+        view.watching(false);
         if let Restart::Later = restart {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);

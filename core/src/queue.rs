@@ -37,6 +37,29 @@
 
 use std::time::Duration;
 
+/// The queue prefix (`<name>/`) of a FIFO queue item key `<name>/<unix nanos>`.
+/// Read-only, for the inspector.
+pub(crate) fn fifo_prefix(key: &[u8]) -> Option<&[u8]> {
+    let slash = key.iter().rposition(|b| *b == b'/')?;
+    let last = &key[slash + 1..];
+    ((16..=20).contains(&last.len()) && last.iter().all(u8::is_ascii_digit) && slash > 0).then(|| &key[..slash + 1])
+}
+
+/// The queue prefix (`<name>/`) and priority of a priority queue item key
+/// `<name>/<%05d priority>/<%016d seq>`. Read-only, for the inspector.
+pub(crate) fn priority_prefix(key: &[u8]) -> Option<(&[u8], u16)> {
+    let slash = key.iter().rposition(|b| *b == b'/')?;
+    let (head, seq) = (&key[..slash], &key[slash + 1..]);
+    let slash2 = head.iter().rposition(|b| *b == b'/')?;
+    let prio = &head[slash2 + 1..];
+    let digits = |s: &[u8], n: usize| s.len() == n && s.iter().all(u8::is_ascii_digit);
+    if !digits(seq, 16) || !digits(prio, 5) || slash2 == 0 {
+        return None;
+    }
+    let p: u32 = std::str::from_utf8(prio).ok()?.parse().ok()?;
+    Some((&key[..slash2 + 1], u16::try_from(p).ok()?))
+}
+
 use etcd_client::{Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use tokio::time::Instant;
 use tracing::{debug, info_span, Instrument};

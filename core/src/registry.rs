@@ -399,6 +399,7 @@ impl RegShared {
                         self.lease_id.store(lease, Ordering::Release);
                         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = fresh.take();
                         let n = self.reregistrations.fetch_add(1, Ordering::AcqRel) + 1;
+                        crate::metrics::registration_healed(&self.client, &self.key);
                         self.state.send_replace(RegistrationState::Registered { lease_id: lease });
                         info!(key = %self.key, lease = format_args!("{lease:x}"), reregistrations = n, "re-registered");
                         if let Some(old) = old {
@@ -421,7 +422,7 @@ impl RegShared {
 }
 
 /// Keep the registration in place: react to a lost lease and to our key being deleted.
-async fn guard(sh: Arc<RegShared>, first_put_rev: i64) {
+async fn guard(sh: Arc<RegShared>, first_put_rev: i64, _tracked: crate::metrics::Tracked) {
     let mut watch_from = Some(first_put_rev + 1);
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -625,7 +626,8 @@ impl Registration {
         };
         info!(key = %shared.key, lease = format_args!("{lease:x}"), "registered");
         let span = info_span!("etcd_recipes.registration", key = %shared.key);
-        let task = tokio::spawn(guard(shared.clone(), rev).instrument(span));
+        let tracked = crate::metrics::track_registration(client, &shared.key, shared.state.subscribe());
+        let task = tokio::spawn(guard(shared.clone(), rev, tracked).instrument(span));
         *shared.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         let child: std::sync::Weak<dyn crate::lifecycle::Child> = Arc::downgrade(&shared) as _;
         client.scope().adopt(child);

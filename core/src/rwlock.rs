@@ -82,6 +82,22 @@ impl Side {
     }
 }
 
+/// The lock prefix (`<name>/`) and side of a contender key `<name>/read|write/<unix nanos>`.
+/// Read-only, for the inspector.
+pub(crate) fn parse_key(key: &[u8]) -> Option<(&[u8], Side)> {
+    let slash = key.iter().rposition(|b| *b == b'/')?;
+    let (head, nanos) = (&key[..slash], &key[slash + 1..]);
+    if nanos.is_empty() || !nanos.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    for side in [Side::Read, Side::Write] {
+        if let Some(name) = head.strip_suffix(side.word().as_bytes()).filter(|n| n.ends_with(b"/") && n.len() > 1) {
+            return Some((name, side));
+        }
+    }
+    None
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Wait,
@@ -148,10 +164,12 @@ impl RwLock {
     }
 
     async fn run(&self, side: Side, mode: Mode, deadline: Option<Instant>) -> Result<LockGuard> {
+        let waiting = crate::metrics::lock_wait_started(&self.name, mode == Mode::Wait);
         on_session(&self.source, deadline, || self.busy(side, "timed out"), |session, owned| async move {
             self.acquire_on(&session, owned, side, mode, deadline).await
         })
         .await
+        .inspect(|_| waiting.acquired())
     }
 
     /// The prefix whose earlier keys `side` waits for.

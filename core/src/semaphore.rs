@@ -155,10 +155,12 @@ impl Semaphore {
     }
 
     async fn run(&self, mode: Mode, deadline: Option<Instant>) -> Result<LockGuard> {
+        let waiting = crate::metrics::lock_wait_started(&self.name, mode == Mode::Wait);
         on_session(&self.source, deadline, || self.busy("timed out"), |session, owned| async move {
             self.acquire_on(&session, owned, mode, deadline).await
         })
         .await
+        .inspect(|_| waiting.acquired())
     }
 
     async fn acquire_on(&self, session: &Session, owned: bool, mode: Mode, deadline: Option<Instant>) -> Result<LockGuard> {

@@ -64,6 +64,7 @@ impl Shared {
     fn mark_lost(&self, reason: String) -> bool {
         self.state.send_if_modified(|s| {
             if *s == SessionState::Alive {
+                crate::metrics::session_lost(&self.client, self.lease_id, &reason);
                 warn!(lease = format_args!("{:x}", self.lease_id), %reason, "session lost");
                 *s = SessionState::Lost(reason);
                 true
@@ -80,6 +81,7 @@ impl Shared {
 
     /// Stop renewing and revoke the lease (see [`Session::close`]).
     async fn close_lease(&self) -> Result<()> {
+        crate::metrics::session_closed(&self.client, self.lease_id);
         self.abort_task();
         let was = self.state.send_replace(SessionState::Closed);
         if was == SessionState::Closed {
@@ -115,6 +117,7 @@ struct Owner(Arc<Shared>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        crate::metrics::session_closed(&self.0.client, self.0.lease_id);
         self.0.abort_task();
         let was_alive = self.0.state.send_if_modified(|s| {
             let alive = *s == SessionState::Alive;
@@ -189,6 +192,7 @@ impl Session {
         let lease_id = grant.id();
         let ttl = grant.ttl();
         info!(lease = format_args!("{lease_id:x}"), ttl, "lease granted");
+        crate::metrics::session_opened(client, lease_id, ttl);
         let (state, _) = watch::channel(SessionState::Alive);
         let shared = Arc::new(Shared {
             client: client.clone(),
@@ -474,6 +478,7 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
             Ok(Ok((sent, granted))) => {
                 let Some(s) = weak.upgrade() else { return };
                 s.set_deadline(sent + Duration::from_secs(granted as u64));
+                crate::metrics::session_renewed(&client, lease_id, sent.elapsed());
                 debug!(granted, "lease renewed");
                 next = sent + period;
             }

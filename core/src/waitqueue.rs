@@ -42,6 +42,17 @@ pub(crate) fn member_key(prefix: &str, lease_id: i64) -> String {
     format!("{prefix}{lease_id:x}")
 }
 
+/// The queue prefix of `key` when it is a contender key `<prefix><lease hex>` of `lease`
+/// (the inverse of [`member_key`]; read-only, for the inspector).
+pub(crate) fn member_prefix(key: &[u8], lease: i64) -> Option<&[u8]> {
+    if lease == 0 {
+        return None;
+    }
+    let hex = format!("{lease:x}");
+    let prefix = key.strip_suffix(hex.as_bytes())?;
+    prefix.ends_with(b"/").then_some(prefix)
+}
+
 /// Get the key with the smallest create revision under `prefix` (the owner / leader).
 pub(crate) fn first_under(prefix: &str) -> (String, GetOptions) {
     (

@@ -146,8 +146,37 @@ fn encode(deliveries: u32, not_before: u64, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Which part of a work queue a key is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    Item,
+    Claim,
+    Dead,
+}
+
+/// `<name>/items|claims|dead/<id>` with an id as this module makes them
+/// (`<20 digits>-<16 hex>`): the queue prefix (`<name>/`), the part and the id.
+/// Read-only, for the inspector.
+pub(crate) fn parse_key(key: &[u8]) -> Option<(&[u8], Part, &[u8])> {
+    let slash = key.iter().rposition(|b| *b == b'/')?;
+    let (head, id) = (&key[..slash], &key[slash + 1..]);
+    let ok_id = id.len() == 37
+        && id[..20].iter().all(u8::is_ascii_digit)
+        && id[20] == b'-'
+        && id[21..].iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    if !ok_id {
+        return None;
+    }
+    for (seg, part) in [(&b"/items"[..], Part::Item), (b"/claims", Part::Claim), (b"/dead", Part::Dead)] {
+        if let Some(name) = head.strip_suffix(seg) {
+            return Some((&key[..name.len() + 1], part, id));
+        }
+    }
+    None
+}
+
 /// `(deliveries, not_before_ms, payload)`; a value without our header is a fresh item.
-fn decode(raw: &[u8]) -> (u32, u64, &[u8]) {
+pub(crate) fn decode(raw: &[u8]) -> (u32, u64, &[u8]) {
     let parsed = raw.strip_prefix(HEADER).and_then(|rest| {
         let nl = rest.iter().position(|b| *b == b'\n')?;
         let line = std::str::from_utf8(&rest[..nl]).ok()?;
@@ -158,7 +187,7 @@ fn decode(raw: &[u8]) -> (u32, u64, &[u8]) {
 }
 
 /// The end of the range of keys starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -428,6 +457,7 @@ impl WorkQueue {
                 }
             }
             if !more || (!full && !scan.ready.is_empty()) {
+                if !more { crate::metrics::workqueue_depth(&self.name, scan.visible) }
                 return Ok(scan);
             }
             let Some(last) = page.last() else { return Ok(scan) };
@@ -468,6 +498,7 @@ impl WorkQueue {
                 .await?;
             if resp.succeeded() {
                 info!(queue = %self.name, id = %r.id, deliveries = r.deliveries, "item moved to the dead letters");
+                crate::metrics::workqueue_dead_lettered(&self.name);
             }
             return Ok(Claimed::Dead);
         }
@@ -518,6 +549,7 @@ impl WorkQueue {
         };
         guard.armed = false;
         info!(queue = %self.name, id = %r.id, deliveries, token, "item claimed");
+        crate::metrics::workqueue_delivered(&self.name, deliveries);
         Ok(Claimed::Got(WorkItem {
             session: session.clone(),
             owned,
@@ -963,6 +995,7 @@ impl WorkItem {
             }
             if dead {
                 info!(deliveries = self.deliveries, "item nacked on its last delivery; moved to the dead letters");
+                crate::metrics::workqueue_dead_lettered(&self.queue);
             } else {
                 info!("item nacked");
             }

@@ -376,6 +376,8 @@ async fn recovers_when_its_watch_is_cancelled_by_compaction() {
             "the compaction path did not run (froze for {frozen_for:?}); log tail:\n{}",
             log_tail()
         );
+        let rereads = etcd_recipes::metrics::snapshot().value("etcd_recipes_view_compaction_rereads_total", Some("big/"));
+        assert!(rereads >= 1.0, "compaction re-reads counted: {rereads}");
     }
 }
 
