@@ -9,4 +9,5 @@ export const {
   LeaderLoop, LeaderLatch, LeaderEvents,
   Registration, ServiceView, InstanceSets, InstanceEvents,
   ConfigView, ConfigChanges,
+  metricsSnapshot, metricsText,
 } = m

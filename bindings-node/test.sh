@@ -21,6 +21,9 @@ if git rev-parse --is-inside-work-tree >/dev/null 2>&1 && ! git diff --quiet HEA
   exit 1
 fi
 
+# The inspector test runs the etcd-recipes CLI (target/debug/etcd-recipes).
+(cd .. && CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo build -q -p etcd-recipes-cli)
+
 # The examples link the local package (examples/node/node_modules/etcd-recipes).
 (cd ../examples/node && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi)
 

@@ -12,8 +12,8 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 echo "== python: build (maturin develop --release)"
 (cd "$here" && "$VENV/bin/maturin" develop --release --quiet)
 
-echo "== python: build the Rust lock example (interop tests)"
-(cd "$root" && cargo build -q -p etcd-recipes-examples --bin lock)
+echo "== python: build the Rust lock example and the etcd-recipes CLI (interop and inspector tests)"
+(cd "$root" && cargo build -q -p etcd-recipes-examples --bin lock && cargo build -q -p etcd-recipes-cli)
 
 echo "== python: pytest ($("$VENV/bin/python" -c 'import etcd_recipes.testing as t; print("etcd", t.etcd_binary_version())'))"
 status=0

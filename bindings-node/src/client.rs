@@ -106,6 +106,12 @@ impl Client {
         self.core.is_closed()
     }
 
+    /// This client's coordination health now, for a readiness probe (no request to etcd).
+    #[napi]
+    pub fn health(&self) -> crate::health::Health {
+        etcd_recipes::health::health(&self.core).into()
+    }
+
     /// Put a value (a string or bytes) at `key` (namespaced); resolves to the revision of the write.
     #[napi(ts_return_type = "Promise<number>")]
     pub fn put<'env>(&self, env: &'env Env, key: String, value: Either<String, Uint8Array>) -> napi::Result<PromiseRaw<'env, i64>> {

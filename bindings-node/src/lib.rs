@@ -23,6 +23,7 @@ mod counter;
 mod election;
 mod errors;
 mod fenced;
+mod health;
 mod iter;
 mod leader;
 mod lock;

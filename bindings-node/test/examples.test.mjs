@@ -47,6 +47,7 @@ const cases = {
   'lock.mjs': [/report ran 8 times \(expected 8/, /tryAcquire while held: LOCK_TIMEOUT/],
   'workqueue.mjs': [/worker-\d made a thumbnail of later\.png \(attempt 1\)/, /worker-\d failed on poison\.png \(attempt 2\)/, /dead letters: poison\.png x2/, /requeued: 1/, /poison\.png is back \(attempt 1\)/, /visible items left: 0/],
   'counter.mjs': [/visits: 100/, /reset from 100: true/, /reset from 100 again: false/, /after 5 more: 5/],
+  'health-server.mjs': [/GET \/healthz -> 200/, /GET \/readyz -> 200 \{"ready":true,"sessionsAlive":2,"viewsCurrent":1,"problems":\[\]\}/, /GET \/metrics -> 200, 13 metric families/, /GET \/metrics.json -> 200, families: etcd_recipes_lock_wait_seconds, /, /after the lease was revoked: GET \/readyz -> 503 \["session [0-9a-f]+ lost: /, /metrics: etcd_recipes_session_losses_total 1/, /done/],
   'election.mjs': [/lost leadership: leader key deleted|lost leadership: .*(revoked|lost)/, /resigns/, /observer: leader is node-\d/],
 }
 

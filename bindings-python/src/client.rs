@@ -132,6 +132,11 @@ class_methods! {
             self.inner.endpoint_health().into_iter().map(Into::into).collect()
         }
 
+        /// This client's coordination health now, for a readiness probe (no request to etcd).
+        fn health(&self) -> crate::health::PyHealth {
+            etcd_recipes::health::health(&self.inner).into()
+        }
+
         /// Put `value` (bytes or str) at `key`; returns the revision of the write.
         fn put<'py>(&self, py: Python<'py>, key: String, value: Value) -> PyResult<Bound<'py, PyAny>> {
             let c = self.inner.clone();

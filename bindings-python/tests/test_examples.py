@@ -124,6 +124,14 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
          r"^pay-2 draining: listed 3, available \['pay-1', 'pay-3'\]$",
          r"^session closed: pay has 0 instances; pay-1 is closed$"],
     ),
+    "health_app.py": (
+        [],
+        [r"^lifespan: lifespan.startup.complete$", r"^GET /healthz -> 200$",
+         r"^GET /readyz -> 200 \{'ready': True, 'sessions_alive': 2, 'views_current': 1, 'registrations': \['registered",
+         r"^GET /metrics -> 200, \d+ lines$",
+         r"^after the lease was revoked: GET /readyz -> 503 \['session [0-9a-f]+ lost: ",
+         r"^metrics: etcd_recipes_session_losses_total 1$", r"^lifespan: lifespan.shutdown.complete$"],
+    ),
     "quickstart.py": (
         [],
         [r"^lock held, fencing token \d+$", r"^leader: b'node-1' True$",

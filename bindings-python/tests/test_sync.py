@@ -33,7 +33,8 @@ RENAMED = {"__aenter__": "__enter__", "__aexit__": "__exit__", "__aiter__": "__i
 # data shared by both faces, or the test harness.
 NO_CLASS = {"Campaign", "Registering", "EtcdCluster", "TestCerts"}
 SHARED_DATA = {"LeaderInfo", "LeaderEvent", "Instance", "InstanceEvent", "ConfigChange", "DeadLetter", "QueueItem",
-               "EndpointHealth"}
+               "EndpointHealth", "Health", "SessionHealth", "ViewHealth", "ComponentHealth", "MetricFamily",
+               "MetricSample"}
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 //! Built from what the client runs (no request to etcd): its sessions (alive or lost,
 //! when each last confirmed a renewal), its views (config and discovery: watch running
 //! and caught up), and its registrations (registered, or recovering after a lost lease).
-//! `healthy` is true when the client is open, no session is lost, every view is current
-//! and no registration is recovering.
+//! `healthy` is true when the client is open, its connection is not suspended or lost, no
+//! session is lost, every view is current and no registration is recovering.
 //!
 //! ```no_run
 //! # async fn demo(client: etcd_recipes::Client) {
@@ -15,15 +15,15 @@
 //! # }
 //! ```
 //!
-//! The client's connection state (CONNECTED / SUSPENDED / LOST), when core gains it,
-//! belongs in [`Health::problems`] and [`Health::healthy`] here: `connection_problem`
-//! is the one place that reads it.
+//! The client's connection state counts too: `SUSPENDED` (no member serves) or `LOST`
+//! (a session expired for lack of a confirmed renewal) is a problem, so not healthy.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
 use crate::client::Client;
+use crate::ConnectionState;
 use crate::metrics::read_board;
 
 /// One session of the client.
@@ -34,8 +34,8 @@ pub struct SessionHealth {
     pub ttl: i64,
     /// Renewals confirmed (not lost).
     pub alive: bool,
-    /// Seconds since the last confirmed renewal (since the grant when none yet).
-    pub since_renew: f64,
+    /// When the last renewal was confirmed (the grant, when none yet).
+    pub last_renew: SystemTime,
     /// Why it was lost, when it was.
     pub lost: Option<String>,
 }
@@ -80,9 +80,9 @@ pub struct Health {
     pub open: bool,
     pub sessions_alive: usize,
     pub sessions_lost: usize,
-    /// Seconds since the least recent confirmed renewal among alive sessions (`None`:
-    /// no session).
-    pub oldest_renew: Option<f64>,
+    /// The least recent confirmed renewal among alive sessions (`None`: no alive
+    /// session): how stale the freshest guarantee of liveness is.
+    pub oldest_renew: Option<SystemTime>,
     pub views_current: usize,
     pub views_behind: usize,
     pub sessions: Vec<SessionHealth>,
@@ -95,6 +95,7 @@ pub struct Health {
 /// The health of `client` now; see the [module docs](self).
 pub fn health(client: &Client) -> Health {
     let now = Instant::now();
+    let wall = SystemTime::now();
     let (mut sessions, mut views, mut components) = read_board(client, |b| {
         let sessions: Vec<SessionHealth> = b
             .sessions
@@ -103,7 +104,7 @@ pub fn health(client: &Client) -> Health {
                 lease_id: e.lease_id,
                 ttl: e.ttl,
                 alive: e.lost.is_none(),
-                since_renew: now.saturating_duration_since(e.last_renew.unwrap_or(e.opened)).as_secs_f64(),
+                last_renew: wall - now.saturating_duration_since(e.last_renew.unwrap_or(e.opened)),
                 lost: e.lost.clone(),
             })
             .collect();
@@ -159,7 +160,7 @@ pub fn health(client: &Client) -> Health {
     for c in components.iter().filter(|c| !c.ok) {
         problems.push(format!("{} {}: {}", c.kind, c.name, c.state));
     }
-    let oldest_renew = sessions.iter().filter(|s| s.alive).map(|s| s.since_renew).reduce(f64::max);
+    let oldest_renew = sessions.iter().filter(|s| s.alive).map(|s| s.last_renew).min();
     Health {
         healthy: problems.is_empty(),
         open,
@@ -175,8 +176,12 @@ pub fn health(client: &Client) -> Health {
     }
 }
 
-/// The hook for the client's connection state: what it adds to the problems.
-/// Today the client exposes no connection state, so nothing.
-fn connection_problem(_client: &Client) -> Option<String> {
-    None
+/// What the client's connection state adds to the problems: `SUSPENDED` (no member
+/// serves) and `LOST` (a session expired for lack of a confirmed renewal) are not ready.
+fn connection_problem(client: &Client) -> Option<String> {
+    match client.connection_state() {
+        ConnectionState::Connected | ConnectionState::Reconnected => None,
+        ConnectionState::Suspended => Some("connection suspended: no etcd member serves".to_string()),
+        ConnectionState::Lost => Some("connection lost: a session expired without a confirmed renewal".to_string()),
+    }
 }

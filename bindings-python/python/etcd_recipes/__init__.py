@@ -75,6 +75,14 @@ from etcd_recipes._native import (
     PermissionDeniedError,
     Session,
     SessionLostError,
+    Health,
+    SessionHealth,
+    ViewHealth,
+    ComponentHealth,
+    MetricFamily,
+    MetricSample,
+    metrics_snapshot,
+    metrics_text,
 )
 
 __version__: str = _native.__version__
@@ -134,4 +142,12 @@ __all__ = [
     "ClosedError",
     "UnknownOutcomeError",
     "EtcdError",
+    "Health",
+    "SessionHealth",
+    "ViewHealth",
+    "ComponentHealth",
+    "MetricFamily",
+    "MetricSample",
+    "metrics_snapshot",
+    "metrics_text",
 ]

@@ -94,6 +94,14 @@ from etcd_recipes._config import ConfigSnapshot
 from etcd_recipes._native import (
     ClosedError,
     CompactedError,
+    ComponentHealth,
+    Health,
+    MetricFamily,
+    MetricSample,
+    SessionHealth,
+    ViewHealth,
+    metrics_snapshot,
+    metrics_text,
     ConfigChange,
     ConnectError,
     DeadLetter,
@@ -118,6 +126,14 @@ from etcd_recipes._native import (
 )
 
 __all__ = [
+    "Health",
+    "SessionHealth",
+    "ViewHealth",
+    "ComponentHealth",
+    "MetricFamily",
+    "MetricSample",
+    "metrics_snapshot",
+    "metrics_text",
     "Client",
     "Session",
     "Lock",
@@ -502,6 +518,10 @@ class Client:
 
     def endpoint_health(self) -> list[EndpointHealth]:
         return self._a.endpoint_health()
+
+    def health(self) -> Health:
+        """This client's coordination health now, for a readiness probe (no request to etcd)."""
+        return self._a.health()
 
     def put(self, key: str, value: _Value) -> int:
         return _call(lambda: self._a.put(key, value))
