@@ -69,6 +69,8 @@ export declare class Client {
   get namespace(): string
   /** True once `close()` was called. */
   get isClosed(): boolean
+  /** This client's coordination health now, for a readiness probe (no request to etcd). */
+  health(): Health
   /** Put a value (a string or bytes) at `key` (namespaced); resolves to the revision of the write. */
   put(key: string, value: string | Uint8Array): Promise<number>
   /** The value at `key` (namespaced) as a Buffer, or `null` when there is none. */
@@ -1005,6 +1007,18 @@ export interface ChangesOptions {
   prefix?: string
 }
 
+/** Another component with a state (a registration). */
+export interface ComponentHealth {
+  /** `"registration"`. */
+  kind: string
+  /** What it is (a registration: `service/id`). */
+  name: string
+  /** In order (a registration: registered). */
+  ok: boolean
+  /** Its state in words. */
+  state: string
+}
+
 /** One change seen by a config view. */
 export interface ConfigChange {
   /** The key (namespace-relative). */
@@ -1150,6 +1164,32 @@ export interface EtcdClusterOptions {
   auth?: boolean
 }
 
+/** A client's coordination health, for a readiness probe: `client.health()`. */
+export interface Health {
+  /** Ready: the client open, no session lost, every view current, no registration recovering. */
+  healthy: boolean
+  /** The client is not closed. */
+  open: boolean
+  /** Sessions whose renewals are confirmed. */
+  sessionsAlive: number
+  /** Sessions declared lost (and not closed yet). */
+  sessionsLost: number
+  /** The least recent confirmed renewal among alive sessions (ms since the epoch), null without one. */
+  oldestRenew?: number
+  /** Views whose watch runs and is caught up. */
+  viewsCurrent: number
+  /** Views re-reading or behind. */
+  viewsBehind: number
+  /** Every session of the client. */
+  sessions: Array<SessionHealth>
+  /** Every view of the client. */
+  views: Array<ViewHealth>
+  /** Every registration of the client. */
+  components: Array<ComponentHealth>
+  /** What makes it unhealthy, one line each (empty when healthy). */
+  problems: Array<string>
+}
+
 /** One instance of a service. */
 export interface Instance {
   /** Instance id, unique within the service. */
@@ -1231,6 +1271,49 @@ export interface LeaderLoopOptions {
   stopTimeoutMs?: number
 }
 
+/** One metric of the process: its name, kind, help and series. */
+export interface MetricFamily {
+  /** The metric name (`etcd_recipes_lock_wait_seconds`, ...). */
+  name: string
+  /** What it measures. */
+  help: string
+  /** `"counter"`, `"gauge"` or `"histogram"`. */
+  kind: 'counter' | 'gauge' | 'histogram'
+  /** The label that tells its series apart (`name`, `service`, `view`), absent without one. */
+  label?: string
+  /** One per label value. */
+  samples: Array<MetricSample>
+}
+
+/**
+ * One series of a metric: a counter's or gauge's `value`, or a histogram's `count`,
+ * `sum` (seconds) and cumulative `buckets` (`[upper bound in seconds, count]` pairs).
+ */
+export interface MetricSample {
+  /** The value of the family's label (the lock, election, service or view), absent without one. */
+  labelValue?: string
+  /** A counter's or gauge's value. */
+  value: number
+  /** A histogram's observation count. */
+  count: number
+  /** A histogram's sum of observations, seconds. */
+  sum: number
+  /** A histogram's cumulative buckets: `[upper bound in seconds, observations <= it]`; +Inf is `count`. */
+  buckets: Array<Array<number>>
+}
+
+/**
+ * Every metric of this process (locks, sessions, elections, registrations, views, work
+ * queues) at one moment.
+ */
+export declare function metricsSnapshot(): Array<MetricFamily>
+
+/**
+ * Every metric of this process in the Prometheus text format (serve it at `/metrics`
+ * with content type `text/plain; version=0.0.4`).
+ */
+export declare function metricsText(): string
+
 /** Options of `client.queue()` and `client.priorityQueue()`. */
 export interface QueueOptions {
   /**
@@ -1280,6 +1363,20 @@ export interface RegisterInput {
    * registration ends, state `'lost'`.
    */
   selfHeal?: boolean
+}
+
+/** One session of the client, as health sees it. */
+export interface SessionHealth {
+  /** The session's lease. */
+  leaseId: bigint
+  /** Granted TTL, seconds. */
+  ttl: number
+  /** Renewals are confirmed (not lost). */
+  alive: boolean
+  /** When the last renewal was confirmed (ms since the epoch, as `Date.now()`; the grant when none yet). */
+  lastRenew: number
+  /** Why it was lost, when it was. */
+  lost?: string
 }
 
 /** Options of `client.session()`. */
@@ -1353,6 +1450,24 @@ export interface TxnOp {
 
 /** The version of the native module (same as the npm package). */
 export declare function version(): string
+
+/** One view (config or service discovery) of the client. */
+export interface ViewHealth {
+  /** `"config"` or `"service"`. */
+  kind: string
+  /** The key or prefix it mirrors (with the namespace). */
+  key: string
+  /** Its watch is running. */
+  watching: boolean
+  /** Watching, and its last watch response was not behind etcd. */
+  current: boolean
+  /** The revision the view reflects. */
+  revision: number
+  /** Revisions its last watch response was behind etcd. */
+  lag: number
+  /** Re-reads after compaction. */
+  compactionRereads: number
+}
 
 /** Options of a single wait. */
 export interface WaitOptions {

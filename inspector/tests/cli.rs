@@ -106,7 +106,8 @@ async fn locks_show_holder_token_and_waiters_in_order_from_rust_and_etcdctl() {
     let held = lock.acquire().await.unwrap();
     let mut ctl = etcd.etcdctl();
     ctl.args(["lock", "jobs/a"]);
-    let mut ctl_child = ctl.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Killed on drop, also when an assertion below fails.
+    let mut ctl_child = Holder(ctl.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     until_keys(&c, "jobs/a/", 2).await;
     let l2 = Lock::new(SessionSource::per_use(&c, 5).unwrap(), "jobs/a").unwrap();
     let third = tokio::spawn(async move { l2.acquire().await });
@@ -163,8 +164,8 @@ async fn locks_show_holder_token_and_waiters_in_order_from_rust_and_etcdctl() {
         assert!(tokio::time::Instant::now() < until, "etcdctl did not become the holder");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = ctl_child.kill();
-    let _ = ctl_child.wait();
+    let _ = ctl_child.0.kill();
+    let _ = ctl_child.0.wait();
     // Its session goes with its lease; do not wait for the TTL.
     c.revoke_lease(ctl_lease).await.unwrap();
     let last = third.await.unwrap().unwrap();
@@ -314,8 +315,8 @@ async fn namespace_option_and_errors() {
 async fn watch_redraws_when_a_lock_is_taken() {
     let etcd = EtcdCluster::start(1).unwrap();
     let c = client(&etcd).await;
-    let mut child = cli(&etcd, &["--json", "watch", "--count", "2"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = Holder(cli(&etcd, &["--json", "watch", "--count", "2"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         while let Some(Ok(l)) = lines.next() {
@@ -331,7 +332,7 @@ async fn watch_redraws_when_a_lock_is_taken() {
     assert_eq!(second["locks"][0]["name"], "live");
     assert_eq!(second["locks"][0]["holders"][0]["create_revision"], g.fencing_token());
     assert!(second["revision"].as_i64() > first["revision"].as_i64());
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "watch --count 2 exits after its second frame");
     g.release().await.unwrap();
     c.close().await;
