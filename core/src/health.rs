@@ -74,7 +74,8 @@ pub struct ComponentHealth {
 /// A client's health summary; see the [module docs](self).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Health {
-    /// Ready: open, no lost session, every view current, no registration recovering.
+    /// Ready: open, connection not suspended or lost, no lost session, every view current,
+    /// no registration recovering or lost.
     pub healthy: bool,
     /// The client is not closed.
     pub open: bool,

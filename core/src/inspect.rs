@@ -80,8 +80,10 @@ pub struct InstanceState {
     pub id: String,
     pub addr: String,
     pub metadata: serde_json::Value,
-    /// Ready to serve: unless its metadata says `"ready": false` or a `"state"` other
-    /// than `"ready"` (such as `"draining"`).
+    /// Its readiness as registered (`"ready"`, `"not_ready"`, `"draining"`): the
+    /// metadata's `"readiness"` key, absent when ready (see [`crate::registry`]).
+    pub readiness: String,
+    /// Takes traffic: its readiness is `"ready"`.
     pub ready: bool,
     pub lease_id: i64,
     pub ttl: Option<i64>,
@@ -256,16 +258,6 @@ fn election_of(name: String, mut cs: Vec<Contender>) -> ElectionState {
     ElectionState { name, leader: it.next(), candidates: it.collect() }
 }
 
-fn ready(metadata: &serde_json::Value) -> bool {
-    if let Some(serde_json::Value::Bool(b)) = metadata.get("ready") {
-        return *b;
-    }
-    match metadata.get("state").and_then(|s| s.as_str()) {
-        Some(s) => s.eq_ignore_ascii_case("ready"),
-        None => true,
-    }
-}
-
 fn instance(client: &Client, kv: &KeyValue) -> Option<(String, InstanceState)> {
     let key = client.strip_namespace(kv.key()).unwrap_or(kv.key());
     let slash = key.iter().rposition(|b| *b == b'/')?;
@@ -274,8 +266,10 @@ fn instance(client: &Client, kv: &KeyValue) -> Option<(String, InstanceState)> {
         return None;
     }
     let i = crate::registry::decode_value(&id, kv.value()).ok()?;
-    let ready = ready(&i.metadata);
-    Some((service, InstanceState { id, addr: i.addr, metadata: i.metadata, ready, lease_id: kv.lease(), ttl: None }))
+    let readiness = i.readiness();
+    let ready = readiness == crate::registry::Readiness::Ready;
+    let readiness = readiness.as_str().to_string();
+    Some((service, InstanceState { id, addr: i.addr, metadata: i.metadata, readiness, ready, lease_id: kv.lease(), ttl: None }))
 }
 
 #[derive(Default)]

@@ -629,6 +629,7 @@ impl Probe for RegistrationProbe {
         let (ok, state) = match &*self.state.borrow() {
             S::Registered { lease_id } => (true, format!("registered (lease {lease_id:x})")),
             S::Recovering { reason } => (false, format!("recovering: {reason}")),
+            S::Lost { reason } => (false, format!("lost: {reason}")),
             S::Closed => (true, "closed".to_string()),
         };
         ("registration", self.key.clone(), ok, state)

@@ -23,7 +23,8 @@ commands:
   locks [NAME]       holders and waiters (in order) of every lock, semaphore and
                      read-write lock, or of lock NAME: lease, fencing token, lease TTL
   elections [NAME]   leader (value, token) and candidates of every election, or of NAME
-  services [NAME]    registered instances: address, readiness, metadata, lease TTL
+  services [NAME]    registered instances: address, readiness (ready, not_ready,
+                     draining), metadata, lease TTL
   config PREFIX      every key under PREFIX: value, revision, version, lease
   queues [NAME]      queues, priority queues and work queues: items, claimed, delayed, dead
   watch              all of the above, redrawn whenever etcd changes (Ctrl-C to quit)
@@ -340,7 +341,7 @@ fn services_table(services: &[ServiceState]) -> String {
                 s.name.clone(),
                 i.id.clone(),
                 i.addr.clone(),
-                if i.ready { "yes" } else { "no" }.into(),
+                i.readiness.clone(),
                 lease(i.lease_id),
                 t,
                 meta,
@@ -350,7 +351,7 @@ fn services_table(services: &[ServiceState]) -> String {
             rows.push(vec![s.name.clone(), "(no instance)".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()]);
         }
     }
-    table(&["SERVICE", "INSTANCE", "ADDR", "READY", "LEASE", "TTL", "METADATA"], rows)
+    table(&["SERVICE", "INSTANCE", "ADDR", "READINESS", "LEASE", "TTL", "METADATA"], rows)
 }
 
 fn queues_table(queues: &[QueueState]) -> String {

@@ -231,7 +231,7 @@ async fn elections_semaphores_services_queues_and_config() {
     .unwrap();
     let r2 = Registration::register(
         &c,
-        RegisterOptions::new("api", "api-2", "10.0.0.2:80").metadata(serde_json::json!({"state": "draining"})),
+        RegisterOptions::new("api", "api-2", "10.0.0.2:80").readiness(etcd_recipes::registry::Readiness::Draining),
     )
     .await
     .unwrap();
@@ -243,10 +243,11 @@ async fn elections_semaphores_services_queues_and_config() {
     assert_eq!(inst[0]["metadata"]["zone"], "a");
     assert_eq!(inst[0]["lease_id"], r1.lease_id());
     assert_eq!((inst[1]["id"].as_str(), inst[1]["ready"].as_bool()), (Some("api-2"), Some(false)));
+    assert_eq!((inst[0]["readiness"].as_str(), inst[1]["readiness"].as_str()), (Some("ready"), Some("draining")));
     let table = run(&etcd, &["services"]);
-    row(&table, "api", &["api-1", "10.0.0.1:80", "yes"]);
-    row(&table, "api", &["api-2", "10.0.0.2:80", "no"]);
-    row(&table, "billing-svc", &["b-1", "10.0.1.1:9000", "yes"]);
+    row(&table, "api", &["api-1", "10.0.0.1:80", "ready"]);
+    row(&table, "api", &["api-2", "10.0.0.2:80", "draining"]);
+    row(&table, "billing-svc", &["b-1", "10.0.1.1:9000", "ready"]);
 
     // Queues: a work queue with a claimed item and a dead letter, a Go-style FIFO queue.
     let wq = WorkQueue::new(SessionSource::per_use(&c, 10).unwrap(), "thumbs").unwrap().with_max_deliveries(Some(1)).unwrap();
