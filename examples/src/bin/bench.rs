@@ -5,6 +5,8 @@
 //! (R1 and Q1 run etcd's Go recipes through tests/go/bench: needs `go` and the etcd Go sources.)
 //! (F1 starts a 3-member cluster of its own and runs with a follower, then the leader, paused.)
 //! (V1, view scale, runs only when named: config views of 10k, 100k and 1M keys and of 100 MiB.)
+//! `--endpoints a,b` runs against that etcd instead of starting one; `--side ours|raw` runs
+//! one side of each named workload (K1-K3, L1, L2, E1, D1, D2, D2V, C1, C2): bench/run.py's Rust side.
 //! Prints one JSON line per workload and side: side, lang, workload, value, unit, ok
 //! (and `ratio` = ours / raw on our line).
 
@@ -70,12 +72,16 @@ async fn k1_raw(c: &etcd_client::Client) -> f64 {
 }
 
 async fn k2_ours(c: &Client) -> f64 {
+    k2_ours_at(c, "bench/k/").await
+}
+
+async fn k2_ours_at(c: &Client, prefix: &str) -> f64 {
     let t = Instant::now();
     stream::iter(0..N)
         .for_each_concurrent(INFLIGHT, |i| {
             let c = c.clone();
             async move {
-                assert!(c.get(&format!("bench/k/{i}")).await.expect("get").is_some());
+                assert!(c.get(&format!("{prefix}{i}")).await.expect("get").is_some());
             }
         })
         .await;
@@ -83,12 +89,16 @@ async fn k2_ours(c: &Client) -> f64 {
 }
 
 async fn k2_raw(c: &etcd_client::Client) -> f64 {
+    k2_raw_at(c, "bench/raw/").await
+}
+
+async fn k2_raw_at(c: &etcd_client::Client, prefix: &str) -> f64 {
     let t = Instant::now();
     stream::iter(0..N)
         .for_each_concurrent(INFLIGHT, |i| {
             let mut c = c.kv_client();
             async move {
-                assert_eq!(c.get(format!("bench/raw/{i}"), None).await.expect("get").kvs().len(), 1);
+                assert_eq!(c.get(format!("{prefix}{i}"), None).await.expect("get").kvs().len(), 1);
             }
         })
         .await;
@@ -952,19 +962,166 @@ async fn v1(c: &Client, raw: &etcd_client::Client, n: usize, value_len: usize) -
     (secs, held, ok)
 }
 
+/// D2: `n` instances register, each with its own lease (64 in flight); a fresh client then
+/// loads them into a view. Returns (s to register, s to load, all seen).
+async fn d2_ours(c: &Client, endpoints: &[String], n: usize) -> (f64, f64, bool) {
+    let service = format!("bench-d2-{}", std::process::id());
+    let t = Instant::now();
+    let regs: Vec<Registration> = stream::iter(0..n)
+        .map(|i| {
+            let (c, service) = (c.clone(), service.clone());
+            async move {
+                Registration::register(&c, RegisterOptions::new(service, format!("i{i}"), "127.0.0.1:1").ttl(30))
+                    .await
+                    .expect("register")
+            }
+        })
+        .buffer_unordered(INFLIGHT)
+        .collect()
+        .await;
+    let register_s = t.elapsed().as_secs_f64();
+    let fresh = Client::connect(ClientOptions::new(endpoints.to_vec())).await.expect("connect");
+    let t = Instant::now();
+    let view = ServiceView::start(&fresh, &service).await.expect("view");
+    let load_s = t.elapsed().as_secs_f64();
+    let seen = view.instances().len();
+    view.close();
+    stream::iter(regs).for_each_concurrent(INFLIGHT, |r| async move { r.close().await.ok(); }).await;
+    (register_s, load_s, seen == n)
+}
+
+/// D2 with the raw crate: a lease grant and a put in the endpoints format per instance;
+/// a fresh client loads the prefix with one range read.
+async fn d2_raw(c: &etcd_client::Client, endpoints: &[String], n: usize) -> (f64, f64, bool) {
+    let prefix = format!("bench-d2raw-{}/", std::process::id());
+    let t = Instant::now();
+    let leases: Vec<i64> = stream::iter(0..n)
+        .map(|i| {
+            let (mut c, prefix) = (c.clone(), prefix.clone());
+            async move {
+                let lease = c.lease_grant(30, None).await.expect("grant").id();
+                let value = r#"{"Op":0,"Addr":"127.0.0.1:1","Metadata":null}"#;
+                c.put(format!("{prefix}i{i}"), value, Some(etcd_client::PutOptions::new().with_lease(lease))).await.expect("put");
+                lease
+            }
+        })
+        .buffer_unordered(INFLIGHT)
+        .collect()
+        .await;
+    let register_s = t.elapsed().as_secs_f64();
+    let mut fresh = etcd_client::Client::connect(endpoints, None).await.expect("connect");
+    let t = Instant::now();
+    let got = fresh.get(prefix.as_str(), Some(etcd_client::GetOptions::new().with_prefix())).await.expect("get");
+    let seen = got.kvs().iter().filter(|kv| serde_json::from_slice::<serde_json::Value>(kv.value()).is_ok()).count();
+    let load_s = t.elapsed().as_secs_f64();
+    stream::iter(leases).for_each_concurrent(INFLIGHT, |l| { let mut c = c.clone(); async move { c.lease_revoke(l).await.ok(); } }).await;
+    (register_s, load_s, seen == n)
+}
+
+/// One side (`ours` or `raw`) of one card workload against a given etcd, for bench/run.py;
+/// K2 reads the keys `bench/k2/<i>` the driver wrote.
+async fn one_side(side: &str, w: &str, ours: &Client, raw: &etcd_client::Client, eps: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let o = side == "ours";
+    let rawname = |what: &str| if what.is_empty() { "raw-etcd-client".to_string() } else { format!("raw-etcd-client-{what}") };
+    match w {
+        "K1" if o => emit("ours", w, k1_ours(ours).await, "ops/s", true, None),
+        "K1" => emit(&rawname(""), w, k1_raw(raw).await, "ops/s", true, None),
+        "K2" if o => emit("ours", w, k2_ours_at(ours, "bench/k2/").await, "ops/s", true, None),
+        "K2" => emit(&rawname(""), w, k2_raw_at(raw, "bench/k2/").await, "ops/s", true, None),
+        "K3" if o => emit("ours", w, k3_ours(ours).await, "us", true, None),
+        "K3" => emit(&rawname(""), w, k3_raw(raw).await, "us", true, None),
+        "L1" if o => emit("ours", w, l1_ours(ours).await, "cycles/s", true, None),
+        "L1" => emit(&rawname("lock-rpc"), w, l1_raw(raw).await, "cycles/s", true, None),
+        "L2" => {
+            let (v, ok) = if o { l2_ours(eps).await } else { l2_raw(eps).await };
+            emit(&if o { "ours".into() } else { rawname("lock-rpc") }, w, v, "handoffs/s", ok, None)
+        }
+        "E1" if o => emit("ours", w, e1_ours(ours).await, "ms", true, None),
+        "E1" => emit(&rawname("election-rpc"), w, e1_raw(raw).await, "ms", true, None),
+        "D1" if o => emit("ours", w, d1_ours(ours).await, "ms", true, None),
+        "D1" => emit(&rawname("watch"), w, d1_raw(raw).await, "ms", true, None),
+        "D2" => {
+            let (reg, load, ok) = if o { d2_ours(ours, eps, 2000).await } else { d2_raw(raw, eps, 2000).await };
+            let side = if o { "ours".to_string() } else { rawname("") };
+            println!("{}", json!({"side": side, "lang": "rust", "workload": w, "value": (reg * 1000.0).round() / 1000.0, "unit": "s",
+                "ok": ok, "load_s": (load * 10000.0).round() / 10000.0}));
+        }
+        "D2V" => {
+            // A fresh client's view of the 10,000 instances the driver wrote under bench-d2v/.
+            let seen = if o {
+                let fresh = Client::connect(ClientOptions::new(eps.to_vec())).await?;
+                let t = Instant::now();
+                let view = ServiceView::start(&fresh, "bench-d2v").await?;
+                let (secs, n) = (t.elapsed().as_secs_f64(), view.instances().len());
+                view.close();
+                (secs, n)
+            } else {
+                let mut fresh = etcd_client::Client::connect(eps, None).await?;
+                let t = Instant::now();
+                let got = fresh.get("bench-d2v/", Some(etcd_client::GetOptions::new().with_prefix())).await?;
+                let n = got.kvs().iter().filter(|kv| serde_json::from_slice::<serde_json::Value>(kv.value()).is_ok()).count();
+                (t.elapsed().as_secs_f64(), n)
+            };
+            let side = if o { "ours".to_string() } else { rawname("") };
+            println!("{}", json!({"side": side, "lang": "rust", "workload": w, "value": (seen.0 * 10000.0).round() / 10000.0,
+                "unit": "s", "ok": seen.1 == 10_000, "seen": seen.1}));
+        }
+        "C1" if o => emit("ours", w, c1_ours(ours).await, "ms", true, None),
+        "C1" => emit(&rawname("watch"), w, c1_raw(raw).await, "ms", true, None),
+        "C2" => {
+            let (v, plain) = c2(ours).await;
+            emit("ours", w, v, "reads/s", true, None);
+            emit("rwlock-hashmap", w, plain, "reads/s", true, None);
+        }
+        _ => return Err(format!("--side {side}: no workload {w}").into()),
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let wanted: Vec<String> = std::env::args().skip(1).map(|s| s.to_uppercase()).collect();
+    // Workloads by name; `--endpoints a,b` runs against that etcd instead of starting one,
+    // `--side ours|raw` runs only that side of each workload (bench/run.py alternates them).
+    let (mut wanted, mut endpoints, mut side) = (Vec::new(), None, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if a.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        match flag.as_str() {
+            "--endpoints" => endpoints = Some(inline.or_else(|| args.next()).ok_or("--endpoints needs a value")?),
+            "--side" => side = Some(inline.or_else(|| args.next()).ok_or("--side needs ours or raw")?),
+            _ => wanted.push(a.to_uppercase()),
+        }
+    }
     let run = |w: &str| wanted.is_empty() || wanted.iter().any(|x| x == w);
-    let etcd = tokio::task::spawn_blocking(|| EtcdCluster::start(1)).await??;
-    let ours = Client::connect(ClientOptions::new(etcd.endpoints())).await?;
-    let raw = etcd_client::Client::connect(etcd.endpoints(), None).await?;
+    let etcd = match endpoints {
+        Some(_) => None,
+        None => Some(tokio::task::spawn_blocking(|| EtcdCluster::start(1)).await??),
+    };
+    let eps: Vec<String> = match (&etcd, &endpoints) {
+        (Some(e), _) => e.endpoints(),
+        (None, Some(list)) => list.split(',').map(str::to_string).collect(),
+        (None, None) => unreachable!("an etcd or endpoints"),
+    };
+    let ours = Client::connect(ClientOptions::new(eps.clone())).await?;
+    let raw = etcd_client::Client::connect(eps.clone(), None).await?;
     // Warm both connections.
     for i in 0..200 {
         ours.put(&format!("bench/warm/{i}"), "v").await?;
         raw.kv_client().put(format!("bench/warm/{i}"), "v", None).await?;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Some(side) = side {
+        if side != "ours" && side != "raw" {
+            return Err(format!("--side {side}: ours or raw").into());
+        }
+        for w in &wanted {
+            one_side(&side, w, &ours, &raw, &eps).await?;
+        }
+        return Ok(());
+    }
 
     if run("K1") {
         // Alternate the order so that neither side always gets the cooler store.
@@ -1002,8 +1159,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         emit("ours", "L1", o, "cycles/s", true, Some(o / r));
     }
     if run("L2") {
-        let (o, ook) = l2_ours(&etcd.endpoints()).await;
-        let (r, rok) = l2_raw(&etcd.endpoints()).await;
+        let (o, ook) = l2_ours(&eps).await;
+        let (r, rok) = l2_raw(&eps).await;
         emit("raw-etcd-client-lock-rpc", "L2", r, "handoffs/s", rok, None);
         emit("ours", "L2", o, "handoffs/s", ook, Some(o / r));
     }
@@ -1033,7 +1190,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if run("S1") {
         let (mut rates, mut ok, mut most) = (Vec::new(), true, 0);
         for round in 0..ROUNDS {
-            let (r, o, m) = s1_ours(&etcd.endpoints(), round).await;
+            let (r, o, m) = s1_ours(&eps, round).await;
             rates.push(r);
             ok &= o;
             most = most.max(m);
@@ -1044,11 +1201,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if run("R1") {
         let (mut o, mut g, mut ook, mut gok, mut overlaps) = (Vec::new(), Vec::new(), true, true, 0);
         for round in 0..ROUNDS {
-            let (r, k, n) = r1_ours(&etcd.endpoints(), round).await;
+            let (r, k, n) = r1_ours(&eps, round).await;
             o.push(r);
             ook &= k;
             overlaps += n;
-            let v = go_bench(&etcd.endpoints(), &["r1".into(), format!("--name=bench-r1/go-{round:02}")]).await;
+            let v = go_bench(&eps, &["r1".into(), format!("--name=bench-r1/go-{round:02}")]).await;
             g.push(v["value"].as_f64().expect("value"));
             gok &= v["ok"].as_bool() == Some(true);
         }
@@ -1059,10 +1216,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut o, mut g, mut ook, mut gok) = (Vec::new(), Vec::new(), true, true);
         let mut last = (json!({}), json!({}));
         for round in 0..ROUNDS {
-            let (r, k, x) = q1_ours(&etcd.endpoints(), round).await;
+            let (r, k, x) = q1_ours(&eps, round).await;
             o.push(r);
             ook &= k;
-            let v = go_bench(&etcd.endpoints(), &["q1".into(), format!("--name=bench-q1/go-{round:02}")]).await;
+            let v = go_bench(&eps, &["q1".into(), format!("--name=bench-q1/go-{round:02}")]).await;
             g.push(v["value"].as_f64().expect("value"));
             gok &= v["ok"].as_bool() == Some(true);
             last = (x, json!({"distinct": v["distinct"], "duplicates": v["duplicates"], "left": v["left"]}));
@@ -1073,7 +1230,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if run("W1") {
         let (mut rates, mut ok, mut last) = (Vec::new(), true, json!({}));
         for round in 0..ROUNDS {
-            let (r, k, x) = w1_ours(&etcd.endpoints(), &raw, round).await;
+            let (r, k, x) = w1_ours(&eps, &raw, round).await;
             rates.push(r);
             ok &= k;
             last = x;

@@ -312,7 +312,7 @@ func main() {
 		}
 	}
 	if len(args) != 1 {
-		fail("usage: bench [--endpoints a,b] r1|q1 [--name N] [--readers|--writers|--cycles|--producers|--consumers|--items N]")
+		fail("usage: bench [--endpoints a,b] r1|q1|k1|k2|k3|l1|l2|e1 [--name N] [--readers|--writers|--cycles|--producers|--consumers|--items N]")
 	}
 	switch args[0] {
 	case "r1":
@@ -326,6 +326,8 @@ func main() {
 		}
 		q1(endpoints, name, nums["producers"], nums["consumers"], nums["items"])
 	default:
-		fail("unknown command " + args[0])
+		if !card(args[0], endpoints, name) {
+			fail("unknown command " + args[0])
+		}
 	}
 }

@@ -1,0 +1,302 @@
+"""The bench card side by side: Rust, Go, Python and Node, ours and the peers, against one
+etcd this driver starts. Run through scripts/bench (which builds and installs what it needs).
+
+    python bench/run.py [WORKLOADS...] [--rounds N] [--json FILE] [--sides S1,S2]
+
+Every side runs in its own process, one workload at a time; the order of the sides rotates
+from round to round. Prints one table (median, [min-max] over the rounds, ok, ratio to the
+reference the card's targets name, target met or not) and the summary as JSON lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+WORKLOADS = ["K1", "K2", "K3", "L1", "L2", "E1", "D1", "D2", "D2V", "C1", "C2"]
+ALL = set(WORKLOADS)
+TIMEOUT = 600
+
+
+@dataclass
+class Side:
+    lang: str
+    name: str  # the side's own label (a runner may print more than one, e.g. C2's plain map)
+    cmd: list[str]
+    works: set[str]
+    env: dict[str, str] = field(default_factory=dict)
+    per_call: bool = False  # the Go program takes its workload as a lower-case command
+
+
+def sides(py: str) -> list[Side]:
+    rust = os.path.join(TARGET, "release", "bench")
+    go = os.path.join(TARGET, "go", "bin", "bench")
+    node = "node"
+    return [
+        Side("rust", "raw-etcd-client", [rust, "--side", "raw"], ALL - {"C2"}),
+        Side("rust", "ours", [rust, "--side", "ours"], ALL),
+        Side("go", "go-etcd-concurrency", [go], {"K1", "K2", "K3", "L1", "L2", "E1"}, per_call=True),
+        Side("python", "ours", [py, os.path.join(HERE, "py_ours.py")], ALL),
+        Side("python", "python-etcd3", [py, os.path.join(HERE, "py_peers.py"), "--side", "etcd3"], ALL,
+             {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}),
+        Side("python", "aetcd", [py, os.path.join(HERE, "py_peers.py"), "--side", "aetcd"], ALL),
+        Side("python", "etcd-client-py", [py, os.path.join(HERE, "py_peers.py"), "--side", "etcd-client-py"], ALL),
+        Side("node", "ours", [node, os.path.join(HERE, "node_ours.mjs")], ALL),
+        Side("node", "npm-etcd3", [node, os.path.join(HERE, "node_etcd3.mjs")], ALL),
+    ]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_side(side: Side, w: str, endpoints: list[str]) -> list[dict]:
+    """One workload on one side: its JSON lines, or one error line."""
+    if side.per_call:
+        cmd = side.cmd + [f"--endpoints={','.join(endpoints)}", w.lower(), f"--name=bench-go-{os.getpid()}/{w.lower()}"]
+        if w == "K2":
+            cmd[-1] = "--name=bench/k2"
+    else:
+        cmd = side.cmd + ["--endpoints", ",".join(endpoints), w]
+    env = {**os.environ, **side.env}
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=HERE)
+    except subprocess.TimeoutExpired:
+        return [{"side": side.name, "lang": side.lang, "workload": w, "value": None, "ok": False, "error": f"timeout {TIMEOUT}s"}]
+    lines = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
+    lines = [x for x in lines if x.get("workload") == w or x.get("event") == "error"]
+    if p.returncode != 0 or not lines or any("event" in x for x in lines):
+        errs = [x for x in p.stderr.splitlines() if "Error" in x or "error" in x] or p.stderr.strip().splitlines() or [""]
+        err = errs[-1].strip()[:300] or json.dumps(lines)[:300]
+        return [{"side": side.name, "lang": side.lang, "workload": w, "value": None, "ok": False, "error": f"exit {p.returncode}: {err}"}]
+    return lines
+
+
+async def write_keys(endpoints: list[str], n: int, key: str, value: bytes) -> None:
+    """Keys a workload reads on every side, written once, untimed: K2 reads `bench/k2/<i>`
+    (256-byte values), D2V views the 10,000 instances `bench-d2v/i<i>`."""
+    import etcd_recipes
+
+    c = await etcd_recipes.Client.connect(endpoints)
+    it = iter(range(n))
+
+    async def worker() -> None:
+        for i in it:
+            await c.put(key.format(i), value)
+
+    await asyncio.gather(*(worker() for _ in range(64)))
+    await c.close()
+
+
+# --- summary: reference, ratio and target per row -------------------------------------
+
+def reference(w: str, lang: str) -> tuple[str, str] | None:
+    """(lang, side) of the row a workload's ratio is taken against."""
+    if w in ("K1", "K2", "K3"):
+        return ("rust", "raw-etcd-client")
+    if w == "L1" or w == "L2":
+        return ("rust", "raw-etcd-client-lock-rpc")
+    if w in ("E1", "D1", "D2", "D2V", "C1"):
+        return ("rust", "ours")
+    if w == "C2":
+        return (lang, {"python": "dict", "node": "map", "rust": "rwlock-hashmap"}.get(lang, ""))
+    return None
+
+
+def target(w: str, lang: str, side: str, value: float, ratio: float | None, extra: dict) -> tuple[str, bool | None]:
+    """The card's target for our rows: (text, met)."""
+    if side != "ours":
+        return "", None
+    r = ratio if ratio is not None else float("nan")
+    if w in ("K1", "K2"):
+        want = 0.9 if lang == "rust" else 0.85
+        return f">= {want}x raw", r >= want
+    if w == "K3":
+        return "<= 1.15x raw", r <= 1.15
+    if w == "L1":
+        return ">= 1.0x Lock RPC", r >= 1.0
+    if w == "L2":
+        return ">= 300/s", value >= 300
+    if w == "E1":
+        if lang == "rust":
+            return "<= 3 ms", value <= 3
+        return "<= 1.3x Rust core, <= 3 ms", r <= 1.3 and value <= 3
+    if w in ("D1", "C1"):
+        return ("", None) if lang == "rust" else ("<= 1.3x Rust core", r <= 1.3)
+    if w == "D2":
+        return "<= 0.5 s", value <= 0.5
+    if w == "D2V":
+        return "< 0.1 s", value < 0.1
+    if w == "C2":
+        if lang == "rust":
+            return ">= 20 M/s", value >= 20e6
+        want = 0.8 if lang == "python" else 0.5
+        return f">= {want}x plain {'dict' if lang == 'python' else 'Map'}", r >= want
+    return "", None
+
+
+def summarise(results: dict, order: list[str]) -> list[dict]:
+    rows = []
+    for w in order:
+        keys = [k for k in results if k[0] == w]
+        meds = {}
+        for k in keys:
+            vals = [x["value"] for x in results[k] if x.get("value") is not None]
+            if vals:
+                meds[(k[1], k[2])] = statistics.median(vals)
+        for k in keys:
+            lines = results[k]
+            vals = [x["value"] for x in lines if x.get("value") is not None]
+            row = {"workload": w, "lang": k[1], "side": k[2], "unit": next((x.get("unit") for x in lines if x.get("unit")), "")}
+            na = next((x["na"] for x in lines if x.get("na")), None)
+            err = next((x["error"] for x in lines if x.get("error")), None)
+            if na or not vals:
+                row.update(value=None, ok=None if na else False, na=na or f"FAILED: {err or 'no figure'}")
+                rows.append(row)
+                continue
+            med = statistics.median(vals)
+            row.update(value=med, min=min(vals), max=max(vals), rounds=vals, ok=all(x.get("ok") is True for x in lines))
+            if err:
+                row["error"] = err
+            for extra in ("load_s", "counter", "note"):
+                got = [x[extra] for x in lines if extra in x]
+                if got:
+                    row[extra] = statistics.median(got) if isinstance(got[0], (int, float)) else got[0]
+            ref = reference(w, k[1])
+            if ref and ref in meds and ref != (k[1], k[2]):
+                row["ratio"] = med / meds[ref]
+                row["ratio_to"] = f"{ref[0]} {ref[1]}"
+            text, met = target(w, k[1], k[2], med, row.get("ratio"), row)
+            if text:
+                row.update(target=text, met=met)
+            rows.append(row)
+    return rows
+
+
+def rounded(row: dict) -> dict:
+    """Four significant digits for the JSON lines."""
+    def r4(x):
+        if isinstance(x, float):
+            return float(f"{x:.4g}")
+        if isinstance(x, list):
+            return [r4(y) for y in x]
+        return x
+
+    return {k: r4(v) for k, v in row.items()}
+
+
+def fmt(v: float | None, unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit in ("ms", "s"):
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} M"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+LANG_ORDER = {"rust": 0, "go": 1, "python": 2, "node": 3}
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| workload | lang | side | median | [min - max] | unit | ok | ratio | target |",
+           "|---|---|---|---:|---|---|---|---:|---|"]
+    rows = sorted(rows, key=lambda r: (WORKLOADS.index(r["workload"]), LANG_ORDER.get(r["lang"], 9), r["side"] != "ours", r["side"]))
+    for r in rows:
+        if r.get("value") is None:
+            out.append(f"| {r['workload']} | {r['lang']} | {r['side']} | n/a | {r.get('na', '')} | | | | |")
+            continue
+        unit = r["unit"] + (f" (load {r['load_s']:.3f} s)" if "load_s" in r else "")
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
+        met = "" if "target" not in r else f"{r['target']}: {'met' if r['met'] else 'MISSED'}"
+        ok = "ok" if r["ok"] else "FAIL" + (f" ({r['error']})" if r.get("error") else "")
+        if "counter" in r:
+            ok += f" (counter {r['counter']})"
+        out.append(f"| {r['workload']} | {r['lang']} | {r['side']} | {fmt(r['value'], r['unit'])} | "
+                   f"[{fmt(r['min'], r['unit'])} - {fmt(r['max'], r['unit'])}] | {unit} | {ok} | {ratio} | {met} |")
+    return "\n".join(out)
+
+
+def parse(argv: list[str]) -> tuple[list[str], int, str | None, set[str] | None]:
+    work, rounds, out, only = [], 3, None, None
+    while argv:
+        a = argv.pop(0)
+        if a == "--rounds":
+            rounds = int(argv.pop(0))
+        elif a == "--json":
+            out = argv.pop(0)
+        elif a == "--sides":
+            only = set(argv.pop(0).split(","))
+        elif a.upper() in ALL:
+            work.append(a.upper())
+        else:
+            raise SystemExit(f"bench: unknown argument {a} (workloads: {' '.join(WORKLOADS)})")
+    return [w for w in WORKLOADS if w in work] or WORKLOADS, rounds, out, only
+
+
+def main() -> None:
+    from etcd_recipes.testing import EtcdCluster, etcd_binary_version
+
+    work, rounds, out, only = parse(sys.argv[1:])
+    all_sides = [s for s in sides(sys.executable) if only is None or f"{s.lang}:{s.name}" in only or s.lang in only]
+    etcd = EtcdCluster.start(1)
+    eps = etcd.endpoints
+    started = datetime.datetime.now(datetime.timezone.utc)
+    log(f"etcd {etcd_binary_version()} at {','.join(eps)}; workloads {' '.join(work)}; {rounds} rounds; "
+        f"{len(all_sides)} sides")
+    results: dict[tuple[str, str, str], list[dict]] = {}
+    raw_lines = []
+    try:
+        for w in work:
+            if w == "K2":
+                asyncio.run(write_keys(eps, 20_000, "bench/k2/{}", b"x" * 256))
+            if w == "D2V":
+                asyncio.run(write_keys(eps, 10_000, "bench-d2v/i{}", b'{"Op":0,"Addr":"127.0.0.1:1","Metadata":null}'))
+            runners = [s for s in all_sides if w in s.works]
+            for rnd in range(rounds):
+                k = rnd % len(runners)
+                for side in runners[k:] + runners[:k]:
+                    t = time.monotonic()
+                    for line in run_side(side, w, eps):
+                        line.setdefault("lang", side.lang)
+                        results.setdefault((w, line["lang"], line["side"]), []).append(line)
+                        raw_lines.append({**line, "round": rnd})
+                        shown = line.get("na") or line.get("error") or f"{line['value']:.6g} {line.get('unit', '')} ok={line.get('ok')}"
+                        log(f"{w} round {rnd + 1}/{rounds} {line['lang']} {line['side']}: {shown} ({time.monotonic() - t:.1f} s)")
+                    if any(x.get("na") for x in results.get((w, side.lang, side.name), [])):
+                        runners = [s for s in runners if s is not side]  # n/a does not change between rounds
+    finally:
+        etcd.close()
+    rows = summarise(results, work)
+    load = os.getloadavg()
+    head = (f"{started:%Y-%m-%d %H:%M} UTC, etcd {etcd_binary_version()} (one member), {rounds} rounds, "
+            f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the end, {platform.machine()}")
+    print(head)
+    print()
+    print(table(rows))
+    print()
+    rows = [rounded(r) for r in rows]
+    for r in rows:
+        print(json.dumps(r))
+    if out:
+        with open(out, "w") as f:
+            f.write(json.dumps({"run": head}) + "\n")
+            for line in raw_lines:
+                f.write(json.dumps(line) + "\n")
+            for r in rows:
+                f.write(json.dumps({"summary": True, **r}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
