@@ -3,16 +3,24 @@ into the synchronous part of the call (argument conversion, handing the request 
 tokio runtime), the wait for the result, and what waking an asyncio loop from another
 thread costs on its own (core's result comes back from a tokio thread that way).
 
-    python bench/crossing.py --endpoints a,b     one JSON line (medians, microseconds)
+    bench/.venv/bin/python bench/crossing.py [--endpoints a,b]    one JSON line (medians, us)
 
-Compare `put_us` with the Rust K3 rows of the same run: the difference is the crossing.
+Without --endpoints it starts an etcd of its own. It also runs the Rust bench's K3 (ours
+through core, and the raw etcd-client crate) against the same etcd first, so `put_us`
+minus `rust_core_put_us` is what the crossing into Python costs. Where that time goes, by
+stack (Python and native frames of every thread):
+
+    bench/.venv/bin/py-spy record --native --threads --format raw -o /tmp/k3.txt -- \
+        bench/.venv/bin/python bench/crossing.py
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
+import subprocess
 import threading
 import time
 
@@ -45,8 +53,15 @@ async def loop_wakeup_us(n: int = 2000) -> float:
     return statistics.median(samples)
 
 
-async def main() -> None:
-    eps, _ = args()
+def rust_k3(eps: list[str], side: str) -> float:
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target"))
+    out = subprocess.run([os.path.join(target, "release", "bench"), "--endpoints", ",".join(eps), "--side", side, "K3"],
+                         capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["value"])
+
+
+async def main(eps: list[str]) -> None:
+    rust = {"rust_raw_put_us": rust_k3(eps, "raw"), "rust_core_put_us": rust_k3(eps, "ours")}
     c = await etcd_recipes.Client.connect(eps)
     for i in range(200):
         await c.put(f"bench/crossing/warm/{i}", "v")
@@ -68,10 +83,21 @@ async def main() -> None:
     wake = await loop_wakeup_us()
     await c.close()
     med = statistics.median
-    print(json.dumps({"side": "ours", "lang": "python", "workload": "K3-crossing", "put_us": round(med(total), 1),
+    print(json.dumps({"side": "ours", "lang": "python", "workload": "K3-crossing", **rust, "put_us": round(med(total), 1),
                       "put_call_us": round(med(call), 1), "put_wait_us": round(med(wait), 1), "get_us": round(med(gets), 1),
                       "loop_wakeup_from_thread_us": round(wake, 1)}))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    endpoints, _ = args()
+    cluster = None
+    if not endpoints:
+        from etcd_recipes.testing import EtcdCluster
+
+        cluster = EtcdCluster.start(1)
+        endpoints = cluster.endpoints
+    try:
+        asyncio.run(main(endpoints))
+    finally:
+        if cluster is not None:
+            cluster.close()
