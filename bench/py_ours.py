@@ -10,7 +10,7 @@ import os
 import time
 
 import etcd_recipes
-from common import (C2_READS, D2_INSTANCES, E1_TURNS, EVENTS, IN_FLIGHT, KV_OPS, L1_CYCLES, L2_CYCLES, L2_WORKERS,
+from common import (C2_READS, D2_INSTANCES, E1_TURNS, EVENTS, KV_OPS, L1_CYCLES, L2_CYCLES, L2_WORKERS,
                     SEQ_PUTS, VALUE, args, emit, in_flight, median)
 
 SIDE = "ours"

@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import (E1_TURNS, EVENTS, IN_FLIGHT, KV_OPS, L1_CYCLES, L2_CYCLES, L2_WORKERS, SEQ_PUTS, VALUE, args, emit,
+from common import (EVENTS, IN_FLIGHT, KV_OPS, L1_CYCLES, L2_CYCLES, L2_WORKERS, SEQ_PUTS, VALUE, args, emit,
                     in_flight, median, na)
 
 TAG = f"bench/peer-{os.getpid()}"
@@ -49,7 +49,8 @@ def etcd3_side(eps: list[str], work: list[str]) -> None:
     def lock_cycles(client, name: str, n: int, inside=None) -> None:
         lock = client.lock(name, ttl=10)
         for _ in range(n):
-            lock.acquire()
+            if not lock.acquire(timeout=None):
+                raise RuntimeError("python-etcd3: acquire returned False")
             if inside:
                 inside()
             lock.release()
