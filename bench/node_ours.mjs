@@ -61,11 +61,13 @@ const W = {
     let leader = await es[0].campaign('a')
     let who = 0
     const times = []
+    const resigns = []
     for (let i = 0; i < B.E1_TURNS; i++) {
       const waiting = es[1 - who].campaign('b').then((l) => [l, B.now()])
       await new Promise((resolve) => setTimeout(resolve, 20)) // the other is queued
       const t = B.now()
       await leader.resign()
+      resigns.push(B.now() - t)
       const [l, at] = await waiting
       times.push(at - t)
       leader = l
@@ -73,7 +75,7 @@ const W = {
     }
     await leader.resign()
     for (const s of ss) await s.close()
-    B.emit(SIDE, 'E1', B.median(times), 'ms', true)
+    B.emit(SIDE, 'E1', B.median(times), 'ms', true, { resign_ms: +B.median(resigns).toFixed(3) })
   },
   async D1 (c) {
     const service = `bench-node-d1-${process.pid}`

@@ -80,7 +80,7 @@ async def l2(eps: list[str]) -> None:
 async def e1(c: etcd_recipes.Client) -> None:
     s1, s2 = await c.session(ttl=10), await c.session(ttl=10)
     es = [s1.election(f"{TAG}/e1"), s2.election(f"{TAG}/e1")]
-    leader, who, times = await es[0].campaign("a"), 0, []
+    leader, who, times, resigns = await es[0].campaign("a"), 0, [], []
 
     async def campaign(e: etcd_recipes.Election) -> tuple[etcd_recipes.Leadership, float]:
         lead = await e.campaign("b")
@@ -91,13 +91,14 @@ async def e1(c: etcd_recipes.Client) -> None:
         await asyncio.sleep(0.02)  # the other is queued
         t = time.perf_counter()
         await leader.resign()
+        resigns.append((time.perf_counter() - t) * 1e3)
         leader, at = await waiting
         times.append((at - t) * 1e3)
         who = 1 - who
     await leader.resign()
     await s1.close()
     await s2.close()
-    emit(SIDE, "E1", median(times), "ms", True)
+    emit(SIDE, "E1", median(times), "ms", True, resign_ms=round(median(resigns), 3))
 
 
 async def d1(c: etcd_recipes.Client) -> None:

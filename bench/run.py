@@ -176,7 +176,7 @@ def summarise(results: dict, order: list[str]) -> list[dict]:
             row.update(value=med, min=min(vals), max=max(vals), rounds=vals, ok=all(x.get("ok") is True for x in lines))
             if err:
                 row["error"] = err
-            for extra in ("load_s", "counter", "note"):
+            for extra in ("load_s", "counter", "resign_ms", "note"):
                 got = [x[extra] for x in lines if extra in x]
                 if got:
                     row[extra] = statistics.median(got) if isinstance(got[0], (int, float)) else got[0]
@@ -225,6 +225,7 @@ def table(rows: list[dict]) -> str:
             out.append(f"| {r['workload']} | {r['lang']} | {r['side']} | n/a | {r.get('na', '')} | | | | |")
             continue
         unit = r["unit"] + (f" (load {r['load_s']:.3f} s)" if "load_s" in r else "")
+        unit += f" (resign {r['resign_ms']:.2f} ms)" if "resign_ms" in r else ""
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
         met = "" if "target" not in r else f"{r['target']}: {({True: 'met', False: 'MISSED'}).get(r['met'], '-')}"
         ok = "ok" if r["ok"] else "FAIL" + (f" ({r['error']})" if r.get("error") else "")
