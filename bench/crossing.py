@@ -12,6 +12,7 @@ stack (Python and native frames of every thread):
 
     bench/.venv/bin/py-spy record --native --threads --format raw -o /tmp/k3.txt -- \
         bench/.venv/bin/python bench/crossing.py
+    python3 bench/spy_summary.py /tmp/k3.txt
 """
 
 from __future__ import annotations
