@@ -2,6 +2,7 @@
 etcd this driver starts. Run through scripts/bench (which builds and installs what it needs).
 
     python bench/run.py [WORKLOADS...] [--rounds N] [--json FILE] [--sides S1,S2]
+    python bench/run.py --report FILE       the table again from a run's --json FILE
 
 Every side runs in its own process, one workload at a time; the order of the sides rotates
 from round to round. Prints one table (median, [min-max] over the rounds, ok, ratio to the
@@ -253,18 +254,47 @@ def parse(argv: list[str]) -> tuple[list[str], int, str | None, set[str] | None]
     return [w for w in WORKLOADS if w in work] or WORKLOADS, rounds, out, only
 
 
+def report(head: str, results: dict, work: list[str], out=None) -> None:
+    rows = summarise(results, work)
+    print(head)
+    print()
+    print(table(rows))
+    print()
+    for r in map(rounded, rows):
+        print(json.dumps(r))
+        if out:
+            out.write(json.dumps({"summary": True, **r}) + "\n")
+
+
+def from_file(path: str) -> None:
+    """`--report FILE`: the table and summary again from a run's JSON lines (a whole run or
+    the part written before it stopped)."""
+    head, results = "", {}
+    for line in map(json.loads, open(path)):
+        if "run" in line:
+            head = line["run"]
+        elif "workload" in line and not line.get("summary"):
+            results.setdefault((line["workload"], line["lang"], line["side"]), []).append(line)
+    report(head, results, [w for w in WORKLOADS if any(k[0] == w for k in results)])
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--report"]:
+        return from_file(sys.argv[2])
     from etcd_recipes.testing import EtcdCluster, etcd_binary_version
 
-    work, rounds, out, only = parse(sys.argv[1:])
+    work, rounds, path, only = parse(sys.argv[1:])
     all_sides = [s for s in sides(sys.executable) if only is None or f"{s.lang}:{s.name}" in only or s.lang in only]
     etcd = EtcdCluster.start(1)
     eps = etcd.endpoints
     started = datetime.datetime.now(datetime.timezone.utc)
-    log(f"etcd {etcd_binary_version()} at {','.join(eps)}; workloads {' '.join(work)}; {rounds} rounds; "
-        f"{len(all_sides)} sides")
+    head = (f"{started:%Y-%m-%d %H:%M} UTC, etcd {etcd_binary_version()} (one member), {rounds} rounds, "
+            f"{os.cpu_count()} CPUs, {platform.machine()}")
+    log(f"{head}; at {','.join(eps)}; workloads {' '.join(work)}; {len(all_sides)} sides")
+    out = open(path, "w", buffering=1) if path else None  # line by line: a stopped run can still be reported
+    if out:
+        out.write(json.dumps({"run": head}) + "\n")
     results: dict[tuple[str, str, str], list[dict]] = {}
-    raw_lines = []
     try:
         for w in work:
             if w == "K2":
@@ -279,31 +309,18 @@ def main() -> None:
                     for line in run_side(side, w, eps):
                         line.setdefault("lang", side.lang)
                         results.setdefault((w, line["lang"], line["side"]), []).append(line)
-                        raw_lines.append({**line, "round": rnd})
+                        if out:
+                            out.write(json.dumps({**line, "round": rnd}) + "\n")
                         shown = line.get("na") or line.get("error") or f"{line['value']:.6g} {line.get('unit', '')} ok={line.get('ok')}"
                         log(f"{w} round {rnd + 1}/{rounds} {line['lang']} {line['side']}: {shown} ({time.monotonic() - t:.1f} s)")
                     if any(x.get("na") for x in results.get((w, side.lang, side.name), [])):
                         runners = [s for s in runners if s is not side]  # n/a does not change between rounds
     finally:
         etcd.close()
-    rows = summarise(results, work)
-    load = os.getloadavg()
-    head = (f"{started:%Y-%m-%d %H:%M} UTC, etcd {etcd_binary_version()} (one member), {rounds} rounds, "
-            f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the end, {platform.machine()}")
-    print(head)
-    print()
-    print(table(rows))
-    print()
-    rows = [rounded(r) for r in rows]
-    for r in rows:
-        print(json.dumps(r))
+    load = os.getloadavg()[0]
+    report(f"{head}, load average {load:.1f} at the end", results, work, out)
     if out:
-        with open(out, "w") as f:
-            f.write(json.dumps({"run": head}) + "\n")
-            for line in raw_lines:
-                f.write(json.dumps(line) + "\n")
-            for r in rows:
-                f.write(json.dumps({"summary": True, **r}) + "\n")
+        out.close()
 
 
 if __name__ == "__main__":
