@@ -34,7 +34,26 @@ static LEVEL: AtomicU8 = AtomicU8::new(30);
 /// When LEVEL was last read from Python, in ms since START.
 static REFRESHED_MS: AtomicI64 = AtomicI64::new(0);
 static START: OnceLock<Instant> = OnceLock::new();
-static SENDER: OnceLock<SyncSender<Record>> = OnceLock::new();
+/// The forwarding thread's channel, and the process that started the thread: a forked
+/// child has the channel but not the thread, so its first event starts its own.
+static SENDER: std::sync::Mutex<Option<(u32, SyncSender<Record>)>> = std::sync::Mutex::new(None);
+
+/// The channel to this process's forwarding thread (started on first use in a process).
+fn sender() -> Option<SyncSender<Record>> {
+    let pid = std::process::id();
+    let mut s = SENDER.lock().unwrap_or_else(|p| p.into_inner());
+    match s.as_ref() {
+        Some((p, tx)) if *p == pid => Some(tx.clone()),
+        // Not installed: the host process had its own tracing subscriber.
+        None => None,
+        Some(_) => {
+            let (tx, rx) = sync_channel::<Record>(4096);
+            std::thread::Builder::new().name("etcd-recipes-log".into()).spawn(move || forwarder(rx)).ok()?;
+            *s = Some((pid, tx.clone()));
+            Some(tx)
+        }
+    }
+}
 
 fn now_ms() -> i64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as i64
@@ -115,7 +134,7 @@ impl<S: Subscriber> Layer<S> for PyLogLayer {
         if !enabled && !stale {
             return;
         }
-        let Some(tx) = SENDER.get() else { return };
+        let Some(tx) = sender() else { return };
         if stale {
             // Claim the refresh so that only one event per second asks for it.
             REFRESHED_MS.store(now_ms(), Ordering::Relaxed);
@@ -140,8 +159,12 @@ pub fn install(py: Python<'_>) {
     let _ = START.get_or_init(Instant::now);
     refresh_level(py);
     let (tx, rx) = sync_channel::<Record>(4096);
-    if SENDER.set(tx).is_err() {
-        return;
+    {
+        let mut s = SENDER.lock().unwrap_or_else(|p| p.into_inner());
+        if s.is_some() {
+            return;
+        }
+        *s = Some((std::process::id(), tx));
     }
     let _ = std::thread::Builder::new().name("etcd-recipes-log".into()).spawn(move || forwarder(rx));
     let filter = tracing_subscriber::filter::filter_fn(|m| m.target().starts_with("etcd_recipes"));

@@ -11,6 +11,7 @@
 //! finalizing interpreter (the classic shutdown segfault of Rust-backed Python packages).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, StreamExt};
@@ -25,18 +26,53 @@ use pyo3::types::PyCFunction;
 use tokio::runtime::Runtime;
 use tokio::task::AbortHandle;
 
-/// The shared runtime (created on first use, which is module init).
-pub fn rt() -> &'static Runtime {
-    pyo3_async_runtimes::tokio::get_runtime()
+/// The runtime of this process, and the process it was built in.
+struct ProcessRuntime {
+    pid: u32,
+    rt: &'static Runtime,
 }
 
-/// Configure the runtime pyo3-async-runtimes builds for us: multi-thread, all drivers,
-/// named threads. Called once at module init, before anything spawns.
-pub fn init_runtime() {
+static RUNTIME: AtomicPtr<ProcessRuntime> = AtomicPtr::new(std::ptr::null_mut());
+static BUILDING: Mutex<()> = Mutex::new(());
+
+/// The shared runtime of this process (built at module init).
+///
+/// A process forked after that (Celery's prefork pool, gunicorn `--preload`,
+/// `multiprocessing` with `fork`) inherits the runtime object but not its threads, so
+/// nothing spawned on it would ever run: the child's first call builds a runtime of its
+/// own. The parent's is leaked in the child (dropping it would wait for threads that do
+/// not exist there); clients inherited from the parent are closed in the child (core
+/// refuses them with `ClosedError`), so the child makes its own.
+pub fn rt() -> &'static Runtime {
+    let pid = std::process::id();
+    let current = RUNTIME.load(Ordering::Acquire);
+    // SAFETY: a published ProcessRuntime is leaked, never freed.
+    if let Some(p) = unsafe { current.as_ref() } {
+        if p.pid == pid {
+            return p.rt;
+        }
+    }
+    let _g = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: as above.
+    if let Some(p) = unsafe { RUNTIME.load(Ordering::Acquire).as_ref() } {
+        if p.pid == pid {
+            return p.rt;
+        }
+    }
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 4);
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.enable_all().worker_threads(workers).thread_name("etcd-recipes");
-    pyo3_async_runtimes::tokio::init(b);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(workers)
+        .thread_name("etcd-recipes")
+        .build()
+        .expect("etcd_recipes: cannot start the tokio runtime");
+    let rt: &'static Runtime = Box::leak(Box::new(runtime));
+    RUNTIME.store(Box::into_raw(Box::new(ProcessRuntime { pid, rt })), Ordering::Release);
+    rt
+}
+
+/// Build the runtime at module init, before anything spawns.
+pub fn init_runtime() {
     let _ = rt();
 }
 

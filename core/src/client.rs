@@ -245,6 +245,9 @@ pub(crate) struct Inner {
     options: ClientOptions,
     members: Arc<Members>,
     scope: Arc<Scope>,
+    /// The process that made the client. A forked child inherits the object but not the
+    /// threads behind its connections: there it is closed (and its leases are the parent's).
+    pid: u32,
 }
 
 /// One connection to etcd, cheap to clone and shared by every recipe.
@@ -425,7 +428,7 @@ impl Client {
         let members = Members::new(members, connect_options);
         members.start_probers(options.health);
         info!(endpoints = %joined, namespace = %options.namespace, "connected to etcd");
-        let inner = Arc::new(Inner { options, members, scope: Scope::new() });
+        let inner = Arc::new(Inner { options, members, scope: Scope::new(), pid: std::process::id() });
         crate::lifecycle::register_client(&inner);
         Ok(Client { inner })
     }
@@ -453,7 +456,14 @@ impl Client {
 
     /// True once [`Client::close`] began.
     pub fn is_closed(&self) -> bool {
-        self.inner.scope.phase() != Phase::Open
+        self.inner.scope.phase() != Phase::Open || !self.in_this_process()
+    }
+
+    /// False in a process forked after the client was made: the connections' threads
+    /// stayed in the parent, so the child must make clients of its own (as Celery's
+    /// prefork workers and gunicorn's `--preload` workers do after the fork).
+    pub fn in_this_process(&self) -> bool {
+        self.inner.pid == std::process::id()
     }
 
     /// Resolves once [`Client::close`] began (or at once if it has).
@@ -461,8 +471,11 @@ impl Client {
         self.inner.scope.closing()
     }
 
-    /// Fail with [`Error::Closed`] once [`Client::close`] began.
+    /// Fail with [`Error::Closed`] once [`Client::close`] began, and in a forked child.
     pub(crate) fn ensure_open(&self) -> Result<()> {
+        if !self.in_this_process() {
+            return Err(Error::Closed("client (made before this process was forked; make a new one in the child)"));
+        }
         match self.inner.scope.phase() {
             Phase::Open => Ok(()),
             _ => Err(Error::Closed("client")),

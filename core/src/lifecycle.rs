@@ -11,8 +11,9 @@
 //! [`shutdown`] does the same for every client of the process, and also revokes the
 //! leases of sessions that were dropped but whose background revoke has not finished.
 //! The Python and Node packages call it at interpreter / process exit, signals included,
-//! so that a process leaves nothing behind for a TTL. In a forked child it does nothing:
-//! the leases belong to the parent.
+//! so that a process leaves nothing behind for a TTL. In a forked child it closes only the
+//! clients made in the child: those inherited from the parent, and their leases, are the
+//! parent's (and are closed for the child: see [`Client::in_this_process`](crate::Client::in_this_process)).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,7 +103,6 @@ impl Scope {
 static CLIENTS: Mutex<Vec<Weak<crate::client::Inner>>> = Mutex::new(Vec::new());
 
 pub(crate) fn register_client(inner: &Arc<crate::client::Inner>) {
-    PID.get_or_init(std::process::id);
     let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
     all.retain(|w| w.strong_count() > 0);
     all.push(Arc::downgrade(inner));
@@ -122,7 +122,6 @@ pub(crate) fn revoke_done(lease: i64) {
 }
 
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
-static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 /// True once [`shutdown`] began: recipes end quietly instead of healing or warning.
 pub fn is_shutting_down() -> bool {
@@ -145,17 +144,19 @@ pub struct ShutdownReport {
 /// `budget`. Called by the Python and Node packages at exit; a Rust program calls it
 /// before returning from `main` (or closes its clients). Idempotent.
 pub async fn shutdown(budget: Duration) -> ShutdownReport {
-    if PID.get().is_some_and(|p| *p != std::process::id()) {
-        // A forked child: everything here belongs to the parent.
-        return ShutdownReport { complete: true, ..Default::default() };
-    }
+    // In a forked child, the clients (and leases) inherited from the parent are the
+    // parent's: only those made in this process are closed.
     SHUTTING_DOWN.store(true, Ordering::Release);
     let clients: Vec<Client> = {
         let all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-        all.iter().filter_map(|w| w.upgrade()).map(Client::from_inner).collect()
+        all.iter().filter_map(|w| w.upgrade()).map(Client::from_inner).filter(Client::in_this_process).collect()
     };
-    let dropped: Vec<(i64, Client)> =
-        DROPPED.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(|m| m.drain().collect()).unwrap_or_default();
+    let dropped: Vec<(i64, Client)> = DROPPED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+        .map(|m| m.drain().filter(|(_, c)| c.in_this_process()).collect())
+        .unwrap_or_default();
     let report = ShutdownReport { clients: clients.len(), leases: dropped.len(), complete: false };
     if clients.is_empty() && dropped.is_empty() {
         return ShutdownReport { complete: true, ..report };

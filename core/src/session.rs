@@ -126,7 +126,8 @@ impl Drop for Owner {
             }
             alive
         });
-        if was_alive {
+        // In a forked child the lease is the parent's: leave it alone.
+        if was_alive && self.0.client.in_this_process() {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 let client = self.0.client.clone();
                 let id = self.0.lease_id;

@@ -8,10 +8,11 @@ the consumer's lease (a worker that dies gives its items back when its lease exp
 
     python sync_celery_worker.py     # enqueue a few tasks, run 3 worker threads, report
 
-Processes that fork: the package's runtime (made when ``etcd_recipes`` is imported) does
-not survive ``fork()``, so a forked child cannot use a client. Consume with threads (as
-here; Celery's ``--pool threads``), or with processes that import ``etcd_recipes`` only
-after they start (``multiprocessing`` with the ``spawn`` start method).
+Processes that fork (Celery's default prefork pool, gunicorn ``--preload``): a forked
+child gets a runtime of its own at its first call, and clients made before the fork are
+closed in the child (``ClosedError``): connect in each child after the fork (Celery's
+``worker_process_init`` signal, gunicorn's ``post_fork`` hook). This example consumes with
+threads, as Celery's ``--pool threads`` does.
 """
 
 from __future__ import annotations

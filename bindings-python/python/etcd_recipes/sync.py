@@ -71,9 +71,12 @@ stops. SIGTERM is handled as by the asyncio face (``etcd_recipes._exit``).
 Do not call this module from inside a callback of the asyncio face or from the loop
 thread itself (a ``RuntimeError`` says so); from an asyncio program use the asyncio face.
 Threads that wait in this module at interpreter exit should be daemon threads: Python
-joins the others before it runs the exit hooks that would end their waits. A process
-forked after ``etcd_recipes`` was imported cannot use it (the runtime's threads do not
-survive ``fork()``): consume with threads, or start processes with ``spawn``.
+joins the others before it runs the exit hooks that would end their waits.
+
+A forked child (Celery's prefork pool, gunicorn ``--preload``) starts a loop thread, a
+callback thread and a runtime of its own at its first call; clients made before the fork
+are closed in the child (``ClosedError``: their connections' threads stayed in the parent),
+so connect again in the child, after the fork.
 """
 
 from __future__ import annotations
@@ -243,6 +246,19 @@ class _Loop:
     @classmethod
     def in_loop_thread(cls) -> bool:
         return cls._thread is not None and threading.current_thread() is cls._thread
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the loop and callback threads stayed in the parent."""
+    _Loop._lock = threading.Lock()
+    _Loop._loop = None
+    _Loop._thread = None
+    _Loop._stopped = False
+    _Callbacks._lock = threading.Lock()
+    _Callbacks._queue = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _at_exit() -> None:
