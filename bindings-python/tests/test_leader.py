@@ -48,10 +48,10 @@ async def test_one_work_at_a_time_with_a_fenced_counter(etcd: EtcdCluster, ns: s
             await lp.close()
     assert state["most"] == 1, f"two works at once: {state}"
     counter = int(await reader.get_string("counter") or "0")
-    # Every acknowledged increment is there, none was lost to a concurrent work. The one
-    # put that close() may cancel in flight may or may not have been applied.
+    # Every acknowledged increment is there, none was lost to a concurrent work. A put
+    # cancelled in flight (by close(), or by a term that ended early because a renewal was
+    # late on a loaded machine) may or may not have been applied: counted as an attempt.
     assert state["writes"] <= counter <= state["attempts"], f"increments lost: counter {counter}, {state}"
-    assert state["attempts"] - state["writes"] <= 1, f"more than the last put unacknowledged: {state}"
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), f"tokens not increasing: {tokens[-10:]}"
     assert await reader.leader("jobs") is None
     for c in clients:

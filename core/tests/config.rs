@@ -696,17 +696,33 @@ async fn a_prefix_larger_than_one_response_loads_in_pages_at_one_revision() {
     let load_time = t.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let tail_written = writer.await.unwrap();
-    let at = view.revision();
+    // The snapshot and its revision are read together; the view may have moved on since
+    // the load (the tail writes keep arriving), so compare with etcd at the snapshot's revision.
+    let snap = view.snapshot();
+    let at = snap.revision;
     let count = c
         .etcd()
         .get("big/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only().with_revision(at)))
         .await
         .unwrap()
         .count();
-    let snap = view.snapshot();
     println!("config: loaded {} keys in {load_time:?} at revision {at}; {tail_written} tail keys written meanwhile", snap.len());
-    assert_eq!(snap.revision, at);
     assert_eq!(snap.len() as i64, count, "the view is not etcd's state at its revision {at}");
+    // And the load itself (the tail writes went on during it): the view's own log line gives
+    // the revision it loaded at and how many keys it read; etcd had exactly that many then.
+    let line = logs().lines().find(|l| l.contains("config view loaded") && l.contains("key=big/")).map(str::to_string);
+    let line = line.unwrap_or_else(|| panic!("no load log line; log tail:\n{}", log_tail()));
+    let field = |name: &str| -> i64 {
+        line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|v| v.parse().ok()).unwrap_or(-1)
+    };
+    let (loaded_at, loaded_keys) = (field("revision="), field("keys="));
+    let then = c
+        .etcd()
+        .get("big/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only().with_revision(loaded_at)))
+        .await
+        .unwrap()
+        .count();
+    assert_eq!(loaded_keys, then, "the load read {loaded_keys} keys at revision {loaded_at}; etcd had {then} then");
     assert_eq!(snap.keys().filter(|k| k.starts_with("big/small/")).count(), 30_000);
     assert_eq!(snap.keys().filter(|k| k.starts_with("big/blob/")).count(), 96);
     assert!(snap.values().filter(|v| v.len() == 256 * 1024).count() == 96, "a large value was cut");
