@@ -245,6 +245,8 @@ pub(crate) struct Inner {
     options: ClientOptions,
     members: Arc<Members>,
     scope: Arc<Scope>,
+    /// The one watch stream that long-lived single-key watches share (registrations).
+    watches: Arc<crate::watchmux::WatchMux>,
     /// The process that made the client. A forked child inherits the object but not the
     /// threads behind its connections: there it is closed (and its leases are the parent's).
     pid: u32,
@@ -428,7 +430,8 @@ impl Client {
         let members = Members::new(members, connect_options);
         members.start_probers(options.health);
         info!(endpoints = %joined, namespace = %options.namespace, "connected to etcd");
-        let inner = Arc::new(Inner { options, members, scope: Scope::new(), pid: std::process::id() });
+        let watches = crate::watchmux::WatchMux::new(members.clone(), options.request_timeout);
+        let inner = Arc::new(Inner { options, members, scope: Scope::new(), watches, pid: std::process::id() });
         crate::lifecycle::register_client(&inner);
         Ok(Client { inner })
     }
@@ -553,6 +556,12 @@ impl Client {
         options: etcd_client::WatchOptions,
     ) -> std::result::Result<MemberWatch, etcd_client::Error> {
         MemberWatch::open(self.members(), key, options, self.request_timeout()).await
+    }
+
+    /// Watch the single key `key` from revision `from` on the client's shared watch
+    /// stream (see [`crate::watchmux`]): no stream of its own, no wait for etcd.
+    pub(crate) fn shared_watch(&self, key: impl Into<Vec<u8>>, from: i64) -> crate::watchmux::MuxWatch {
+        self.inner.watches.watch(key, from)
     }
 
     /// The full etcd key for a recipe key: namespace + key.

@@ -46,6 +46,7 @@ pub mod semaphore;
 pub mod session;
 mod tlsprobe;
 pub(crate) mod waitqueue;
+pub(crate) mod watchmux;
 pub mod workqueue;
 #[cfg(feature = "testing")]
 pub mod testing;

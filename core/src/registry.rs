@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use etcd_client::{Event, EventType, KeyValue, PutOptions, WatchOptions};
+use etcd_client::{Event, EventType, KeyValue, PutOptions};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -501,27 +501,17 @@ async fn guard(sh: Arc<RegShared>, first_put_rev: i64, _tracked: crate::metrics:
                 }
             }
         };
-        let opts = WatchOptions::new().with_start_revision(from);
-        let mut stream = match sh.client.watch(sh.key.clone(), opts).await {
-            Ok(s) => s,
-            _ => {
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = session.lost() => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue; // watch_from is None: re-check the key
-            }
-        };
+        // On the client's shared watch stream: a registration costs no stream of its own.
+        let mut stream = sh.client.shared_watch(sh.key.clone(), from);
         loop {
             tokio::select! {
                 _ = session.lost() => break, // the outer loop recovers
                 msg = stream.message() => match msg {
-                    Ok(Some(resp)) if resp.canceled() => {
+                    Some(resp) if resp.canceled() => {
                         debug!(reason = %resp.cancel_reason(), "own-key watch cancelled");
                         break;
                     }
-                    Ok(Some(resp)) => {
+                    Some(resp) => {
                         backoff = Duration::from_millis(50);
                         let deleted = resp.events().iter().any(|e| e.event_type() == EventType::Delete);
                         let ending = sh.closed.load(Ordering::Acquire) || crate::lifecycle::is_shutting_down() || !session.is_alive();
@@ -544,7 +534,7 @@ async fn guard(sh: Arc<RegShared>, first_put_rev: i64, _tracked: crate::metrics:
                             }
                         }
                     }
-                    Ok(None) | Err(_) => break,
+                    None => break,
                 }
             }
         }

@@ -336,3 +336,100 @@ async fn bad_input_is_rejected_with_invalid_argument() {
     assert_eq!(list, vec![Instance { id: "ïd-1".into(), addr: "[::1]:80".into(), metadata: md }]);
     reg.close().await.unwrap();
 }
+
+/// A gauge from one member's `/metrics` page (etcd's own count of watch streams and
+/// watchers); `None` when the member does not answer.
+async fn member_gauge(endpoint: &str, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("http://").to_string();
+    let read = async {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        Some(body)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(2), read).await.ok()??;
+    Some(body.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok())).unwrap_or(0.0))
+}
+
+/// The gauge summed over the members that answer.
+async fn etcd_gauge(etcd: &EtcdCluster, name: &str) -> f64 {
+    let mut sum = 0.0;
+    for ep in etcd.endpoints() {
+        sum += member_gauge(&ep, name).await.unwrap_or(0.0);
+    }
+    sum
+}
+
+async fn wait_gauge(etcd: &EtcdCluster, name: &str, want: f64, within: Duration) {
+    let until = Instant::now() + within;
+    loop {
+        let got = etcd_gauge(etcd, name).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < until, "{name}: {got}, expected {want} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_put_back(operator: &etcd_recipes::Client, reg: &Registration, within: Duration) {
+    let until = Instant::now() + within;
+    loop {
+        let got = operator.etcd().get(reg.key(), None).await.unwrap();
+        if let Some(kv) = got.kvs().first() {
+            assert_eq!(kv.lease(), reg.lease_id(), "put back on its own lease");
+            return;
+        }
+        assert!(Instant::now() < until, "{} not put back within {within:?}", reg.key());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The registrations of one client watch their keys on one shared watch stream (etcd
+/// counts one stream and a watcher per registration); a key deleted from outside is put
+/// back also after the member holding that stream froze (the stream moves, and the
+/// watches resume where they were); closing the last registration closes the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_share_one_watch_stream_that_survives_its_member_freezing() {
+    init_tracing();
+    let mut etcd = EtcdCluster::start(3).unwrap();
+    let registrar = etcd_recipes::Client::connect(etcd.client_options().with_request_timeout(Duration::from_secs(3))).await.unwrap();
+    let operator = client(&etcd).await;
+    const N: usize = 40;
+    let mut regs = Vec::new();
+    for i in 0..N {
+        regs.push(Registration::register(&registrar, RegisterOptions::new("many", format!("i{i}"), "h:1").ttl(10)).await.unwrap());
+    }
+    wait_gauge(&etcd, "etcd_debugging_mvcc_watch_stream_total", 1.0, Duration::from_secs(10)).await;
+    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", N as f64, Duration::from_secs(10)).await;
+    for reg in &regs[..3] {
+        assert_eq!(operator.delete(&format!("many/{}", reg.instance().id)).await.unwrap(), 1);
+    }
+    for reg in &regs[..3] {
+        wait_put_back(&operator, reg, Duration::from_secs(20)).await;
+    }
+    // Freeze the member that holds the stream; a delete on another member must still be
+    // seen (after the probe moves the stream) and repaired.
+    let mut holder = None;
+    for i in 0..etcd.len() {
+        if member_gauge(&etcd.endpoint(i), "etcd_debugging_mvcc_watch_stream_total").await == Some(1.0) {
+            holder = Some(i);
+        }
+    }
+    let holder = holder.expect("one member holds the shared stream");
+    etcd.pause(holder).unwrap();
+    let other = (holder + 1) % etcd.len();
+    let op2 = etcd_recipes::Client::connect(etcd_recipes::ClientOptions::new(vec![etcd.endpoint(other)])).await.unwrap();
+    let victim = &regs[N - 1];
+    assert_eq!(op2.delete(&format!("many/{}", victim.instance().id)).await.unwrap(), 1);
+    wait_put_back(&op2, victim, Duration::from_secs(20)).await;
+    etcd.resume(holder).unwrap();
+    assert!(regs.iter().all(|r| matches!(r.state(), RegistrationState::Registered { .. })), "every registration still registered");
+    for r in regs {
+        r.close().await.unwrap();
+    }
+    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 0.0, Duration::from_secs(10)).await;
+    wait_gauge(&etcd, "etcd_debugging_mvcc_watch_stream_total", 0.0, Duration::from_secs(10)).await;
+}
