@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 
@@ -244,6 +245,103 @@ def test_error_hierarchy() -> None:
 def test_awaitables_need_a_running_loop() -> None:
     with pytest.raises(RuntimeError, match="event loop"):
         Client.connect("127.0.0.1:2379")  # type: ignore[unused-coroutine]
+
+
+# ------------------------------------------------------------------ results back to their loop
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_results_reach_the_right_loop_of_many_and_loops_leave_nothing_open(etcd: EtcdCluster, ns: str) -> None:
+    # Each loop gets its own completion queue (a socket the loop watches); results of
+    # concurrent calls from loops in several threads must each reach their own loop, and a
+    # closed loop must leave no socket open behind it, even while it is still referenced.
+    async def connect() -> Client:
+        return await Client.connect(etcd.endpoints, namespace=ns)
+
+    client = asyncio.run(connect())
+
+    async def burst(tag: str, n: int) -> list[str]:
+        await client.put(f"{tag}/k", tag)
+        got = await asyncio.wait_for(asyncio.gather(*(client.get_string(f"{tag}/k") for _ in range(n))), EVENTUALLY)
+        return [g or "" for g in got]
+
+    assert asyncio.run(burst("warm", 10)) == ["warm"] * 10
+    before = open_fds()
+    errors: list[BaseException] = []
+
+    closed: list[asyncio.AbstractEventLoop] = []  # still referenced: closing must be enough
+
+    def thread(t: int) -> None:
+        try:
+            for i in range(10):
+                tag = f"t{t}-{i}"
+                loop = asyncio.new_event_loop()
+                try:
+                    got = loop.run_until_complete(burst(tag, 200))
+                finally:
+                    loop.close()
+                closed.append(loop)
+                assert got == [tag] * 200, summary([g for g in got if g != tag])
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=thread, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not any(th.is_alive() for th in threads), "a loop never got its results"
+    if errors:
+        raise errors[0]
+    # 40 loops were closed; a socket pair left per loop would be 80 files.
+    assert open_fds() <= before + 4, f"{open_fds() - before} more files open than before the 40 loops"
+
+    async def close() -> None:
+        await client.close()
+
+    asyncio.run(close())
+
+
+def test_a_result_for_a_closed_loop_is_let_go(etcd: EtcdCluster, ns: str) -> None:
+    # A call still running when its loop is closed: its result (here a lock guard) must be
+    # dropped when it comes (so the lock is released), not kept for a loop that will never
+    # run again, even while that loop object is still referenced.
+    holder, waiter = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        async def connect() -> Client:
+            return await Client.connect(etcd.endpoints, namespace=ns)
+
+        client = holder.run_until_complete(connect())
+
+        async def acquire(timeout: float | None = None) -> etcd_recipes.LockGuard:
+            return await client.lock("closed-loop", ttl=10).acquire(timeout=timeout)
+
+        async def start_waiting() -> asyncio.Future[etcd_recipes.LockGuard]:
+            return asyncio.ensure_future(client.lock("closed-loop", ttl=10).acquire())
+
+        async def release(g: etcd_recipes.LockGuard) -> None:
+            await g.release()
+
+        async def close() -> None:
+            await client.close()
+
+        guard = holder.run_until_complete(acquire())
+        pending = waiter.run_until_complete(start_waiting())
+        waiter.close()
+        assert not pending.done()
+        holder.run_until_complete(release(guard))
+        # The waiter gets the lock, for a loop that is closed: the guard must be let go.
+        third = holder.run_until_complete(acquire(timeout=EVENTUALLY))
+        holder.run_until_complete(release(third))
+        assert not pending.done()
+        holder.run_until_complete(close())
+    finally:
+        holder.close()
+        waiter.close()
 
 
 # ------------------------------------------------------------------ logging
