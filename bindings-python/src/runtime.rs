@@ -14,7 +14,7 @@
 //! classic shutdown segfault of Rust-backed Python packages).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, StreamExt};
@@ -47,7 +47,7 @@ static BUILDING: Mutex<()> = Mutex::new(());
 /// not exist there); clients inherited from the parent are closed in the child (core
 /// refuses them with `ClosedError`), so the child makes its own.
 pub fn rt() -> &'static Runtime {
-    let pid = std::process::id();
+    let pid = pid();
     let current = RUNTIME.load(Ordering::Acquire);
     // SAFETY: a published ProcessRuntime is leaked, never freed.
     if let Some(p) = unsafe { current.as_ref() } {
@@ -72,6 +72,39 @@ pub fn rt() -> &'static Runtime {
     let rt: &'static Runtime = Box::leak(Box::new(runtime));
     RUNTIME.store(Box::into_raw(Box::new(ProcessRuntime { pid, rt })), Ordering::Release);
     rt
+}
+
+/// This process's id. Cached: `getpid` is a system call, and every call into the package
+/// asks (a forked child must not use its parent's runtime or sockets). A `pthread_atfork`
+/// handler forgets it in a forked child.
+fn pid() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    #[cfg(unix)]
+    {
+        extern "C" fn forget_in_child() {
+            PID.store(0, Ordering::Relaxed);
+        }
+        extern "C" {
+            fn pthread_atfork(
+                prepare: Option<extern "C" fn()>,
+                parent: Option<extern "C" fn()>,
+                child: Option<extern "C" fn()>,
+            ) -> std::ffi::c_int;
+        }
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registers a plain function that only stores to an atomic.
+        HANDLER.call_once(|| unsafe {
+            pthread_atfork(None, None, Some(forget_in_child));
+        });
+    }
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let p = std::process::id();
+            PID.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
 }
 
 /// Build the runtime at module init, before anything spawns.
@@ -296,9 +329,42 @@ fn has_dict(obj: &Bound<'_, PyAny>) -> bool {
     obj.hasattr(intern!(obj.py(), "__dict__")).unwrap_or(false)
 }
 
+thread_local! {
+    /// The loop last found running in this thread, its completion queue, and the process.
+    static CURRENT: std::cell::RefCell<Option<(Py<PyAny>, Arc<Queue>, u32)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The running loop of this thread and its completion queue (`RuntimeError` outside a
+/// coroutine). `asyncio.get_running_loop` costs a system call on CPython 3.11 (its own fork
+/// check), so the loop found last is remembered per thread and taken again while its
+/// `_thread_id` (set by `run_forever` for as long as it runs) is this thread: one loop at a
+/// time runs in a thread, so that is the running loop. Loops without `_thread_id` (uvloop)
+/// ask asyncio each time.
+fn current_loop(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Arc<Queue>)> {
+    let pid = pid();
+    let cached = CURRENT.with(|c| c.borrow().as_ref().filter(|(_, _, p)| *p == pid).map(|(l, q, _)| (l.clone_ref(py), q.clone())));
+    if let Some((event_loop, queue)) = cached {
+        let event_loop = event_loop.into_bound(py);
+        // SAFETY: no preconditions.
+        let me = unsafe { pyo3::ffi::PyThread_get_thread_ident() } as u64;
+        if let Ok(Some(tid)) = event_loop.getattr_opt(intern!(py, "_thread_id")) {
+            if tid.extract::<u64>().is_ok_and(|t| t == me) {
+                return Ok((event_loop, queue));
+            }
+        }
+    }
+    let event_loop = running_loop(py)?;
+    let queue = loop_queue(py, &event_loop)?;
+    if event_loop.hasattr(intern!(py, "_thread_id")).unwrap_or(false) {
+        let old = CURRENT.with(|c| c.replace(Some((event_loop.clone().unbind(), queue.clone(), pid))));
+        drop(old); // attached
+    }
+    Ok((event_loop, queue))
+}
+
 /// The completion queue for a future of `event_loop` (the running loop of this thread).
 fn loop_queue(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Queue>> {
-    let pid = std::process::id();
+    let pid = pid();
     let found = match event_loop.getattr_opt(intern!(py, LOOP_ATTR))? {
         Some(c) => Some(c),
         None if has_dict(event_loop) => None,
@@ -418,8 +484,7 @@ where
     F: Future<Output = crate::errors::FResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    let event_loop = running_loop(py)?;
-    let queue = loop_queue(py, &event_loop)?;
+    let (event_loop, queue) = current_loop(py)?;
     let py_fut = event_loop.call_method0(intern!(py, "create_future"))?;
     let fut_ref = py_fut.clone().unbind();
     let task = rt().spawn(async move {
@@ -448,8 +513,7 @@ impl Watchers {
         S: Stream<Item = T> + Send + 'static,
         T: for<'a> IntoPyObject<'a> + Send + 'static,
     {
-        let event_loop = running_loop(py)?;
-        let queue = loop_queue(py, &event_loop)?;
+        let (event_loop, queue) = current_loop(py)?;
         let event_loop = Arc::new(event_loop.unbind());
         let slot: Slot = Arc::new(Mutex::new(Some(callback)));
         let cb = slot.clone();
