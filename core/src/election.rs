@@ -6,9 +6,10 @@
 //! An election named `name` is the key prefix `<namespace><name>/`. Each candidate puts
 //! `<namespace><name>/<lease id in lowercase hex>` with its proposal as the value,
 //! attached to its [`Session`]'s lease; the leader is the key with the smallest create
-//! revision. A candidate waits like a [lock](crate::lock) waiter (watching only the key
-//! just ahead), then re-checks that its key still exists (Go does not; we do, so an
-//! expired session never "wins"). Proclaim and resign are transactions guarded by
+//! revision. A candidate waits like a [lock](crate::lock) waiter (counting the deletes
+//! of the keys ahead of it on one watch of the prefix), and that watch sees its own key
+//! too: a key deleted while waiting ends the campaign with [`Error::SessionLost`] (Go does
+//! not check; we do, so an expired session never "wins"). Proclaim and resign are transactions guarded by
 //! `CreateRevision(leaderKey) == leaderRevision`, which is also the fencing token.
 //!
 //! Campaigning again through the same session (same key) behaves like Go: the existing
@@ -47,8 +48,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fence::Fence;
 use crate::session::{Session, SessionSource};
 use crate::waitqueue::{
-    check_name, enter, first_under, guarded_delete, key_has_rev, member_key, on_session, queue_prefix, sleep_opt, wait_deletes,
-    Cleanup,
+    check_name, enter, first_under, guarded_delete, key_has_rev, member_key, on_session, queue_prefix, sleep_opt, wait_turn,
+    Cleanup, Turn,
 };
 
 /// Who leads an election.
@@ -163,36 +164,32 @@ impl Election {
                         .ok_or_else(|| session_lost(Some("candidate key vanished".into())))?;
                 }
                 if entered.owner_rev.is_some_and(|o| o != entered.rev) {
-                    wait_deletes(&client, &self.prefix, entered.rev).await?;
+                    let turn = wait_turn(&client, &self.prefix, &key, entered.rev, entered.ahead()).await?;
+                    return Ok((entered.rev, turn));
                 }
-                Ok::<_, Error>(entered.rev)
+                // The transaction saw our key as the leader, at its revision.
+                Ok::<_, Error>((entered.rev, Turn::Ours { at: entered.header_rev }))
             };
             let outcome = tokio::select! {
                 r = work => r,
                 r = session.lost() => Err(session_lost(r)),
                 _ = sleep_opt(deadline) => Err(self.gave_up()),
             };
-            let rev = match outcome {
-                Ok(rev) => rev,
-                Err(e) => {
-                    // A timeout before `enter` armed nothing; arm so the key goes either way.
-                    if e.kind() == ErrorKind::LockTimeout {
-                        cleanup.arm();
-                    }
-                    cleanup.run().await;
-                    return Err(e);
-                }
-            };
-            // Re-check: our key must still exist with our revision.
-            let from = match key_has_rev(&client, &key, rev).await {
-                Ok((true, header)) => header,
-                Ok((false, _)) => {
+            // `from`: a revision at which our key existed and led; the leadership's watch
+            // of its own key starts after it.
+            let (rev, from) = match outcome {
+                Ok((rev, Turn::Ours { at })) => (rev, at),
+                Ok((_, Turn::KeyGone)) => {
                     cleanup.run().await;
                     return Err(session_lost(Some(format!(
                         "candidate key {key} vanished while waiting (lease expired or revoked)"
                     ))));
                 }
                 Err(e) => {
+                    // A timeout before `enter` armed nothing; arm so the key goes either way.
+                    if e.kind() == ErrorKind::LockTimeout {
+                        cleanup.arm();
+                    }
                     cleanup.run().await;
                     return Err(e);
                 }

@@ -5,12 +5,15 @@
 //!
 //! A lock named `name` is the key prefix `<namespace><name>/`. Each contender puts one
 //! key, `<namespace><name>/<lease id in lowercase hex>`, with an empty value, attached to
-//! its [`Session`]'s lease. The owner is the key with the smallest create revision. A
-//! waiter watches only the key just ahead of it (fair FIFO order, no thundering herd)
-//! and, after every wait, re-reads its own key: if the key is gone (the session expired
-//! while waiting) the acquire fails with [`Error::SessionLost`]; it never reports a lock
-//! it does not hold. On timeout, cancellation (dropping the future) or any error while
-//! waiting, the waiter's key is deleted.
+//! its [`Session`]'s lease. The owner is the key with the smallest create revision
+//! (fair FIFO order). A waiter learns how many keys are ahead of it from its own
+//! create-or-get transaction, watches the prefix and counts their deletes (a key created
+//! after ours is never ahead of it), so a handoff costs the holder's delete and one watch
+//! event, and no request from the waiters (no thundering herd). The same watch sees our
+//! own key: if it is deleted while waiting (the session expired or was revoked) the
+//! acquire fails with [`Error::SessionLost`]; it never reports a lock it does not hold.
+//! On timeout, cancellation (dropping the future) or any error while waiting, the
+//! waiter's key is deleted.
 //!
 //! The **fencing token** is the create revision of the lock key: it strictly increases
 //! from one holder to the next. [`LockGuard::fence`] offers writes guarded by
@@ -64,7 +67,7 @@ use crate::error::{Error, Result};
 use crate::fence::Fence;
 use crate::session::{Session, SessionSource};
 use crate::waitqueue::{
-    enter, guarded_delete, key_has_rev, local_slot, member_key, on_session, queue_prefix, sleep_opt, wait_deletes, Cleanup,
+    enter, guarded_delete, local_slot, member_key, on_session, queue_prefix, sleep_opt, wait_turn, Cleanup, Turn,
 };
 
 /// A distributed lock: a name plus where its sessions come from (one shared
@@ -182,21 +185,28 @@ impl Lock {
                 let rev = entered.rev;
                 if entered.owner_rev.is_none_or(|o| o == rev) {
                     // The transaction itself saw our key as the owner: no wait, nothing to re-check.
-                    return Ok(Some((rev, false)));
+                    return Ok(Some((rev, Turn::Ours { at: entered.header_rev })));
                 }
                 if mode == Mode::Try {
                     return Ok(None);
                 }
-                wait_deletes(&client, &self.prefix, rev).await?;
-                Ok::<_, Error>(Some((rev, true)))
+                let turn = wait_turn(&client, &self.prefix, &key, rev, entered.ahead()).await?;
+                Ok::<_, Error>(Some((rev, turn)))
             };
             let outcome = tokio::select! {
                 r = work => r,
                 r = session.lost() => Err(session_lost(r)),
                 _ = sleep_opt(deadline) => Ok(None),
             };
-            let (rev, waited) = match outcome {
-                Ok(Some(r)) => r,
+            let rev = match outcome {
+                Ok(Some((rev, Turn::Ours { .. }))) => rev,
+                Ok(Some((_, Turn::KeyGone))) => {
+                    cleanup.run().await;
+                    return Err(Error::SessionLost {
+                        lease_id: session.lease_id(),
+                        reason: format!("lock key {key} vanished while waiting (lease expired or revoked)"),
+                    });
+                }
                 Ok(None) => {
                     cleanup.run().await;
                     return Err(self.busy(if mode == Mode::Try { "held by another owner" } else { "timed out" }));
@@ -206,22 +216,6 @@ impl Lock {
                     return Err(e);
                 }
             };
-            // After every wait: is our key still there (the session did not expire meanwhile)?
-            let recheck = if waited { key_has_rev(&client, &key, rev).await } else { Ok((true, 0)) };
-            match recheck {
-                Ok((true, _)) => {}
-                Ok((false, _)) => {
-                    cleanup.run().await;
-                    return Err(Error::SessionLost {
-                        lease_id: session.lease_id(),
-                        reason: format!("lock key {key} vanished while waiting (lease expired or revoked)"),
-                    });
-                }
-                Err(e) => {
-                    cleanup.run().await;
-                    return Err(e);
-                }
-            }
             if let Err(e) = session.ensure_alive() {
                 cleanup.run().await;
                 return Err(e);

@@ -3,9 +3,11 @@
 //! `concurrency.Mutex` / `concurrency.Election`.
 //!
 //! A contender puts `<prefix><lease hex>` under its lease in one create-or-get
-//! transaction ([`enter`]); the owner is the key with the smallest create revision; a
-//! waiter watches only the key just ahead of it ([`wait_deletes`]) and re-reads its own
-//! key after every wait ([`key_has_rev`]). [`Cleanup`] removes a contender's key on
+//! transaction ([`enter`]); the owner is the key with the smallest create revision. A
+//! lock or election waiter counts the keys ahead of it go on one watch of the prefix,
+//! which also sees its own key ([`wait_turn`]); other recipes wait like Go, for the key
+//! just ahead ([`wait_deletes`]), and re-read their own key after every wait
+//! ([`key_has_rev`]). [`Cleanup`] removes a contender's key on
 //! error, timeout or cancellation; [`guarded_delete`] removes a holder's key only while
 //! it is still the same holder's.
 
@@ -153,6 +155,26 @@ pub(crate) struct Entered {
     pub owner_rev: Option<i64>,
     /// Value our key had, when it already existed.
     pub existing_value: Option<Vec<u8>>,
+    /// The transaction's revision.
+    pub header_rev: i64,
+    /// How many keys the prefix held at `header_rev`, ours included.
+    pub count: i64,
+}
+
+impl Entered {
+    /// What this transaction tells a waiter about the keys ahead of it: when it created our
+    /// key, every other key under the prefix at its revision was created before ours.
+    pub(crate) fn ahead(&self) -> Option<Ahead> {
+        self.created.then(|| Ahead { rev: self.header_rev, count: self.count - 1 })
+    }
+}
+
+/// The number of keys under a prefix created before ours, as of a revision (our key
+/// existing then).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ahead {
+    pub rev: i64,
+    pub count: i64,
 }
 
 /// `If CreateRevision(key)==0 Then Put(key, value, lease), Get(first) Else Get(key), Get(first)`.
@@ -174,12 +196,12 @@ pub(crate) async fn enter(client: &Client, prefix: &str, key: &str, value: Vec<u
         .await?;
     let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
     let ops = resp.op_responses();
-    let owner_rev = match ops.get(1) {
-        Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| kv.create_revision()),
+    let (owner_rev, count) = match ops.get(1) {
+        Some(TxnOpResponse::Get(g)) => (g.kvs().first().map(|kv| kv.create_revision()), g.count()),
         _ => return Err(Error::Etcd(etcd_client::Error::InvalidArgs("unexpected txn response".into()))),
     };
     if resp.succeeded() {
-        return Ok(Entered { rev: header_rev, created: true, owner_rev, existing_value: None });
+        return Ok(Entered { rev: header_rev, created: true, owner_rev, existing_value: None, header_rev, count });
     }
     match ops.first() {
         Some(TxnOpResponse::Get(g)) => match g.kvs().first() {
@@ -188,12 +210,130 @@ pub(crate) async fn enter(client: &Client, prefix: &str, key: &str, value: Vec<u
                 created: false,
                 owner_rev,
                 existing_value: Some(kv.value().to_vec()),
+                header_rev,
+                count,
             }),
             // Deleted between the compare and the get cannot happen inside one txn.
             None => Err(Error::Etcd(etcd_client::Error::InvalidArgs(format!("key {key} vanished inside a txn")))),
         },
         _ => Err(Error::Etcd(etcd_client::Error::InvalidArgs("unexpected txn response".into()))),
     }
+}
+
+/// How a [`wait_turn`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// No key created before ours is left, and ours still existed, at revision `at`.
+    Ours { at: i64 },
+    /// Our own key was deleted while waiting (its lease expired or was revoked).
+    KeyGone,
+}
+
+/// Wait until no key under `prefix` has a create revision below `my_rev` (Go's
+/// `waitDeletes`, same outcome), watching our own `key` too.
+///
+/// One watch on the whole prefix, opened from the current revision, with the previous
+/// value of each deleted key: a key created after ours can never be ahead of it, so the
+/// set of keys ahead only shrinks, and counting the deletes of keys created before ours
+/// tells when it is empty, with no read after each delete. `ahead` is what the caller
+/// already knows (the create-or-get transaction's count, at its revision); when the
+/// watch starts at a later revision, or after a watch error, one read at the watch's
+/// start revision counts again. The delete of our own key ends the wait with
+/// [`Turn::KeyGone`]: never "ours" with a key that is gone.
+pub(crate) async fn wait_turn(client: &Client, prefix: &str, key: &str, my_rev: i64, ahead: Option<Ahead>) -> Result<Turn> {
+    let mut known = ahead;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match wait_turn_once(client, prefix, key, my_rev, known.take()).await {
+            Ok(t) => return Ok(t),
+            Err(e) if matches!(e.kind(), crate::ErrorKind::PermissionDenied | crate::ErrorKind::InvalidArgument) => {
+                return Err(e)
+            }
+            Err(e) => {
+                debug!(error = %e, "wait for the keys ahead interrupted; counting again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn wait_turn_once(client: &Client, prefix: &str, key: &str, my_rev: i64, known: Option<Ahead>) -> Result<Turn> {
+    // From the current revision (start 0): etcd serves such a watcher from its "synced"
+    // group at once; one starting at or below the current revision waits for a catch-up
+    // loop that runs every 100 ms.
+    let opts = WatchOptions::new().with_prefix().with_prev_key().with_filters([WatchFilterType::NoPut]);
+    let mut stream = client.watch(prefix.to_string(), opts).await?;
+    let created = stream.message().await?.ok_or(Error::Closed("watch stream"))?;
+    if created.canceled() {
+        return Err(watch_cancelled(&created));
+    }
+    // Every event after `base` comes on this watch.
+    let base = created.header().map(|h| h.revision()).unwrap_or(0);
+    let mut ahead = match known {
+        Some(a) if a.rev == base => a.count,
+        _ => match count_ahead(client, prefix, key, my_rev, base).await? {
+            Some(n) => n,
+            None => return Ok(Turn::KeyGone),
+        },
+    };
+    debug!(ahead, base, "waiting for the keys ahead to go");
+    if ahead <= 0 {
+        return Ok(Turn::Ours { at: base });
+    }
+    loop {
+        let r = stream.message().await?.ok_or(Error::Closed("watch stream"))?;
+        if r.canceled() {
+            return Err(watch_cancelled(&r));
+        }
+        let (mut last, mut gone) = (base, false);
+        for ev in r.events() {
+            let Some(kv) = ev.kv() else { continue };
+            if ev.event_type() != EventType::Delete || kv.mod_revision() <= base {
+                continue;
+            }
+            last = last.max(kv.mod_revision());
+            if kv.key() == key.as_bytes() {
+                gone = true;
+                continue;
+            }
+            match ev.prev_kv() {
+                Some(p) if p.create_revision() < my_rev => ahead -= 1,
+                Some(_) => {}
+                // etcd could not read the previous value (compacted): count again.
+                None => return Err(Error::Etcd(etcd_client::Error::WatchError("delete event without its previous value".into()))),
+            }
+        }
+        if gone {
+            return Ok(Turn::KeyGone);
+        }
+        if ahead <= 0 {
+            return Ok(Turn::Ours { at: last });
+        }
+    }
+}
+
+/// The keys under `prefix` created before `my_rev`, at revision `rev`; `None` when our
+/// own key (create revision `my_rev`) was no longer there.
+async fn count_ahead(client: &Client, prefix: &str, key: &str, my_rev: i64, rev: i64) -> Result<Option<i64>> {
+    let opts = GetOptions::new().with_prefix().with_keys_only().with_max_create_revision(my_rev).with_revision(rev);
+    let p = prefix.to_string();
+    let resp = client
+        .read(|mut c| {
+            let (p, o) = (p.clone(), opts.clone());
+            async move { c.get(p, Some(o)).await }
+        })
+        .await?;
+    let mine = resp.kvs().iter().any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == my_rev);
+    Ok(mine.then(|| resp.kvs().iter().filter(|kv| kv.create_revision() < my_rev).count() as i64))
+}
+
+fn watch_cancelled(r: &etcd_client::WatchResponse) -> Error {
+    Error::Etcd(etcd_client::Error::WatchError(format!(
+        "watch cancelled (compact revision {}): {}",
+        r.compact_revision(),
+        r.cancel_reason()
+    )))
 }
 
 /// Wait until no key under `prefix` has a create revision below `my_rev` (Go's

@@ -213,6 +213,50 @@ async fn campaign_cancel_expiry_proclaim_and_campaign_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidate_whose_key_is_deleted_fails_at_once_and_later_ones_follow_the_leader() {
+    // A waiting candidate's key is deleted by someone else (its lease stays alive): the
+    // campaign fails with SessionLost while the leader still leads; a candidate queued
+    // behind it is not promoted by that delete, only by the leader's resignation.
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let (sa, sb, sc) =
+        (Session::new(&c, 10).await.unwrap(), Session::new(&c, 30).await.unwrap(), Session::new(&c, 10).await.unwrap());
+    let leader = Election::new(&sa, "kd").unwrap().campaign("a").await.unwrap();
+    let eb = Election::new(&sb, "kd").unwrap();
+    let b = tokio::spawn(async move { eb.campaign("b").await });
+    let bkey = format!("kd/{:x}", sb.lease_id());
+    let until = Instant::now() + Duration::from_secs(20);
+    while count(&c, "kd/").await != 2 {
+        assert!(Instant::now() < until, "b not queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ec = Election::new(&sc, "kd").unwrap();
+    let mut cand = tokio::spawn(async move { ec.campaign("c").await });
+    while count(&c, "kd/").await != 3 {
+        assert!(Instant::now() < until, "c not queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.etcd().delete(bkey.as_str(), None).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(20), b).await.expect("b not told").unwrap();
+    let err = r.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionLost, "{err}");
+    assert!(sb.is_alive());
+    assert!(leader.is_leader());
+    // Bounded check that c is not promoted by b's delete.
+    if let Ok(r) = tokio::time::timeout(Duration::from_millis(500), &mut cand).await {
+        panic!("c led while a still led: {:?}", r.unwrap().map(|l| l.revision()));
+    }
+    let t = Instant::now();
+    leader.resign().await.unwrap();
+    let lc = tokio::time::timeout(Duration::from_secs(20), cand).await.expect("c never led").unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(lc.revision() > leader.revision());
+    assert_eq!(election::current_leader(&c, "kd").await.unwrap().unwrap().value, b"c");
+    lc.resign().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observer_survives_compaction_and_member_restart() {
     init_tracing();
     let etcd = EtcdCluster::start(1).unwrap();

@@ -195,6 +195,71 @@ async fn session_lost_while_waiting_via_deleted_key_ahead() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_whose_key_is_deleted_fails_at_once_while_the_holder_holds() {
+    // Only the waiter's key goes (its lease stays alive, so the session cannot tell):
+    // the wait itself must notice, without waiting for the holder to leave.
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let hs = Session::new(&c, 10).await.unwrap();
+    let holder = Lock::new(&hs, "gone").unwrap().acquire().await.unwrap();
+    let ws = Session::new(&c, 30).await.unwrap();
+    let wl = Lock::new(&ws, "gone").unwrap();
+    let waiter = tokio::spawn(async move { wl.acquire().await });
+    let wkey = format!("gone/{:x}", ws.lease_id());
+    eventually(Duration::from_secs(20), "waiter queued", || async { exists(&c, &wkey).await }).await;
+    c.etcd().delete(wkey.as_str(), None).await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(20), waiter).await.expect("waiter not told").unwrap();
+    let err = res.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionLost, "{err}");
+    assert!(err.to_string().contains("vanished"), "{err}");
+    assert!(holder.is_held(), "the holder was disturbed");
+    assert!(ws.is_alive(), "the waiter's lease is still there");
+    assert_eq!(count(&c, "gone/").await, 1);
+    holder.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_counts_only_the_keys_ahead_of_it() {
+    // Holder H, then waiters A, B, C. A (ahead of B) and C (behind B) leave; an unrelated
+    // key under the prefix is written and deleted. B must still wait for H alone, then
+    // get the lock as soon as H releases, with a larger token.
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let sessions = [
+        Session::new(&c, 10).await.unwrap(),
+        Session::new(&c, 10).await.unwrap(),
+        Session::new(&c, 10).await.unwrap(),
+        Session::new(&c, 10).await.unwrap(),
+    ];
+    let lock = |i: usize| Lock::new(&sessions[i], "fifo").unwrap();
+    let holder = lock(0).acquire().await.unwrap();
+    let spawn_waiter = |l: Lock| tokio::spawn(async move { l.acquire().await });
+    let a = spawn_waiter(lock(1));
+    eventually(Duration::from_secs(20), "A queued", || async { count(&c, "fifo/").await == 2 }).await;
+    let b = spawn_waiter(lock(2));
+    eventually(Duration::from_secs(20), "B queued", || async { count(&c, "fifo/").await == 3 }).await;
+    let cw = spawn_waiter(lock(3));
+    eventually(Duration::from_secs(20), "C queued", || async { count(&c, "fifo/").await == 4 }).await;
+    a.abort();
+    cw.abort();
+    eventually(Duration::from_secs(20), "A and C gone", || async { count(&c, "fifo/").await == 2 }).await;
+    c.etcd().put("fifo/unrelated", "x", None).await.unwrap();
+    c.etcd().delete("fifo/unrelated", None).await.unwrap();
+    // Bounded check that B does not take a lock H still holds.
+    let mut b = b;
+    if let Ok(r) = tokio::time::timeout(Duration::from_millis(500), &mut b).await {
+        panic!("B acquired while H held the lock: {:?}", r.unwrap().map(|g| g.fencing_token()));
+    }
+    assert!(holder.is_held());
+    holder.release().await.unwrap();
+    let g = tokio::time::timeout(Duration::from_secs(20), b).await.expect("B never got the lock").unwrap().unwrap();
+    assert!(g.fencing_token() > holder.fencing_token());
+    g.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_sharing_one_session_exclude_each_other() {
     init_tracing();
     let etcd = EtcdCluster::start(1).unwrap();
