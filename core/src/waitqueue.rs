@@ -268,8 +268,11 @@ async fn wait_turn_once(client: &Client, prefix: &str, key: &str, my_rev: i64, k
     if created.canceled() {
         return Err(watch_cancelled(&created));
     }
-    // Every event after `base` comes on this watch.
-    let base = created.header().map(|h| h.revision()).unwrap_or(0);
+    // Every event after the watch's start comes on it. A member behind the one that
+    // applied our transaction may start it before our key existed: count from the later
+    // of the two (a linearizable read at a revision waits until the member has it).
+    let start = created.header().map(|h| h.revision()).unwrap_or(0);
+    let base = start.max(my_rev).max(known.map_or(0, |a| a.rev));
     let mut ahead = match known {
         Some(a) if a.rev == base => a.count,
         _ => match count_ahead(client, prefix, key, my_rev, base).await? {
