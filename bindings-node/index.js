@@ -133,14 +133,103 @@ if (native.LeaderLoop) {
   }
 }
 
-// Config: `getJson(key, { validate, default })`. The validator is a JS function, so it
-// runs here, on the value core parsed; a throw becomes code 'DECODE' naming the key.
+// Config: reads from a mirror in JS. Core keeps the view (load, watch, re-read after
+// compaction, reconcile); each batch it applies (one watch response: whole revisions, so
+// both keys of a two-key transaction, or a whole re-read) comes here through `_mirror`'s
+// weak threadsafe function, in order, and is applied in one call, so no JS code sees half
+// of it between two turns of the event loop. Every read (`get`, `getString`, `getJson`,
+// `has`, `keys`, `size`, `snapshot`, `revision`) reads this one mirror: the view is
+// consistent and never goes backwards, and a read is a Map lookup, with no call into
+// native code and no copy. A change reaches `changes()` only after the mirror has applied
+// its batch (the native side waits for this mirror's acknowledgement), so
+// `put -> await change -> get` sees the new value.
+//
+// Values: `get` returns the mirror's Buffer of the value, the same object until the value
+// changes (a fresh copy per read is what cost 0.01x a Map). The texts (strings, which
+// cannot be changed) and, for a value that is not UTF-8, a private copy are what
+// `getString`, `getJson` and `snapshot` read, so a caller writing into a Buffer it got
+// from `get` changes only what later `get`s of that key return, never the other reads.
 if (native.ConfigView) {
-  const getJson = native.ConfigView.prototype.getJson
-  Object.defineProperty(native.ConfigView.prototype, 'getJson', {
-    configurable: true,
-    writable: true,
-    value: function getJson_ (key, options) {
+  const P = native.ConfigView.prototype
+  const MIRROR = Symbol('etcd-recipes config mirror')
+  const { _mirror: startMirror, close: nativeClose } = P
+  const nativeDispose = P[Symbol.asyncDispose]
+
+  class Mirror {
+    constructor (own) {
+      this.own = own // the view's key (or prefix): what a read without a key reads
+      this.values = new Map() // key -> Buffer (what get() returns)
+      this.texts = new Map() // key -> string (UTF-8 values) or { bad: message, bytes: private copy }
+      this.revision = 0
+      this.stopped = false
+    }
+
+    // One batch, whole (positional: see bindings-node/src/config.rs `Batch`).
+    apply (seq, revision, reset, keys, values, texts, bad) {
+      if (this.stopped) return
+      if (reset) {
+        this.values.clear()
+        this.texts.clear()
+      }
+      for (let i = 0; i < keys.length; i++) {
+        const k = keys[i]
+        const v = values[i]
+        if (v === null) {
+          this.values.delete(k)
+          this.texts.delete(k)
+        } else {
+          this.values.set(k, v)
+          this.texts.set(k, texts[i] ?? { bad: bad[i], bytes: Buffer.from(v) })
+        }
+      }
+      this.revision = revision
+    }
+
+    key (key, method) {
+      if (key === undefined || key === null) return this.own
+      if (typeof key !== 'string') throw invalid(`${method}(): bad argument: key must be a string, got ${typeof key}`)
+      return key
+    }
+  }
+
+  const decodeError = (message, key) => {
+    const e = new Error(message)
+    e.code = 'DECODE'
+    e.key = key
+    return e
+  }
+  const jsonError = (key, message) =>
+    decodeError(`cannot decode value of key ${JSON.stringify(key)}: invalid JSON: ${message}`, key)
+  const isBytes = (v) => v instanceof Uint8Array
+  // Keys sorted as core sorts them: by their UTF-8 bytes (code points), not UTF-16 units.
+  const byBytes = (a, b) => (a === b ? 0 : Buffer.compare(Buffer.from(a), Buffer.from(b)))
+  const sortKeys = (keys) => (keys.every((k) => !/[\ud800-\udfff]/.test(k)) ? keys.sort() : keys.sort(byBytes))
+
+  const method = (value) => ({ value, writable: true, configurable: true })
+  const getter = (get) => ({ get, configurable: true })
+  Object.defineProperties(P, {
+    get: method(function get (key, defaultValue) {
+      const m = this[MIRROR]
+      const v = m.values.get(typeof key === 'string' ? key : m.key(key, 'get'))
+      if (defaultValue !== undefined && defaultValue !== null && !isBytes(defaultValue)) {
+        throw invalid('get(): bad argument: defaultValue must be a Buffer')
+      }
+      return v !== undefined ? v : (defaultValue ?? null)
+    }),
+    getString: method(function getString (key, defaultValue) {
+      const m = this[MIRROR]
+      const k = m.key(key, 'getString')
+      if (defaultValue !== undefined && defaultValue !== null && typeof defaultValue !== 'string') {
+        throw invalid('getString(): bad argument: defaultValue must be a string')
+      }
+      const t = m.texts.get(k)
+      if (t === undefined) return defaultValue ?? null
+      if (typeof t === 'string') return t
+      throw decodeError(t.bad, k)
+    }),
+    // `getJson(key, { validate, default })`. The validator is a JS function; a throw
+    // becomes code 'DECODE' naming the key.
+    getJson: method(function getJson (key, options) {
       if (options !== undefined && (options === null || typeof options !== 'object')) {
         throw invalid('getJson(): options must be an object { validate?, default? }')
       }
@@ -148,9 +237,17 @@ if (native.ConfigView) {
       if (validate !== undefined && typeof validate !== 'function') {
         throw invalid('getJson(): validate must be a function (value) => T')
       }
-      const k = key ?? this.key
-      if (!this.has(k)) return fallback
-      const value = getJson.call(this, key)
+      const m = this[MIRROR]
+      const k = m.key(key, 'getJson')
+      const t = m.texts.get(k)
+      if (t === undefined) return fallback
+      if (typeof t !== 'string') throw jsonError(k, 'not UTF-8')
+      let value
+      try {
+        value = JSON.parse(t)
+      } catch (e) {
+        throw jsonError(k, e.message)
+      }
       if (!validate) return value
       try {
         return validate(value)
@@ -161,8 +258,58 @@ if (native.ConfigView) {
         e.key = k
         throw e
       }
-    },
+    }),
+    has: method(function has (key) {
+      if (typeof key !== 'string') throw invalid(`has(): bad argument: key must be a string, got ${typeof key}`)
+      return this[MIRROR].values.has(key)
+    }),
+    keys: method(function keys () {
+      return sortKeys([...this[MIRROR].values.keys()])
+    }),
+    size: getter(function size () { return this[MIRROR].values.size }),
+    revision: getter(function revision () { return this[MIRROR].revision }),
+    snapshot: method(function snapshot () {
+      const m = this[MIRROR]
+      const values = {}
+      for (const k of sortKeys([...m.texts.keys()])) {
+        const t = m.texts.get(k)
+        values[k] = typeof t === 'string' ? Buffer.from(t, 'utf8') : Buffer.from(t.bytes)
+      }
+      return { revision: m.revision, values }
+    }),
+    close: method(function close () {
+      const m = this[MIRROR]
+      if (m) m.stopped = true
+      return nativeClose.call(this)
+    }),
+    [Symbol.asyncDispose]: method(function asyncDispose () {
+      const m = this[MIRROR]
+      if (m) m.stopped = true
+      return nativeDispose.call(this)
+    }),
   })
+
+  // The mirror is filled before the view is handed out.
+  const mirrored = (view) => {
+    const m = new Mirror(view.key)
+    startMirror.call(view, (...batch) => {
+      try {
+        m.apply(...batch)
+      } catch (e) {
+        // Not expected (the batch comes from our own native code); a throw here would be
+        // an uncaught exception in the threadsafe call. Stop following rather than
+        // show a state that is not etcd's.
+        m.stopped = true
+        process.emitWarning(`etcd-recipes: config view ${view.key}: mirror stopped: ${e?.message ?? e}`)
+      }
+    })
+    Object.defineProperty(view, MIRROR, { value: m })
+    return view
+  }
+  const config = native.Client.prototype.config
+  Object.defineProperty(native.Client.prototype, 'config', method(function config_ (key, options) {
+    return config.call(this, key, options).then(mirrored)
+  }))
 }
 
 // Test clusters still running at exit are killed (not left behind).

@@ -200,8 +200,11 @@ export declare class ConfigView {
   /** True for a prefix view. */
   get isPrefix(): boolean
   /**
-   * The value of `key` (default: the view's key) as a Buffer (a copy), or
-   * `defaultValue` (`null`) when the key is absent.
+   * The value of `key` (default: the view's key) as a Buffer, or `defaultValue` (`null`)
+   * when the key is absent. No copy per read: the Buffer is the view's own, shared by
+   * every `get` of this value until the value changes; treat it as read-only (copy it,
+   * `Buffer.from(v)`, to modify it). Changing it changes what later `get`s return for
+   * the key, never what `getString`, `getJson`, `snapshot`, the changes or etcd hold.
    */
   get(key?: string | undefined | null, defaultValue?: Buffer | undefined | null): Buffer | null
   /**

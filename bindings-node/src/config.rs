@@ -1,11 +1,25 @@
 //! Node face of the config cache: `client.config(key | prefix)` -> `ConfigView` with
 //! synchronous local reads (`get`, `getString`, `getJson`) and `for await` over changes.
+//!
+//! Reads are served from a mirror in JS (index.js): a `Map` of key -> Buffer, plus the
+//! values' text, kept equal to core's copy. Core stays the source of truth (it loads,
+//! watches, re-reads after compaction, reconciles); its applied batches
+//! ([`core::ConfigView::batches`]) reach the mirror through a weak threadsafe function (it
+//! never keeps the event loop alive), in order, one call per batch, so JS never sees half
+//! of a batch (half of a multi-key transaction) between two turns of the event loop. A
+//! read is then a `Map` lookup: no call into native code, no copy. The methods below that
+//! index.js replaces keep their Rust bodies (reading core's copy directly) only so that
+//! their types and docs are generated into native.d.ts.
 
-use etcd_recipes::config::{self as core, ChangeFilter, ConfigOptions};
-use futures::StreamExt;
-use napi::bindgen_prelude::{Buffer, BufferSlice, Either, Null, PromiseRaw};
-use napi::Env;
+use std::sync::{Arc, Mutex};
+
+use etcd_recipes::config::{self as core, ChangeFilter, ConfigBatch, ConfigBatches, ConfigOptions, ConfigStart};
+use futures::{Stream, StreamExt};
+use napi::bindgen_prelude::{Buffer, BufferSlice, Either, FnArgs, Function, Null, PromiseRaw};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status};
 use napi_derive::napi;
+use tokio::sync::watch;
 
 use crate::client::Client;
 use crate::errors;
@@ -71,6 +85,116 @@ stream_class!(
     "`for await (const change of view.changes())`: every change from now on."
 );
 
+// ------------------------------------------------------------------------------ the mirror
+
+/// One batch as the JS mirror's `apply(seq, revision, reset, keys, values, texts, bad)`
+/// receives it (positional arguments: no object, no generated type). Per change: the
+/// key; the value (a Buffer, `null` when deleted); its text (`null` when deleted or not
+/// UTF-8); and for a value that is not UTF-8, core's decode message for `getString`.
+type Batch = FnArgs<(f64, i64, bool, Vec<String>, Vec<Either<Buffer, Null>>, Vec<Either<String, Null>>, Vec<Either<String, Null>>)>;
+
+fn batch(seq: u64, revision: i64, reset: bool, changes: &[(String, Option<Arc<[u8]>>)]) -> Batch {
+    let mut keys = Vec::with_capacity(changes.len());
+    let mut values = Vec::with_capacity(changes.len());
+    let mut texts = Vec::with_capacity(changes.len());
+    let mut bad = Vec::with_capacity(changes.len());
+    for (k, v) in changes {
+        keys.push(k.clone());
+        match v {
+            None => {
+                values.push(Either::B(Null));
+                texts.push(Either::B(Null));
+                bad.push(Either::B(Null));
+            }
+            Some(v) => {
+                values.push(Either::A(Buffer::from(v.to_vec())));
+                match std::str::from_utf8(v) {
+                    Ok(s) => {
+                        texts.push(Either::A(s.to_string()));
+                        bad.push(Either::B(Null));
+                    }
+                    Err(e) => {
+                        texts.push(Either::B(Null));
+                        let e = etcd_recipes::Error::Decode { key: k.clone(), message: format!("not UTF-8: {e}") };
+                        bad.push(Either::A(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    FnArgs::from((seq as f64, revision, reset, keys, values, texts, bad))
+}
+
+fn start_batch(start: &ConfigStart) -> Batch {
+    let changes: Vec<_> = start.values.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+    batch(start.seq, start.revision, true, &changes)
+}
+
+fn core_batch(b: &ConfigBatch) -> Batch {
+    batch(b.seq, b.revision, b.reset, &b.changes)
+}
+
+type Feed = ThreadsafeFunction<Batch, (), Batch, Status, false, true>;
+
+/// The native half of a view's mirror.
+struct Mirror {
+    /// The subscription taken when the view was made, until index.js starts the mirror.
+    pending: Mutex<Option<(ConfigStart, ConfigBatches)>>,
+    /// The sequence number of the last batch the JS mirror has applied (acknowledged on
+    /// the JS thread right after its `apply` returned; `u64::MAX` before the mirror starts
+    /// and once no more batches come: nothing to wait for).
+    applied: watch::Sender<u64>,
+}
+
+impl Mirror {
+    fn end(&self) {
+        self.applied.send_replace(u64::MAX);
+    }
+}
+
+/// Hand each batch to JS, in order (one threadsafe function, non-blocking calls: queued in
+/// order); the acknowledgement comes back on the JS thread once `apply` has returned.
+async fn feed(mirror: Arc<Mirror>, mut batches: ConfigBatches, apply: Feed) {
+    while let Some(b) = batches.next().await {
+        let (seq, m) = (b.seq, mirror.clone());
+        let status = apply.call_with_return_value(core_batch(&b), ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+            m.applied.send_if_modified(|a| {
+                let newer = *a < seq;
+                if newer {
+                    *a = seq;
+                }
+                newer
+            });
+            Ok(())
+        });
+        if status != Status::Ok {
+            break; // the environment is going away
+        }
+    }
+    // The JS calls already queued still acknowledge (and `end` is final anyway).
+    mirror.end();
+}
+
+/// Core's changes, each handed on only once the JS mirror has the batch it came with:
+/// after `await changes.next()`, a read of the view sees that change (or a later state).
+fn after_mirror<T: Send + 'static>(
+    view: &core::ConfigView,
+    mirror: &Mirror,
+    items: impl Stream<Item = T> + Send + 'static,
+) -> impl Stream<Item = T> + Send + 'static {
+    let seq = view.sequence();
+    let applied = mirror.applied.subscribe();
+    items.then(move |item| {
+        // Received now, so its batch is at or below the batches core has applied now.
+        let target = seq.get();
+        let mut applied = applied.clone();
+        async move {
+            let _ = applied.wait_for(|a| *a >= target).await;
+            item
+        }
+    })
+}
+
 #[napi]
 impl Client {
     /// A live local copy of one key (or, with `{ prefix: true }`, of every key under it).
@@ -88,7 +212,12 @@ impl Client {
                 true => core::ConfigView::prefix(&c, &key, opts).await?,
                 false => core::ConfigView::key(&c, &key, opts).await?,
             };
-            Ok(ConfigView { core, key, prefix })
+            // Subscribed before the view is handed out: the mirror starts from this copy and
+            // receives every batch applied after it (core takes both under one lock).
+            let (start, batches) = core.batches();
+            // Until index.js starts the mirror, changes wait for nothing (`u64::MAX`).
+            let mirror = Arc::new(Mirror { applied: watch::channel(u64::MAX).0, pending: Mutex::new(Some((start, batches))) });
+            Ok(ConfigView { core, key, prefix, mirror })
         })
     }
 }
@@ -106,6 +235,7 @@ pub struct ConfigView {
     core: core::ConfigView,
     key: String,
     prefix: bool,
+    mirror: Arc<Mirror>,
 }
 
 #[napi]
@@ -122,8 +252,26 @@ impl ConfigView {
         self.prefix
     }
 
-    /// The value of `key` (default: the view's key) as a Buffer (a copy), or
-    /// `defaultValue` (`null`) when the key is absent.
+    /// Start the JS mirror (called once, by index.js, as the view is handed out): `apply`
+    /// gets the copy now, synchronously, then each later batch through a weak threadsafe
+    /// function.
+    #[napi(js_name = "_mirror", skip_typescript)]
+    pub fn start_mirror(&self, env: &Env, apply: Function<'_, Batch, ()>) -> napi::Result<()> {
+        let Some((start, batches)) = self.mirror.pending.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Err(errors::invalid(env, "the mirror of this view is already started"));
+        };
+        let feed_fn: Feed = apply.build_threadsafe_function::<Batch>().weak::<true>().callee_handled::<false>().build()?;
+        apply.call(start_batch(&start))?;
+        self.mirror.applied.send_replace(start.seq);
+        crate::spawn(feed(self.mirror.clone(), batches, feed_fn));
+        Ok(())
+    }
+
+    /// The value of `key` (default: the view's key) as a Buffer, or `defaultValue` (`null`)
+    /// when the key is absent. No copy per read: the Buffer is the view's own, shared by
+    /// every `get` of this value until the value changes; treat it as read-only (copy it,
+    /// `Buffer.from(v)`, to modify it). Changing it changes what later `get`s return for
+    /// the key, never what `getString`, `getJson`, `snapshot`, the changes or etcd hold.
     #[napi(ts_return_type = "Buffer | null")]
     pub fn get<'env>(
         &self,
@@ -205,24 +353,28 @@ impl ConfigView {
             Some((None, Some(p))) => ChangeFilter::Prefix(p),
             Some((Some(_), Some(_))) => return Err(errors::invalid(env, "changes(): give key or prefix, not both")),
         };
-        Ok(ConfigChanges(Cell::new(self.core.changes_matching(filter).map(|r| r.map(change)))))
+        let items = after_mirror(&self.core, &self.mirror, self.core.changes_matching(filter));
+        Ok(ConfigChanges(Cell::new(items.map(|r| r.map(change)))))
     }
 
     /// `for await (const change of view)`: `changes()`.
     #[napi(well_known_symbol = "asyncIterator")]
     pub fn iterate(&self) -> ConfigChanges {
-        ConfigChanges(Cell::new(self.core.changes().map(|r| r.map(change))))
+        let items = after_mirror(&self.core, &self.mirror, self.core.changes());
+        ConfigChanges(Cell::new(items.map(|r| r.map(change))))
     }
 
     /// Stop watching. Idempotent; iterators end. Reads keep the last values.
     #[napi]
     pub fn close(&self) {
+        self.mirror.end();
         self.core.close();
     }
 
     /// `await using view = await client.config(...)`: closes the view.
     #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
     pub fn async_dispose<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        self.mirror.end();
         self.core.close();
         errors::promise(env, async { Ok(()) })
     }

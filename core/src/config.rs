@@ -132,6 +132,97 @@ impl ChangeFilter {
     }
 }
 
+/// One step of a [`ConfigView`]'s copy: what one watch response (one or more whole etcd
+/// revisions) or one re-read changed, applied at once. A face that keeps a mirror of the view
+/// (the Python and Node faces keep a `dict` / `Map`) applies each batch whole, in order, so
+/// that it never shows half of a multi-key transaction. See [`ConfigView::batches`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigBatch {
+    /// The batch's place in the view's sequence (1, 2, ...; see [`ConfigView::sequence`]).
+    pub seq: u64,
+    /// The etcd revision the copy reflects after this batch.
+    pub revision: i64,
+    /// True when `changes` is the whole state (a re-read, or a catch-up after the subscriber
+    /// fell behind): the mirror is cleared, then the changes applied.
+    pub reset: bool,
+    /// Each key (namespace-relative) and its new value (`None`: deleted), in etcd's order.
+    pub changes: Vec<(String, Option<Arc<[u8]>>)>,
+}
+
+/// The view's copy, every key and value with its revision and sequence number, to start a
+/// mirror from (see [`ConfigView::batches`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigStart {
+    /// The sequence number of the last batch the copy includes (0: none yet).
+    pub seq: u64,
+    /// The etcd revision the copy reflects.
+    pub revision: i64,
+    /// Every key (namespace-relative) and its value.
+    pub values: Vec<(String, Arc<[u8]>)>,
+}
+
+/// The batches applied to a [`ConfigView`] after a [`ConfigStart`], in order and never
+/// lost: a subscriber that falls more than 4096 batches behind gets one `reset` batch with
+/// the whole current state instead of the batches it missed. Ends (`None`) when the view is
+/// closed or dropped; holds the view weakly.
+pub struct ConfigBatches {
+    rx: broadcast::Receiver<Arc<ConfigBatch>>,
+    view: std::sync::Weak<Inner>,
+}
+
+impl std::fmt::Debug for ConfigBatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigBatches")
+    }
+}
+
+impl ConfigBatches {
+    /// The next batch, or `None` once the view is closed or dropped.
+    pub async fn next(&mut self) -> Option<Arc<ConfigBatch>> {
+        match self.rx.recv().await {
+            Ok(b) => Some(b),
+            Err(broadcast::error::RecvError::Closed) => None,
+            Err(broadcast::error::RecvError::Lagged(n)) => self.catch_up(n),
+        }
+    }
+
+    /// A batch that is ready now, without waiting (`None`: nothing ready, or the end).
+    pub fn try_next(&mut self) -> Option<Arc<ConfigBatch>> {
+        match self.rx.try_recv() {
+            Ok(b) => Some(b),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => self.catch_up(n),
+            Err(_) => None,
+        }
+    }
+
+    /// Fell behind: subscribe again and hand over the whole state as one `reset` batch
+    /// (read under the same lock as the subscription, so nothing falls between them).
+    fn catch_up(&mut self, missed: u64) -> Option<Arc<ConfigBatch>> {
+        let inner = self.view.upgrade()?;
+        let (start, rx) = inner.subscribe_batches()?;
+        debug!(missed, seq = start.seq, "config batch subscriber fell behind; catching up with the whole state");
+        self.rx = rx;
+        Some(Arc::new(ConfigBatch {
+            seq: start.seq,
+            revision: start.revision,
+            reset: true,
+            changes: start.values.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+        }))
+    }
+}
+
+/// The sequence number of the last batch a [`ConfigView`] applied (see
+/// [`ConfigView::sequence`]); holds nothing else of the view.
+#[derive(Clone, Debug)]
+pub struct ConfigSequence(Arc<std::sync::atomic::AtomicU64>);
+
+impl ConfigSequence {
+    /// The sequence number of the last batch applied (and sent to batch subscribers).
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // ConfigView
 // ---------------------------------------------------------------------------
@@ -161,6 +252,12 @@ struct Inner {
     data: RwLock<Map>,
     revision: AtomicI64,
     tx: Mutex<Option<broadcast::Sender<ConfigChange>>>,
+    /// Batch subscribers (faces' mirrors). Sent to under `data`'s write lock, and
+    /// subscribed to under its read lock, so a subscription and the copy it starts from
+    /// are taken at one point of the sequence.
+    batches: Mutex<Option<broadcast::Sender<Arc<ConfigBatch>>>>,
+    /// The number of batches applied; changed under `data`'s write lock.
+    seq: Arc<std::sync::atomic::AtomicU64>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -187,6 +284,34 @@ impl Inner {
             t.abort();
         }
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.batches.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Count one applied batch and hand it to the batch subscribers, if any. Called with
+    /// `data`'s write lock held (the caller builds `changes` only when [`Inner::mirrored`]).
+    fn publish(&self, revision: i64, reset: bool, changes: impl FnOnce() -> Vec<(String, Option<Arc<[u8]>>)>) {
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        let tx = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = tx.as_ref().filter(|tx| tx.receiver_count() > 0) {
+            let _ = tx.send(Arc::new(ConfigBatch { seq, revision, reset, changes: changes() }));
+        }
+    }
+
+    /// Is anyone subscribed to batches?
+    fn mirrored(&self) -> bool {
+        self.batches.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    /// A batch subscription and the copy it starts from, read under one lock (`None`: closed).
+    fn subscribe_batches(&self) -> Option<(ConfigStart, broadcast::Receiver<Arc<ConfigBatch>>)> {
+        let data = self.data.read().unwrap_or_else(|p| p.into_inner());
+        let rx = self.batches.lock().unwrap_or_else(|p| p.into_inner()).as_ref()?.subscribe();
+        let start = ConfigStart {
+            seq: self.seq.load(Ordering::Acquire),
+            revision: self.revision(),
+            values: data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        Some((start, rx))
     }
 }
 
@@ -232,8 +357,13 @@ impl Sink for Inner {
                     changes.push(ConfigChange { key: k.clone(), old: None, new: Some(new.to_vec()), revision });
                 }
             }
+            let whole: Vec<_> = match self.mirrored() {
+                true => fresh.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect(),
+                false => Vec::new(),
+            };
             *data = fresh;
             self.revision.store(revision, Ordering::Release);
+            self.publish(revision, true, || whole);
         }
         changes.sort_by(|a, b| a.key.cmp(&b.key));
         if !changes.is_empty() {
@@ -247,6 +377,8 @@ impl Sink for Inner {
         let mut changes = Vec::with_capacity(events.len());
         {
             let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
+            let mirrored = self.mirrored();
+            let mut batch: Vec<(String, Option<Arc<[u8]>>)> = Vec::new();
             let mut top = current;
             for ev in events {
                 let Some(kv) = ev.kv() else { continue };
@@ -259,6 +391,9 @@ impl Sink for Inner {
                 match ev.event_type() {
                     EventType::Put => {
                         let new: Arc<[u8]> = Arc::from(kv.value());
+                        if mirrored {
+                            batch.push((key.clone(), Some(new.clone())));
+                        }
                         let old = data.insert(key.clone(), new);
                         if old.as_deref() != Some(kv.value()) {
                             changes.push(ConfigChange {
@@ -270,6 +405,9 @@ impl Sink for Inner {
                         }
                     }
                     EventType::Delete => {
+                        if mirrored {
+                            batch.push((key.clone(), None));
+                        }
                         if let Some(old) = data.remove(&key) {
                             changes.push(ConfigChange { key, old: Some(old.to_vec()), new: None, revision: rev });
                         }
@@ -277,6 +415,9 @@ impl Sink for Inner {
                 }
             }
             self.revision.store(top, Ordering::Release);
+            if top > current {
+                self.publish(top, false, || batch);
+            }
         }
         self.send(changes);
     }
@@ -333,6 +474,8 @@ impl ConfigView {
             data: RwLock::new(Map::default()),
             revision: AtomicI64::new(0),
             tx: Mutex::new(Some(tx)),
+            batches: Mutex::new(Some(broadcast::channel(CHANNEL_CAPACITY).0)),
+            seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             task: Mutex::new(None),
         });
         inner.reset(&kvs, rev);
@@ -490,6 +633,34 @@ impl ConfigView {
             })),
         };
         ConfigChanges { inner }
+    }
+
+    /// Start a mirror of the view: its copy now (every key and value, the revision, the
+    /// sequence number), and every batch applied after it, in order. The two are taken
+    /// under one lock, so the mirror neither misses nor repeats a change: apply the start,
+    /// then each batch whole. After [`ConfigView::close`] the start is the last copy and the
+    /// batches end at once.
+    pub fn batches(&self) -> (ConfigStart, ConfigBatches) {
+        let view = Arc::downgrade(&self.inner);
+        match self.inner.subscribe_batches() {
+            Some((start, rx)) => (start, ConfigBatches { rx, view }),
+            None => {
+                let data = self.inner.data.read().unwrap_or_else(|p| p.into_inner());
+                let start = ConfigStart {
+                    seq: self.inner.seq.load(Ordering::Acquire),
+                    revision: self.inner.revision(),
+                    values: data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                };
+                (start, ConfigBatches { rx: broadcast::channel(1).1, view })
+            }
+        }
+    }
+
+    /// The view's batch counter: after a [`ConfigChange`] was received from a subscription,
+    /// its batch is at or below this number (a face waits until its mirror has applied that
+    /// many batches before it hands the change on, so that a read after the change sees it).
+    pub fn sequence(&self) -> ConfigSequence {
+        ConfigSequence(self.inner.seq.clone())
     }
 
     /// Stop watching. The cached values stay readable; subscriptions end.

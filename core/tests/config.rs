@@ -741,3 +741,107 @@ async fn a_prefix_larger_than_one_response_loads_in_pages_at_one_revision() {
     let now = c.etcd().get("big/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
     assert_eq!(view.len() as i64, now);
 }
+
+/// A mirror fed by `batches()`: the start, then each batch applied whole.
+#[derive(Default)]
+struct Replica {
+    seq: u64,
+    revision: i64,
+    values: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl Replica {
+    fn from_start(start: etcd_recipes::config::ConfigStart) -> Replica {
+        let values = start.values.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+        Replica { seq: start.seq, revision: start.revision, values }
+    }
+
+    fn apply(&mut self, b: &etcd_recipes::config::ConfigBatch) {
+        assert!(b.seq > self.seq, "batch {} after batch {}", b.seq, self.seq);
+        assert!(b.reset || b.revision > self.revision, "batch at revision {} after {}", b.revision, self.revision);
+        if b.reset {
+            self.values.clear();
+        }
+        for (k, v) in &b.changes {
+            match v {
+                Some(v) => self.values.insert(k.clone(), v.to_vec()),
+                None => self.values.remove(k),
+            };
+        }
+        self.seq = b.seq;
+        self.revision = b.revision;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_rebuild_the_view_exactly_and_a_subscriber_that_falls_behind_catches_up_whole() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(etcd.endpoints()).await;
+    c.put("b/x", "0").await.unwrap();
+    c.put("b/y", "0").await.unwrap();
+    let view = ConfigView::prefix(&c, "b/", no_reconcile()).await.unwrap();
+    let (start, mut batches) = view.batches();
+    assert_eq!((start.revision, start.values.len()), (view.revision(), 2));
+    let mut replica = Replica::from_start(start);
+    // A second subscriber that does not read while up to 6000 batches go by (more than the
+    // channel holds): it gets one reset batch with the whole state, then goes on.
+    let (slow_start, mut slow) = view.batches();
+    let mut slow_replica = Replica::from_start(slow_start);
+    let mut raw = c.etcd();
+    let n = 6000u64;
+    let mut last_rev = 0;
+    let mut fast_batches = 0usize;
+    for i in 1..=n {
+        let v = i.to_string();
+        let mut ops = vec![etcd_client::TxnOp::put("b/x", v.clone(), None), etcd_client::TxnOp::put("b/y", v, None)];
+        if i % 7 == 0 {
+            ops.push(etcd_client::TxnOp::delete(format!("b/t{}", i - 7), None));
+            ops.push(etcd_client::TxnOp::put(format!("b/t{i}"), "t", None));
+        }
+        last_rev = raw.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap().header().unwrap().revision();
+        // The fast subscriber keeps up: every batch whole (both keys of each transaction).
+        while let Some(b) = batches.try_next() {
+            assert!(!b.reset, "the subscriber that keeps up got a reset at {}", b.revision);
+            let xy: Vec<_> = b.changes.iter().filter(|(k, _)| k == "b/x" || k == "b/y").map(|(_, v)| v.clone()).collect();
+            assert!(xy.len() % 2 == 0 && xy.chunks(2).all(|p| p[0] == p[1]), "half a transaction in batch {}", b.seq);
+            replica.apply(&b);
+            fast_batches += 1;
+        }
+    }
+    let check = |r: &Replica| {
+        let view_now = view.snapshot();
+        let ours: std::collections::BTreeMap<String, Vec<u8>> = view_now.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect();
+        (r.revision == view_now.revision && r.values == ours, view_now.revision)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replica.revision < last_rev {
+        assert!(Instant::now() < deadline, "the subscriber stopped at revision {} (want {last_rev})", replica.revision);
+        let b = tokio::time::timeout(Duration::from_secs(10), batches.next()).await.unwrap().unwrap();
+        replica.apply(&b);
+        fast_batches += 1;
+    }
+    assert_eq!(check(&replica), (true, last_rev));
+    assert_eq!(view.sequence().get(), replica.seq);
+    // The slow one: a reset first when it missed more than the channel holds (4096
+    // batches; etcd may put several revisions in one watch response), then up to date.
+    let first = slow.next().await.unwrap();
+    assert_eq!(first.reset, fast_batches > 4096, "{fast_batches} batches; the slow subscriber's first: {}", first.seq);
+    println!("config batches: {n} transactions in {fast_batches} batches; the slow subscriber caught up: {}", first.reset);
+    slow_replica.apply(&first);
+    while let Some(b) = slow.try_next() {
+        slow_replica.apply(&b);
+    }
+    assert_eq!(check(&slow_replica), (true, last_rev));
+    // etcd agrees at that revision.
+    let at = raw.get("b/", Some(etcd_client::GetOptions::new().with_prefix().with_revision(last_rev))).await.unwrap();
+    let etcd_values: std::collections::BTreeMap<String, Vec<u8>> =
+        at.kvs().iter().map(|kv| (kv.key_str().unwrap().to_string(), kv.value().to_vec())).collect();
+    assert_eq!(replica.values, etcd_values);
+    // Close ends the batches; a start after it is the last copy.
+    view.close();
+    assert!(tokio::time::timeout(Duration::from_secs(10), batches.next()).await.unwrap().is_none());
+    let (after, mut none) = view.batches();
+    assert_eq!(after.revision, last_rev);
+    assert!(none.next().await.is_none());
+}
