@@ -1,5 +1,8 @@
 // The bench card from Node through npm `etcd3` (the peer a Node user would pick).
 //   node node_etcd3.mjs --endpoints a,b K1 [K2 ...]     one JSON line per workload
+import { spawn } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import { Etcd3, EtcdLockFailedError } from 'etcd3'
 import * as B from './common.mjs'
 
@@ -11,12 +14,12 @@ const connect = () => new Etcd3({ hosts })
 
 // npm etcd3's lock is a try-lock (acquire throws when held): wait for the holder's key
 // to be deleted, watching from before the attempt so that no delete is missed, and retry.
-async function acquire (cl, name) {
+async function acquire (cl, name, ttl = 10) {
   for (;;) {
     const watcher = await cl.watch().key(name).create()
     const gone = new Promise((resolve) => watcher.on('delete', resolve))
     try {
-      const lock = await cl.lock(name).ttl(10).acquire()
+      const lock = await cl.lock(name).ttl(ttl).acquire()
       await watcher.cancel()
       return lock
     } catch (e) {
@@ -113,6 +116,63 @@ const W = {
     await watcher.cancel()
     B.emit(SIDE, 'C1', B.median(times), 'ms', true, { note: 'raw watch, no view' })
   },
+  async E2 (c) {
+    // A child process leads (TTL 2 s), ours queues, the child is SIGKILLed: ms until ours is
+    // elected. ok: etcd then reports the old leader's lease gone (TimeToLive -1).
+    const times = []
+    let early = 0
+    for (let turn = 0; turn < B.E2_KILLS; turn++) {
+      const name = `${TAG}/e2-${turn}`
+      const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--endpoints', endpoints.join(','), 'E2CHILD'],
+        { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BENCH_E2_NAME: name } })
+      const exited = new Promise((resolve) => child.on('exit', resolve))
+      try {
+        let old = null
+        for await (const line of createInterface({ input: child.stdout })) {
+          if (line.startsWith('leader ')) { old = line.split(' ')[1]; break }
+        }
+        if (old === null) throw new Error('the E2 child ended before leading')
+        const campaign = c.election(name, B.E2_TTL).campaign('new')
+        const waiting = new Promise((resolve, reject) => { campaign.on('elected', () => resolve(B.now())); campaign.on('error', reject) })
+        await new Promise((resolve) => setTimeout(resolve, 50)) // ours is queued
+        const t = B.now()
+        child.kill('SIGKILL')
+        const at = await waiting
+        const ttl = await c.leaseClient.leaseTimeToLive({ ID: old })
+        if (Number(ttl.TTL) !== -1) early++
+        times.push(at - t)
+        await campaign.resign()
+      } finally {
+        child.kill('SIGKILL')
+        await exited
+      }
+    }
+    B.emit(SIDE, 'E2', B.median(times), 'ms', early === 0, { max_ms: +Math.max(...times).toFixed(2), kills: times.length, led_before_expiry: early })
+  },
+  async E2CHILD (c) {
+    const campaign = c.election(process.env.BENCH_E2_NAME, B.E2_TTL).campaign('old')
+    await campaign.wait()
+    const key = await campaign.getCampaignKey()
+    console.log(`leader ${BigInt('0x' + key.slice(key.lastIndexOf('/') + 1))}`)
+    await new Promise(() => setInterval(() => {}, 1 << 30)) // waits to be killed
+  },
+  async F1 (c) {
+    // Puts and lock cycles (npm etcd3's lock: a lease of TTL 3 s per hold, waiting for the
+    // holder's delete) in loops while the driver SIGSTOPs a member.
+    const ph = new B.Phases()
+    const puts = ph.loop((i) => c.put(`${TAG}/f1/put`).value(String(i)))
+    const locks = ph.loop(async (i) => {
+      const lock = await acquire(c, `${TAG}/f1-lock`, B.F1_TTL)
+      try { await c.put(`${TAG}/f1-locked`).value(String(i)) } finally { await lock.release() }
+    })
+    await ph.waitForEnd()
+    const line = ph.line(await puts, await locks, null) // a lease per hold: no session to lose
+    B.emit(SIDE, 'F1', line.value, 'ms p99', line.ok, { ...line.extra, note: 'try-lock + watch for the delete; a lease per hold' })
+  },
+  S1: async () => B.na(SIDE, 'S1', 'no semaphore in npm etcd3'),
+  R1: async () => B.na(SIDE, 'R1', 'no read-write lock in npm etcd3'),
+  Q1: async () => B.na(SIDE, 'Q1', 'no queue in npm etcd3'),
+  W1: async () => B.na(SIDE, 'W1', 'no work queue in npm etcd3'),
   D1: async () => B.na(SIDE, 'D1', 'no service discovery in npm etcd3'),
   D2: async () => B.na(SIDE, 'D2', 'no service discovery in npm etcd3'),
   D2V: async () => B.na(SIDE, 'D2V', 'no service discovery in npm etcd3'),
@@ -120,7 +180,7 @@ const W = {
 }
 
 const c = connect()
-for (let i = 0; i < 200; i++) await c.put(`${TAG}/warm/${i}`).value('v')
+for (let i = 0; !work.includes('E2CHILD') && i < 200; i++) await c.put(`${TAG}/warm/${i}`).value('v')
 for (const w of work) {
   if (!W[w]) throw new Error(`no workload ${w}`)
   await W[w](c)

@@ -9,19 +9,59 @@ print n/a with the reason.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import (EVENTS, IN_FLIGHT, KV_OPS, L1_CYCLES, L2_CYCLES, L2_WORKERS, SEQ_PUTS, VALUE, args, emit,
-                    in_flight, median, na)
+from common import (EVENTS, F1_TTL, IN_FLIGHT, KV_OPS, L1_CYCLES, L2_CYCLES, L2_WORKERS, SEQ_PUTS, VALUE, Phases,
+                    args, emit, in_flight, median, na)
 
 TAG = f"bench/peer-{os.getpid()}"
 NO_ELECTION = "no leader election in this client"
 NO_DISCOVERY = "no service discovery in this client"
 NO_VIEW = "no config view in this client (the plain dict row is the peer)"
+NO_RECIPE = {"S1": "no semaphore in this client", "R1": "no read-write lock in this client",
+             "Q1": "no queue in this client", "W1": "no work queue in this client"}
+
+
+def missing(side: str, w: str) -> None:
+    """n/a with the reason, for a workload the peer has no recipe for."""
+    if w in ("E1", "E2"):
+        na(side, w, NO_ELECTION)
+    elif w in NO_RECIPE:
+        na(side, w, NO_RECIPE[w])
+    else:
+        na(side, w, NO_VIEW if w == "C2" else NO_DISCOVERY)
+
+
+def f1_sync(side: str, put, lock_cycle, lease_alive, note: str) -> None:
+    """F1 for a blocking client: puts and lock cycles in two threads while the driver pauses
+    a member; `lease_alive()` says whether the lock's TTL 3 s lease survived."""
+    ph = Phases()
+
+    def loop(op) -> list:
+        out, i = [], 0
+        while not ph.stopped:
+            t0 = time.perf_counter()
+            try:
+                op(i)
+                failed = False
+            except Exception:
+                failed = True
+            out.append((t0, (time.perf_counter() - t0) * 1e3, failed))
+            if failed:
+                time.sleep(0.005)
+            i += 1
+        return out
+
+    with ThreadPoolExecutor(2) as pool:
+        puts, locks = pool.submit(loop, put), pool.submit(loop, lock_cycle)
+        asyncio.run(ph.wait_for_end())
+        line = ph.line(puts.result(), locks.result(), 0 if lease_alive() else 1)
+    emit(side, "F1", line.pop("value"), "ms p99", line.pop("ok"), note=note, **line)
 
 
 def host_port(ep: str) -> tuple[str, int]:
@@ -106,10 +146,38 @@ def etcd3_side(eps: list[str], work: list[str]) -> None:
                 times.append((time.perf_counter() - t) * 1e3)
             cancel()
             emit(side, w, median(times), "ms", True, note="raw watch, no view")
-        elif w == "E1":
-            na(side, w, NO_ELECTION)
+        elif w == "F1":
+            # python-etcd3 talks to one host; its lock holds a lease of its own (TTL 3 s),
+            # refreshed by hand while held.
+            lock = c.lock(f"{TAG}-f1", ttl=F1_TTL)
+            lease = c.lease(F1_TTL)
+            stop = threading.Event()
+
+            def refresh() -> None:
+                while not stop.wait(1):
+                    try:
+                        lease.refresh()
+                    except Exception:
+                        pass
+
+            threading.Thread(target=refresh, daemon=True).start()
+
+            def lock_cycle(i: int) -> None:
+                if not lock.acquire(timeout=10):
+                    raise TimeoutError("lock")
+                try:
+                    c.put(f"{TAG}/f1-locked", str(i))
+                finally:
+                    lock.release()
+
+            def alive() -> bool:
+                stop.set()
+                return lease.remaining_ttl > 0
+
+            f1_sync(side, lambda i: c.put(f"{TAG}/f1/put", str(i)), lock_cycle, alive,
+                    note="one endpoint (the client takes one host); lease refreshed every 1 s")
         else:
-            na(side, w, NO_VIEW if w == "C2" else NO_DISCOVERY)
+            missing(side, w)
 
 
 # aetcd: asyncio, one channel.
@@ -187,10 +255,25 @@ async def aetcd_side(eps: list[str], work: list[str]) -> None:
                 times.append((time.perf_counter() - t) * 1e3)
             await watch.cancel()
             emit(side, w, median(times), "ms", True, note="raw watch, no view")
-        elif w == "E1":
-            na(side, w, NO_ELECTION)
+        elif w == "F1":
+            ph = Phases()
+
+            async def lock_cycle(i: int) -> None:
+                lock = c.lock(f"{TAG}-f1".encode(), ttl=F1_TTL)
+                await asyncio.wait_for(lock.acquire(), 10)
+                try:
+                    await c.put(f"{TAG}/f1-locked".encode(), str(i).encode())
+                finally:
+                    await lock.release()
+
+            puts = asyncio.create_task(ph.loop(lambda i: c.put(f"{TAG}/f1/put".encode(), str(i).encode())))
+            locks = asyncio.create_task(ph.loop(lock_cycle))
+            await ph.wait_for_end()
+            line = ph.line(await puts, await locks, None)
+            emit(side, w, line.pop("value"), "ms p99", line.pop("ok"),
+                 note="one endpoint (the client takes one host); a lease per lock cycle", **line)
         else:
-            na(side, w, NO_VIEW if w == "C2" else NO_DISCOVERY)
+            missing(side, w)
     await c.close()
 
 
@@ -246,10 +329,21 @@ async def etcd_client_side(eps: list[str], work: list[str]) -> None:
                     times.append((time.perf_counter() - t) * 1e3)
                 task.cancel()
                 emit(side, w, median(times), "ms", True, note="raw watch, no view")
-            elif w == "E1":
-                na(side, w, NO_ELECTION)
+            elif w == "F1":
+                ph = Phases()
+                opt = etcd_client.EtcdLockOption(lock_name=f"{TAG}-f1".encode(), timeout=10, ttl=F1_TTL)
+
+                async def lock_cycle(i: int) -> None:
+                    async with c.with_lock(opt) as cm:
+                        await cm.put(f"{TAG}/f1-locked".encode(), str(i).encode())
+
+                puts = asyncio.create_task(ph.loop(lambda i: comm.put(f"{TAG}/f1/put".encode(), str(i).encode())))
+                locks = asyncio.create_task(ph.loop(lock_cycle))
+                await ph.wait_for_end()
+                line = ph.line(await puts, await locks, None)
+                emit(side, w, line.pop("value"), "ms p99", line.pop("ok"), note="Lock RPC, a connection and lease per cycle", **line)
             else:
-                na(side, w, NO_VIEW if w == "C2" else NO_DISCOVERY)
+                missing(side, w)
 
 
 async def etcd_client_locks(etcd_client, eps: list[str], comm, side: str, w: str) -> None:
@@ -283,6 +377,31 @@ async def etcd_client_locks(etcd_client, eps: list[str], comm, side: str, w: str
     emit(side, w, rate, "handoffs/s", end == str(L2_WORKERS * L2_CYCLES).encode(), counter=int(end or 0))
 
 
+def etcdctl_side(eps: list[str], work: list[str]) -> None:
+    """F1's reference: `etcdctl put` in a loop, a process per op, all three endpoints."""
+    import subprocess
+
+    ctl = os.environ.get("BENCH_ETCDCTL", "etcdctl")
+    env = {**os.environ, "ETCDCTL_API": "3"}
+    for w in work:
+        if w != "F1":
+            na("etcdctl-put", w, "F1 only")
+            continue
+
+        def put(i: int) -> None:
+            subprocess.run([ctl, f"--endpoints={','.join(eps)}", "put", f"{TAG}/f1/etcdctl", str(i)], check=True,
+                           capture_output=True, env=env)
+
+        ph = Phases()
+        with ThreadPoolExecutor(1) as pool:
+            puts = pool.submit(lambda: asyncio.run(ph.loop(lambda i: asyncio.to_thread(put, i))))
+            asyncio.run(ph.wait_for_end())
+            line = ph.line(puts.result(), [], None)
+        line.update(ok=line["ops"] > 0 and line["value"] is not None, lock_p99_ms=None, lock_after_p99_ms=None)
+        print(json.dumps({"side": "etcdctl-put", "lang": "etcdctl", "workload": w, "value": line.pop("value"), "unit": "ms p99",
+                          "note": "a process per put, default timeouts", **line}), flush=True)
+
+
 def main() -> None:
     side = sys.argv[sys.argv.index("--side") + 1]
     del sys.argv[sys.argv.index("--side"):sys.argv.index("--side") + 2]
@@ -293,6 +412,8 @@ def main() -> None:
         asyncio.run(aetcd_side(eps, work))
     elif side == "etcd-client-py":
         asyncio.run(etcd_client_side(eps, work))
+    elif side == "etcdctl":
+        etcdctl_side(eps, work)
     else:
         raise SystemExit(f"unknown side {side}")
 

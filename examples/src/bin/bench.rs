@@ -6,7 +6,8 @@
 //! (F1 starts a 3-member cluster of its own and runs with a follower, then the leader, paused.)
 //! (V1, view scale, runs only when named: config views of 10k, 100k and 1M keys and of 100 MiB.)
 //! `--endpoints a,b` runs against that etcd instead of starting one; `--side ours|raw` runs
-//! one side of each named workload (K1-K3, L1, L2, E1, D1, D2, D2V, C1, C2): bench/run.py's Rust side.
+//! one side of each named workload (K1-K3, L1, L2, E1, E2, D1, D2, D2V, C1, C2, S1, R1, Q1, W1, F1):
+//! bench/run.py's Rust side (F1 there: `ready` on stdout, then `fault` and `end` on stdin).
 //! Prints one JSON line per workload and side: side, lang, workload, value, unit, ok
 //! (and `ratio` = ours / raw on our line).
 
@@ -1025,6 +1026,257 @@ async fn d2_raw(c: &etcd_client::Client, endpoints: &[String], n: usize) -> (f64
     (register_s, load_s, seen == n)
 }
 
+// ---------------------------------------------------------------------------------------
+// E2, S1, R1, Q1, W1 and F1 as one side each for bench/run.py (`--side ours|raw`).
+
+/// E2 candidates: TTL 2 s; kills per run (the figure is their median).
+const E2_TTL: i64 = 2;
+const E2_KILLS: usize = 3;
+
+/// A raw lease of `ttl` s kept alive every ttl/3 s until the returned task is aborted.
+async fn raw_lease(c: &etcd_client::Client, ttl: i64) -> Result<(i64, tokio::task::JoinHandle<()>), etcd_client::Error> {
+    let mut c = c.clone();
+    let lease = c.lease_grant(ttl, None).await?.id();
+    let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+    let every = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
+    let task = tokio::spawn(async move {
+        loop {
+            if keeper.keep_alive().await.is_err() || !matches!(stream.message().await, Ok(Some(_))) {
+                break;
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    Ok((lease, task))
+}
+
+/// The E2 child: campaigns on $BENCH_E2_NAME with TTL 2 s (ours: an Election on a Session;
+/// raw: the Election RPC on a kept-alive lease), prints `leader <lease id>`, then waits to be killed.
+async fn e2_child(ours: bool, c: &Client, raw: &etcd_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    let name = std::env::var("BENCH_E2_NAME")?;
+    if ours {
+        let session = Session::new(c, E2_TTL).await?;
+        let l = Election::new(&session, &name)?.campaign("old").await?;
+        println!("leader {}", l.lease_id());
+        std::future::pending::<()>().await;
+    } else {
+        let (lease, _keep) = raw_lease(raw, E2_TTL).await?;
+        raw.clone().campaign(name.as_str(), "old", lease).await?;
+        println!("leader {lease}");
+        std::future::pending::<()>().await;
+    }
+    Ok(())
+}
+
+/// E2: a child process leads (TTL 2 s); our candidate (TTL 2 s) queues behind it; the child
+/// is SIGKILLed; ms until our campaign returns. ok: at that moment etcd reports the old
+/// leader's lease gone (TimeToLive -1), i.e. we did not lead before it had really expired.
+async fn e2_side(ours: bool, c: &Client, raw: &etcd_client::Client, eps: &[String]) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let (mut times, mut ok, mut early) = (Vec::new(), true, 0);
+    let exe = std::env::current_exe()?;
+    for turn in 0..E2_KILLS {
+        let name = format!("bench-e2/rust-{}-{}-{turn}", if ours { "ours" } else { "raw" }, std::process::id());
+        let mut child = tokio::process::Command::new(&exe)
+            .args(["--endpoints", &eps.join(","), "--side", if ours { "ours" } else { "raw" }, "E2CHILD"])
+            .env("BENCH_E2_NAME", &name)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut out = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().ok_or("stdout")?));
+        let old: i64 = loop {
+            let line = out.next_line().await?.ok_or("the E2 child ended before leading")?;
+            if let Some(id) = line.strip_prefix("leader ") {
+                break id.trim().parse()?;
+            }
+        };
+        let (ms, ttl_after) = if ours {
+            let session = Session::new(c, E2_TTL).await?;
+            let e = Election::new(&session, &name)?;
+            let waiting = tokio::spawn(async move { e.campaign("new").await.map(|l| (l, Instant::now())) });
+            while count_prefix(c, &format!("{name}/")).await < 2 {
+                tokio::time::sleep(Duration::from_millis(2)).await; // until our candidate is queued
+            }
+            let t = Instant::now();
+            child.start_kill()?;
+            let (l, at) = waiting.await??;
+            let ttl = raw.clone().lease_time_to_live(old, None).await?.ttl();
+            ok &= l.is_leader();
+            l.resign().await?;
+            session.close().await?;
+            (at.duration_since(t).as_secs_f64() * 1e3, ttl)
+        } else {
+            let (lease, keep) = raw_lease(raw, E2_TTL).await?;
+            let mut c2 = raw.clone();
+            let n2 = name.clone();
+            let waiting = tokio::spawn(async move { c2.campaign(n2.as_str(), "new", lease).await.map(|r| (r, Instant::now())) });
+            loop {
+                let n = raw.clone().get(format!("{name}/"), Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await?.count();
+                if n >= 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let t = Instant::now();
+            child.start_kill()?;
+            let (r, at) = waiting.await??;
+            let ttl = raw.clone().lease_time_to_live(old, None).await?.ttl();
+            ok &= r.leader().is_some_and(|l| l.lease() == lease);
+            keep.abort();
+            raw.clone().lease_revoke(lease).await?;
+            (at.duration_since(t).as_secs_f64() * 1e3, ttl)
+        };
+        let _ = child.wait().await;
+        if ttl_after != -1 {
+            early += 1;
+        }
+        times.push(ms);
+    }
+    let max = times.iter().cloned().fold(0.0, f64::max);
+    Ok(json!({"side": if ours { "ours" } else { "raw-etcd-client-election-rpc" }, "lang": "rust", "workload": "E2",
+        "value": (median(times.clone()) * 100.0).round() / 100.0, "unit": "ms", "ok": ok && early == 0,
+        "max_ms": (max * 100.0).round() / 100.0, "kills": times.len(), "led_before_expiry": early}))
+}
+
+/// F1 (one side): puts and lock cycles in a loop on a client of all three members; prints
+/// `ready`, then reads `fault` (the driver has SIGSTOPped a member) and `end` (resumed, and
+/// stop) on stdin. Latencies by phase: p99 of the ops in flight at the fault or started in its
+/// first 2 s, and of those started in its 2-10 s. Lock cycles hold a session (ours) or a kept-alive lease (raw) of TTL 3
+/// s: ok = it was never lost.
+async fn f1_side(ours: bool, c: &Client, raw: &etcd_client::Client) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let lost = Arc::new(AtomicUsize::new(0));
+    type Samples = Vec<(Instant, f64, bool)>;
+    async fn looped<F, Fut>(stop: Arc<AtomicBool>, mut op: F) -> Samples
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let t0 = Instant::now();
+            let r = op(i).await;
+            if let (Err(e), true) = (&r, std::env::var_os("BENCH_DEBUG").is_some()) {
+                eprintln!("F1 op failed: {e}");
+            }
+            let failed = r.is_err();
+            out.push((t0, t0.elapsed().as_secs_f64() * 1e3, failed));
+            if failed {
+                tokio::time::sleep(Duration::from_millis(5)).await; // a failure at once must not spin
+            }
+            i += 1;
+        }
+        out
+    }
+    let tag = format!("bench-f1/rust-{}-{}", if ours { "ours" } else { "raw" }, std::process::id());
+    let (puts, locks, lease_task) = if ours {
+        let session = Arc::new(tokio::sync::Mutex::new(Session::new(c, 3).await?));
+        let (c1, k1) = (c.clone(), format!("{tag}/put"));
+        let puts = tokio::spawn(looped(stop.clone(), move |i| {
+            let (c, k) = (c1.clone(), k1.clone());
+            async move { c.put(&k, i.to_string()).await.map(|_| ()).map_err(|e| e.to_string()) }
+        }));
+        let (c2, lost2, s2, lk) = (c.clone(), lost.clone(), session.clone(), format!("{tag}/lock"));
+        let locks = tokio::spawn(looped(stop.clone(), move |i| {
+            let (c, lost, s, lk) = (c2.clone(), lost2.clone(), s2.clone(), lk.clone());
+            async move {
+                let mut s = s.lock().await;
+                if !s.is_alive() {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                    *s = Session::new(&c, 3).await.map_err(|e| e.to_string())?;
+                }
+                let g = Lock::new(&*s, &lk).map_err(|e| e.to_string())?.acquire_timeout(Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+                let r = g.fence().put(&format!("{lk}-value"), i.to_string()).await.map(|_| ()).map_err(|e| e.to_string());
+                let _ = g.release().await;
+                r
+            }
+        }));
+        let check: futures::future::BoxFuture<'static, bool> = Box::pin(async move {
+            let s = session.lock().await;
+            let alive = s.is_alive();
+            let _ = s.close().await;
+            alive
+        });
+        (puts, locks, check)
+    } else {
+        let (lease, keep) = raw_lease(raw, 3).await?;
+        let (r1, k1) = (raw.clone(), format!("{tag}/put"));
+        let puts = tokio::spawn(looped(stop.clone(), move |i| {
+            let (mut c, k) = (r1.clone(), k1.clone());
+            async move { c.put(k, i.to_string(), None).await.map(|_| ()).map_err(|e| e.to_string()) }
+        }));
+        let (r2, lk) = (raw.clone(), format!("{tag}/lock"));
+        let locks = tokio::spawn(looped(stop.clone(), move |i| {
+            let (mut c, lk) = (r2.clone(), lk.clone());
+            async move {
+                let opts = etcd_client::LockOptions::new().with_lease(lease);
+                let key = tokio::time::timeout(Duration::from_secs(10), c.lock(lk.as_str(), Some(opts)))
+                    .await
+                    .map_err(|_| "lock timeout".to_string())?
+                    .map_err(|e| e.to_string())?
+                    .key()
+                    .to_vec();
+                let r = c.put(format!("{lk}-value"), i.to_string(), None).await.map(|_| ()).map_err(|e| e.to_string());
+                let _ = c.unlock(key).await;
+                r
+            }
+        }));
+        let raw2 = raw.clone();
+        let check: futures::future::BoxFuture<'static, bool> = Box::pin(async move {
+            let alive = raw2.clone().lease_time_to_live(lease, None).await.map(|r| r.ttl() > 0).unwrap_or(false);
+            keep.abort();
+            let _ = raw2.clone().lease_revoke(lease).await;
+            alive
+        });
+        (puts, locks, check)
+    };
+    println!("ready");
+    let lines = tokio::task::spawn_blocking(|| {
+        let (mut fault, mut end) = (None, None);
+        for line in std::io::stdin().lines() {
+            match line.as_deref().map(str::trim) {
+                Ok("fault") => fault = Some(Instant::now()),
+                Ok("end") => {
+                    end = Some(Instant::now());
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        (fault, end)
+    })
+    .await?;
+    stop.store(true, Ordering::Relaxed);
+    let (puts, locks) = (puts.await?, locks.await?);
+    let alive = lease_task.await;
+    let fault = lines.0.ok_or("no `fault` line on stdin")?;
+    let phase = |s: &Samples, from: f64, to: f64| {
+        let mut v: Vec<f64> = Vec::new();
+        let mut errors = 0;
+        for (t0, ms, failed) in s {
+            // In the phase: started in it, or (the first phase) still running when the fault began.
+            let since = t0.saturating_duration_since(fault).as_secs_f64() - fault.saturating_duration_since(*t0).as_secs_f64();
+            if since < to && (since >= from || (from == 0.0 && since + ms / 1e3 >= 0.0)) {
+                v.push(*ms);
+                errors += *failed as usize;
+            }
+        }
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let p99 = if v.is_empty() { f64::NAN } else { v[((v.len() - 1) as f64 * 0.99).round() as usize] };
+        ((p99 * 100.0).round() / 100.0, v.len(), errors)
+    };
+    let (ps, pn1, pe1) = phase(&puts, 0.0, 2.0);
+    let (pa, pn2, pe2) = phase(&puts, 2.0, 10.0);
+    let (ls, ln1, le1) = phase(&locks, 0.0, 2.0);
+    let (la, ln2, le2) = phase(&locks, 2.0, 10.0);
+    let sessions_lost = lost.load(Ordering::Relaxed) + usize::from(!alive);
+    Ok(json!({"side": if ours { "ours" } else { "raw-etcd-client" }, "lang": "rust", "workload": "F1", "value": ps, "unit": "ms p99",
+        "after_p99_ms": pa, "lock_p99_ms": ls, "lock_after_p99_ms": la, "ops": pn1 + pn2, "lock_cycles": ln1 + ln2,
+        "errors": pe1 + pe2 + le1 + le2, "sessions_lost": sessions_lost, "ok": sessions_lost == 0 && pn1 + pn2 > 0 && ln1 + ln2 > 0}))
+}
+
 /// One side (`ours` or `raw`) of one card workload against a given etcd, for bench/run.py;
 /// K2 reads the keys `bench/k2/<i>` the driver wrote.
 async fn one_side(side: &str, w: &str, ours: &Client, raw: &etcd_client::Client, eps: &[String]) -> Result<(), Box<dyn std::error::Error>> {
@@ -1084,6 +1336,31 @@ async fn one_side(side: &str, w: &str, ours: &Client, raw: &etcd_client::Client,
             emit("ours", w, v, "reads/s", true, None);
             emit("rwlock-hashmap", w, plain, "reads/s", true, None);
         }
+        "E2" => println!("{}", e2_side(o, ours, raw, eps).await?),
+        "S1" | "R1" | "Q1" | "W1" if !o => println!("{}", json!({"side": rawname(""), "lang": "rust", "workload": w, "value": null, "ok": null,
+            "na": "the raw etcd-client crate has no semaphore, read-write lock or queue (its Lock RPC is a mutex)"})),
+        "S1" => {
+            let (rate, ok, most) = s1_ours(eps, std::process::id() as usize).await;
+            println!("{}", json!({"side": "ours", "lang": "rust", "workload": w, "value": (rate * 100.0).round() / 100.0, "unit": "acquisitions/s", "ok": ok && most <= 3, "most_inside": most}));
+        }
+        "R1" => {
+            let (rate, ok, overlaps) = r1_ours(eps, std::process::id() as usize).await;
+            println!("{}", json!({"side": "ours", "lang": "rust", "workload": w, "value": (rate * 100.0).round() / 100.0, "unit": "cycles/s", "ok": ok, "overlaps": overlaps}));
+        }
+        "Q1" => {
+            let (rate, ok, mut x) = q1_ours(eps, std::process::id() as usize).await;
+            x.as_object_mut().ok_or("json")?.extend([("side".into(), json!("ours")), ("lang".into(), json!("rust")), ("workload".into(), json!(w)),
+                ("value".into(), json!((rate * 100.0).round() / 100.0)), ("unit".into(), json!("items/s")), ("ok".into(), json!(ok))]);
+            println!("{x}");
+        }
+        "W1" => {
+            let (rate, ok, mut x) = w1_ours(eps, raw, std::process::id() as usize).await;
+            x.as_object_mut().ok_or("json")?.extend([("side".into(), json!("ours")), ("lang".into(), json!("rust")), ("workload".into(), json!(w)),
+                ("value".into(), json!((rate * 100.0).round() / 100.0)), ("unit".into(), json!("items/s")), ("ok".into(), json!(ok))]);
+            println!("{x}");
+        }
+        "F1" => println!("{}", f1_side(o, ours, raw).await?),
+        "E2CHILD" => e2_child(o, ours, raw).await?,
         _ => return Err(format!("--side {side}: no workload {w}").into()),
     }
     Ok(())
@@ -1118,8 +1395,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let ours = Client::connect(ClientOptions::new(eps.clone())).await?;
     let raw = etcd_client::Client::connect(eps.clone(), None).await?;
-    // Warm both connections.
-    for i in 0..200 {
+    // Warm both connections (not in E2's child: it only campaigns and waits to be killed).
+    let warm = if wanted.iter().any(|w| w == "E2CHILD") { 0 } else { 200 };
+    for i in 0..warm {
         ours.put(&format!("bench/warm/{i}"), "v").await?;
         raw.kv_client().put(format!("bench/warm/{i}"), "v", None).await?;
     }

@@ -177,7 +177,7 @@ func r1(endpoints []string, name string, nr, nw, cycles int) {
 	}
 	e, _ := firstErr.Load().(string)
 	ok := overlaps == 0 && e == "" && left.Count == 0 && (endState == "" || endState == "r0")
-	out := map[string]interface{}{"workload": "R1", "value": float64(total) / elapsed, "unit": "cycles/s",
+	out := map[string]interface{}{"side": "go-etcd-recipes", "lang": "go", "workload": "R1", "value": float64(total) / elapsed, "unit": "cycles/s",
 		"ok": ok, "overlaps": overlaps, "cycles": total, "seconds": elapsed}
 	if e != "" {
 		out["error"] = e
@@ -263,7 +263,7 @@ func q1(endpoints []string, name string, np, nc, items int) {
 	mu.Unlock()
 	e, _ := firstErr.Load().(string)
 	ok := e == "" && distinct == items && dups == 0 && left.Count == 0
-	out := map[string]interface{}{"workload": "Q1", "value": float64(items) / elapsed, "unit": "items/s",
+	out := map[string]interface{}{"side": "go-etcd-recipes", "lang": "go", "workload": "Q1", "value": float64(items) / elapsed, "unit": "items/s",
 		"ok": ok, "distinct": distinct, "duplicates": dups, "left": left.Count, "seconds": elapsed}
 	if e != "" {
 		out["error"] = e
@@ -312,7 +312,7 @@ func main() {
 		}
 	}
 	if len(args) != 1 {
-		fail("usage: bench [--endpoints a,b] r1|q1|k1|k2|k3|l1|l2|e1 [--name N] [--readers|--writers|--cycles|--producers|--consumers|--items N]")
+		fail("usage: bench [--endpoints a,b] r1|q1|k1|k2|k3|l1|l2|e1|e2|s1|f1|w1 [--name N] [--readers|--writers|--cycles|--producers|--consumers|--items N]")
 	}
 	switch args[0] {
 	case "r1":
