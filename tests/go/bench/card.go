@@ -528,7 +528,7 @@ func f1(endpoints []string, name string) {
 	if fault.IsZero() {
 		fail("no `fault` line on stdin")
 	}
-	phase := func(v []sample, from, to float64) (float64, int, int) {
+	phase := func(v []sample, from, to float64) (interface{}, int, int) {
 		var lat []float64
 		errs := 0
 		for _, x := range v {
@@ -542,7 +542,7 @@ func f1(endpoints []string, name string) {
 			}
 		}
 		if len(lat) == 0 {
-			return -1, 0, errs
+			return nil, 0, errs // no op in this phase: null
 		}
 		sort.Float64s(lat)
 		return lat[int(float64(len(lat)-1)*0.99+0.5)], len(lat), errs
