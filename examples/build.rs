@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    // Read at run time: a build script binary reused from another checkout of the same
+    // target directory must still read this checkout's README.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let readme_path = Path::new(&manifest_dir).join("../README.md");
     println!("cargo:rerun-if-changed={}", readme_path.display());
     let readme = std::fs::read_to_string(&readme_path).expect("read README.md");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
