@@ -14,7 +14,7 @@
 use std::sync::{Arc, Mutex};
 
 use etcd_recipes::config::{self as core, ChangeFilter, ConfigBatch, ConfigBatches, ConfigOptions, ConfigStart};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use napi::bindgen_prelude::{Buffer, BufferSlice, Either, FnArgs, Function, Null, PromiseRaw};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
@@ -175,26 +175,6 @@ async fn feed(mirror: Arc<Mirror>, mut batches: ConfigBatches, apply: Feed) {
     mirror.end();
 }
 
-/// Core's changes, each handed on only once the JS mirror has the batch it came with:
-/// after `await changes.next()`, a read of the view sees that change (or a later state).
-fn after_mirror<T: Send + 'static>(
-    view: &core::ConfigView,
-    mirror: &Mirror,
-    items: impl Stream<Item = T> + Send + 'static,
-) -> impl Stream<Item = T> + Send + 'static {
-    let seq = view.sequence();
-    let applied = mirror.applied.subscribe();
-    items.then(move |item| {
-        // Received now, so its batch is at or below the batches core has applied now.
-        let target = seq.get();
-        let mut applied = applied.clone();
-        async move {
-            let _ = applied.wait_for(|a| *a >= target).await;
-            item
-        }
-    })
-}
-
 #[napi]
 impl Client {
     /// A live local copy of one key (or, with `{ prefix: true }`, of every key under it).
@@ -353,14 +333,14 @@ impl ConfigView {
             Some((None, Some(p))) => ChangeFilter::Prefix(p),
             Some((Some(_), Some(_))) => return Err(errors::invalid(env, "changes(): give key or prefix, not both")),
         };
-        let items = after_mirror(&self.core, &self.mirror, self.core.changes_matching(filter));
+        let items = self.core.after_applied(self.mirror.applied.subscribe(), self.core.changes_matching(filter));
         Ok(ConfigChanges(Cell::new(items.map(|r| r.map(change)))))
     }
 
     /// `for await (const change of view)`: `changes()`.
     #[napi(well_known_symbol = "asyncIterator")]
     pub fn iterate(&self) -> ConfigChanges {
-        let items = after_mirror(&self.core, &self.mirror, self.core.changes());
+        let items = self.core.after_applied(self.mirror.applied.subscribe(), self.core.changes());
         ConfigChanges(Cell::new(items.map(|r| r.map(change))))
     }
 

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use etcd_recipes::config::{ChangeFilter, ConfigBatch, ConfigBatches, ConfigChange, ConfigOptions, ConfigView};
 use etcd_recipes::Client;
-use futures::{Stream, StreamExt};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -155,26 +154,6 @@ async fn feed(mirror: Arc<Mirror>, mut batches: ConfigBatches) {
         }
     }
     mirror.end();
-}
-
-/// Core's changes, each handed on only once the mirror has the batch it came with: after
-/// `await anext(changes)` returns, a read of the view sees that change (or a later state).
-fn after_mirror<T: Send + 'static>(
-    view: &ConfigView,
-    mirror: &Mirror,
-    items: impl Stream<Item = T> + Send + 'static,
-) -> impl Stream<Item = T> + Send + 'static {
-    let seq = view.sequence();
-    let applied = mirror.applied.subscribe();
-    items.then(move |item| {
-        // Received now, so its batch is at or below the batches core has applied now.
-        let target = seq.get();
-        let mut applied = applied.clone();
-        async move {
-            let _ = applied.wait_for(|a| *a >= target).await;
-            item
-        }
-    })
 }
 
 // ------------------------------------------------------------------- get, the C function
@@ -495,11 +474,11 @@ class_methods! {
                 (Some(_), Some(_)) => return Err(invalid(py, "changes(): give key= or prefix=, not both")),
             };
             let _g = rt().enter();
-            Ok(PyConfigChanges::new(after_mirror(&self.inner, &self.mirror, self.inner.changes_matching(filter))))
+            Ok(PyConfigChanges::new(self.inner.after_applied(self.mirror.applied.subscribe(), self.inner.changes_matching(filter))))
         }
         fn __aiter__(&self) -> PyConfigChanges {
             let _g = rt().enter();
-            PyConfigChanges::new(after_mirror(&self.inner, &self.mirror, self.inner.changes()))
+            PyConfigChanges::new(self.inner.after_applied(self.mirror.applied.subscribe(), self.inner.changes()))
         }
         /// Stop watching (cached values stay readable; change iterators end).
         fn close(&self) {

@@ -663,6 +663,28 @@ impl ConfigView {
         ConfigSequence(self.inner.seq.clone())
     }
 
+    /// `items` (this view's changes), each passed on only once a mirror fed by
+    /// [`ConfigView::batches`] has applied the batch it came with: after the item is
+    /// received, a read of that mirror sees it (or a later state). `applied` carries the
+    /// sequence number of the last batch the mirror has (`u64::MAX`: nothing to wait for).
+    pub fn after_applied<T: Send + 'static>(
+        &self,
+        applied: tokio::sync::watch::Receiver<u64>,
+        items: impl Stream<Item = T> + Send + 'static,
+    ) -> impl Stream<Item = T> + Send + 'static {
+        use futures::StreamExt;
+        let seq = self.sequence();
+        items.then(move |item| {
+            // Received now, so its batch is at or below the batches core has applied now.
+            let target = seq.get();
+            let mut applied = applied.clone();
+            async move {
+                let _ = applied.wait_for(|a| *a >= target).await;
+                item
+            }
+        })
+    }
+
     /// Stop watching. The cached values stay readable; subscriptions end.
     pub fn close(&self) {
         self.inner.stop();
