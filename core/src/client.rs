@@ -558,10 +558,11 @@ impl Client {
         MemberWatch::open(self.members(), key, options, self.request_timeout()).await
     }
 
-    /// Watch the single key `key` from revision `from` on the client's shared watch
-    /// stream (see [`crate::watchmux`]): no stream of its own, no wait for etcd.
-    pub(crate) fn shared_watch(&self, key: impl Into<Vec<u8>>, from: i64) -> crate::watchmux::MuxWatch {
-        self.inner.watches.watch(key, from)
+    /// An interest in deletes of `key` (under the service prefix `prefix`), taken before
+    /// the key is put, watched on the client's shared watch stream (see
+    /// [`crate::watchmux`]): no stream of its own, no wait for etcd.
+    pub(crate) fn watch_interest(&self, prefix: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> crate::watchmux::Interest {
+        self.inner.watches.interest(prefix.into(), key.into())
     }
 
     /// The full etcd key for a recipe key: namespace + key.

@@ -50,11 +50,13 @@ pub(crate) enum Phase {
 pub(crate) struct Scope {
     phase: watch::Sender<Phase>,
     children: Mutex<Vec<Weak<dyn Child>>>,
+    /// The list's length at which [`Scope::adopt`] next drops the children already gone.
+    sweep_at: std::sync::atomic::AtomicUsize,
 }
 
 impl Scope {
     pub(crate) fn new() -> Arc<Scope> {
-        Arc::new(Scope { phase: watch::channel(Phase::Open).0, children: Mutex::new(Vec::new()) })
+        Arc::new(Scope { phase: watch::channel(Phase::Open).0, children: Mutex::new(Vec::new()), sweep_at: std::sync::atomic::AtomicUsize::new(64) })
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -72,7 +74,12 @@ impl Scope {
     /// Close `child` when the client closes.
     pub(crate) fn adopt(&self, child: Weak<dyn Child>) {
         let mut v = self.children.lock().unwrap_or_else(|p| p.into_inner());
-        v.retain(|w| w.strong_count() > 0);
+        // Drop the children already gone once the list has doubled since the last sweep:
+        // constant time per adoption, not a sweep of every child each time.
+        if v.len() >= self.sweep_at.load(std::sync::atomic::Ordering::Relaxed) {
+            v.retain(|w| w.strong_count() > 0);
+            self.sweep_at.store((v.len() * 2).max(64), std::sync::atomic::Ordering::Relaxed);
+        }
         v.push(child);
     }
 

@@ -60,6 +60,7 @@ use crate::error::{Error, Result};
 pub use crate::picker::{DownInstancePolicy, InstanceFilter, Picker, Readiness, ViewOptions};
 use crate::picker::{wire_metadata, Chooser};
 use crate::session::Session;
+use crate::watchmux::KeyChange;
 
 /// Default registration lease TTL, in seconds.
 pub const DEFAULT_TTL_SECS: i64 = 10;
@@ -422,12 +423,20 @@ impl RegShared {
 }
 
 /// Keep the registration in place: react to a lost lease and to our key being deleted.
-async fn guard(sh: Arc<RegShared>, first_put_rev: i64, _tracked: crate::metrics::Tracked) {
+async fn guard(
+    sh: Arc<RegShared>,
+    first_put_rev: i64,
+    _tracked: crate::metrics::Tracked,
+    mut interest: crate::watchmux::Interest,
+    first_watch: crate::watchmux::KeyWatch,
+) {
     let mut watch_from = Some(first_put_rev + 1);
+    let mut first_watch = Some(first_watch);
     let mut backoff = Duration::from_millis(50);
     loop {
         let Some(session) = sh.session() else { return };
         if !session.is_alive() {
+            first_watch = None;
             // A session closed by its owner (the client closed, process shutdown) ends
             // the registration; only a lost one is healed.
             let ending = sh.closed.load(Ordering::Acquire) || crate::lifecycle::is_shutting_down();
@@ -501,25 +510,25 @@ async fn guard(sh: Arc<RegShared>, first_put_rev: i64, _tracked: crate::metrics:
                 }
             }
         };
-        // On the client's shared watch stream: a registration costs no stream of its own.
-        let mut stream = sh.client.shared_watch(sh.key.clone(), from);
+        // On the client's shared watch stream: a registration costs no stream of its own
+        // (and, beside other registrations of its service, no watch of its own).
+        let mut stream = first_watch.take().unwrap_or_else(|| interest.watch(from));
         loop {
             tokio::select! {
                 _ = session.lost() => break, // the outer loop recovers
                 msg = stream.message() => match msg {
-                    Some(resp) if resp.canceled() => {
-                        debug!(reason = %resp.cancel_reason(), "own-key watch cancelled");
+                    Some(KeyChange::Cancelled { reason }) => {
+                        debug!(%reason, "own-key watch cancelled");
                         break;
                     }
-                    Some(resp) => {
+                    Some(KeyChange::Deleted { .. }) => {
                         backoff = Duration::from_millis(50);
-                        let deleted = resp.events().iter().any(|e| e.event_type() == EventType::Delete);
                         let ending = sh.closed.load(Ordering::Acquire) || crate::lifecycle::is_shutting_down() || !session.is_alive();
-                        if deleted && !ending && !sh.self_heal {
+                        if !ending && !sh.self_heal {
                             sh.end_lost("key deleted from outside".into()).await;
                             return;
                         }
-                        if deleted && !ending {
+                        if !ending {
                             warn!(key = %sh.key, "registration key deleted from outside; putting it again");
                             match sh.put(session.lease_id()).await {
                                 Ok(_) => {}
@@ -585,6 +594,7 @@ impl Registration {
 
     async fn start(client: &Client, session: Session, owns: bool, opts: RegisterOptions, metadata: serde_json::Value) -> Result<Registration> {
         let key = client.full_key(&format!("{}/{}", opts.service, opts.id));
+        let opts_service = opts.service.clone();
         let lease = session.lease_id();
         let (state, _) = watch::channel(RegistrationState::Registered { lease_id: lease });
         let shared = Arc::new(RegShared {
@@ -602,6 +612,8 @@ impl Registration {
             put_lock: tokio::sync::Mutex::new(()),
             task: Mutex::new(None),
         });
+        // Before the put: every delete of the key after the put reaches the guard.
+        let mut interest = client.watch_interest(client.full_key(&format!("{}/", opts_service)), shared.key.clone());
         let rev = match shared.put(lease).await {
             Ok(r) => r,
             Err(e) if owns => {
@@ -617,7 +629,10 @@ impl Registration {
         info!(key = %shared.key, lease = format_args!("{lease:x}"), "registered");
         let span = info_span!("etcd_recipes.registration", key = %shared.key);
         let tracked = crate::metrics::track_registration(client, &shared.key, shared.state.subscribe());
-        let task = tokio::spawn(guard(shared.clone(), rev, tracked).instrument(span));
+        // Reported now, so that the service's group (when it is new) starts right after
+        // this put, before the puts of the registrations that come after.
+        let watch = interest.watch(rev + 1);
+        let task = tokio::spawn(guard(shared.clone(), rev, tracked, interest, watch).instrument(span));
         *shared.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         let child: std::sync::Weak<dyn crate::lifecycle::Child> = Arc::downgrade(&shared) as _;
         client.scope().adopt(child);

@@ -1,4 +1,5 @@
-//! Many watches of one client on one gRPC watch stream, as etcd's Go client does.
+//! Many watches of one client on one gRPC watch stream, as etcd's Go client does, for
+//! the one thing a registration watches: deletes of its own key.
 //!
 //! A registration keeps a watch on its own key for as long as it lives (to put the key
 //! back when someone deletes it). With a stream per watch, every registration opened a
@@ -8,24 +9,51 @@
 //! stream; the create request is sent in the background (the watch starts at a known
 //! revision, so nothing that happens before etcd creates it is missed).
 //!
+//! **One watch per service for many registrations.** Even on one stream, a watch per key
+//! cost etcd a create, and 2,000 registrations of one service from one client took twice
+//! the raw grant-and-put time. So the first registration of a service in a client
+//! watches its own key, and the second and later ones *join the service's group*: one
+//! watch of the service prefix, deletes only (`NOPUT`), shared by all of them and routed
+//! here by key. A process with one registration per service still hears only about its
+//! own key; one with many hears every delete under that service, one event per
+//! instance leaving, which is what it asked to watch anyway.
+//!
+//! A member joins its group ([`WatchMux::interest`]) *before* its put, so every delete
+//! of its key after the put is routed to it; deletes from before the put (an old key of
+//! the same name) are dropped by revision. The group's watch starts after the put of the
+//! member that reports first; a member whose put came earlier than that start is not
+//! covered and watches its own key instead (this happens only among registrations
+//! started at the same moment).
+//!
 //! The stream runs on one member. When it breaks, or a probe finds its member hung, it
 //! is opened again on a member in rotation and every watch is created again from the
-//! revision after the last event it delivered: watchers see no gap and no error. A watch
-//! that etcd cancels (its start revision was compacted) gets the cancel response and
-//! ends; its owner re-reads, as after any cancelled watch.
+//! revision after the last event it delivered (a group watch also moves on with etcd's
+//! progress notifications): watchers see no gap and no error. A watch that etcd cancels
+//! (its start revision was compacted) reports [`KeyChange::Cancelled`] to every key it
+//! served, and ends; its owners re-read their keys and watch them on their own.
 //!
-//! The stream's task runs only while watches exist: dropping the last [`MuxWatch`] ends
+//! The stream's task runs only while watches exist: dropping the last [`KeyWatch`] ends
 //! it, so it never outlives the recipes that use it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use etcd_client::{WatchOptions, WatchResponse};
+use etcd_client::{EventType, WatchFilterType, WatchOptions, WatchResponse};
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::endpoints::Members;
+
+/// What a key watch reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyChange {
+    /// The key was deleted at this revision.
+    Deleted { rev: i64 },
+    /// etcd cancelled the watch (for example: its start revision was compacted). Nothing
+    /// more comes; read the key and watch again.
+    Cancelled { reason: String },
+}
 
 /// The shared watch stream of one client (created on the first watch).
 pub(crate) struct WatchMux {
@@ -38,6 +66,37 @@ struct State {
     next_id: i64,
     /// The running task's commands; `None` while no task runs.
     cmds: Option<mpsc::UnboundedSender<Cmd>>,
+    /// Per service prefix: how many interests are alive, and the group, if any.
+    prefixes: HashMap<Vec<u8>, PrefixEntry>,
+}
+
+#[derive(Default)]
+struct PrefixEntry {
+    live: usize,
+    group: Option<Arc<Group>>,
+}
+
+/// One watch of a prefix (deletes only) shared by its members' keys.
+struct Group {
+    prefix: Vec<u8>,
+    inner: Mutex<GroupInner>,
+}
+
+#[derive(Default)]
+struct GroupInner {
+    /// The group's watch: its id and start revision, once a member reported its put.
+    watch: Option<(i64, i64)>,
+    /// etcd cancelled the watch, or the last member left: no member joins any more.
+    dead: bool,
+    next_member: u64,
+    members: HashMap<Vec<u8>, Vec<(u64, mpsc::UnboundedSender<KeyChange>)>>,
+    count: usize,
+}
+
+impl Group {
+    fn lock(&self) -> MutexGuard<'_, GroupInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 enum Cmd {
@@ -45,72 +104,242 @@ enum Cmd {
     Cancel(i64),
 }
 
+enum Route {
+    Key(mpsc::UnboundedSender<KeyChange>),
+    Group(Arc<Group>),
+}
+
 struct Sub {
     key: Vec<u8>,
     /// Where the watch (re)starts: after the last event delivered.
     next_rev: i64,
-    tx: mpsc::UnboundedSender<WatchResponse>,
+    route: Route,
 }
 
 impl Sub {
     fn options(&self, id: i64) -> WatchOptions {
-        WatchOptions::new().with_start_revision(self.next_rev).with_watch_id(id)
+        let o = WatchOptions::new().with_start_revision(self.next_rev).with_watch_id(id).with_filters([WatchFilterType::NoPut]);
+        match self.route {
+            Route::Key(_) => o,
+            Route::Group(_) => o.with_prefix().with_progress_notify(),
+        }
     }
 }
 
-/// One watch on the shared stream: the responses for its key, in order. Dropping it
-/// cancels the watch in etcd.
-pub(crate) struct MuxWatch {
-    id: i64,
-    rx: mpsc::UnboundedReceiver<WatchResponse>,
-    cmds: mpsc::UnboundedSender<Cmd>,
+/// A registration's standing interest in deletes of its key, taken before its put
+/// (see the module docs). Holds the prefix's count while alive.
+pub(crate) struct Interest {
+    mux: Arc<WatchMux>,
+    prefix: Vec<u8>,
+    key: Vec<u8>,
+    /// The group joined before the put, until the first [`Interest::watch`].
+    pending: Option<Membership>,
 }
 
-impl MuxWatch {
-    /// The next response for this watch; `None` after etcd cancelled it (the cancel
-    /// response comes first) or when the client's stream task ended.
-    pub(crate) async fn message(&mut self) -> Option<WatchResponse> {
-        self.rx.recv().await
+/// A member's place in a group.
+struct Membership {
+    group: Arc<Group>,
+    id: u64,
+    key: Vec<u8>,
+    rx: mpsc::UnboundedReceiver<KeyChange>,
+}
+
+/// A watch of one key's deletes: on its own watch id, or routed from its service's group.
+/// Dropping it cancels its watch in etcd (a group's when its last member leaves).
+pub(crate) struct KeyWatch {
+    mux: Arc<WatchMux>,
+    kind: KeyWatchKind,
+    /// Deletes before this revision are of an older key of the same name.
+    from: i64,
+}
+
+enum KeyWatchKind {
+    Own { id: i64, rx: mpsc::UnboundedReceiver<KeyChange> },
+    Member(Option<Membership>),
+}
+
+impl KeyWatch {
+    /// The next change of the key; `None` after [`KeyChange::Cancelled`] or when the
+    /// client's stream task ended.
+    pub(crate) async fn message(&mut self) -> Option<KeyChange> {
+        loop {
+            let got = match &mut self.kind {
+                KeyWatchKind::Own { rx, .. } => rx.recv().await,
+                KeyWatchKind::Member(Some(m)) => m.rx.recv().await,
+                KeyWatchKind::Member(None) => None,
+            };
+            match got {
+                Some(KeyChange::Deleted { rev }) if rev < self.from => continue,
+                other => return other,
+            }
+        }
     }
 }
 
-impl Drop for MuxWatch {
+impl Drop for KeyWatch {
     fn drop(&mut self) {
-        let _ = self.cmds.send(Cmd::Cancel(self.id));
+        match &mut self.kind {
+            KeyWatchKind::Own { id, .. } => self.mux.cancel(*id),
+            KeyWatchKind::Member(m) => {
+                if let Some(m) = m.take() {
+                    self.mux.leave(m);
+                }
+            }
+        }
+    }
+}
+
+impl Interest {
+    /// Watch the key's deletes from revision `from` (the revision after our put): in the
+    /// group joined before the put when it covers `from`, else on a watch of its own.
+    /// Must be called inside a tokio runtime (it may start the stream's task).
+    pub(crate) fn watch(&mut self, from: i64) -> KeyWatch {
+        if let Some(m) = self.pending.take() {
+            let covered = {
+                let mut g = m.group.lock();
+                match g.watch {
+                    _ if g.dead => false,
+                    Some((_, start)) => from >= start,
+                    None => {
+                        let id = self.mux.next_id();
+                        g.watch = Some((id, from));
+                        let sub = Sub { key: m.group.prefix.clone(), next_rev: from, route: Route::Group(m.group.clone()) };
+                        self.mux.send(Cmd::Add(id, sub));
+                        true
+                    }
+                }
+            };
+            if covered {
+                return KeyWatch { mux: self.mux.clone(), kind: KeyWatchKind::Member(Some(m)), from };
+            }
+            self.mux.leave(m);
+        }
+        self.mux.watch_key(self.key.clone(), from)
+    }
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        if let Some(m) = self.pending.take() {
+            self.mux.leave(m);
+        }
+        let mut st = self.mux.lock();
+        if let Some(e) = st.prefixes.get_mut(&self.prefix) {
+            e.live -= 1;
+            if e.live == 0 && e.group.is_none() {
+                st.prefixes.remove(&self.prefix);
+            }
+        }
     }
 }
 
 impl WatchMux {
     pub(crate) fn new(members: Arc<Members>, timeout: Duration) -> Arc<WatchMux> {
-        Arc::new(WatchMux { members, timeout, state: Mutex::new(State { next_id: 0, cmds: None }) })
+        Arc::new(WatchMux { members, timeout, state: Mutex::new(State { next_id: 0, cmds: None, prefixes: HashMap::new() }) })
     }
 
-    /// Watch the single key `key` from revision `from` on the shared stream. Must be
-    /// called inside a tokio runtime (it may start the stream's task).
-    pub(crate) fn watch(self: &Arc<Self>, key: impl Into<Vec<u8>>, from: i64) -> MuxWatch {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn next_id(&self) -> i64 {
+        let mut st = self.lock();
         st.next_id += 1;
-        let id = st.next_id;
-        let mut cmd = Cmd::Add(id, Sub { key: key.into(), next_rev: from, tx });
+        st.next_id
+    }
+
+    /// Take an interest in deletes of `key` (under the service prefix `prefix`), before
+    /// the key is put: when the client already has a live interest under `prefix`, join
+    /// the prefix's group.
+    pub(crate) fn interest(self: &Arc<Self>, prefix: Vec<u8>, key: Vec<u8>) -> Interest {
+        let mut st = self.lock();
+        let entry = st.prefixes.entry(prefix.clone()).or_default();
+        entry.live += 1;
+        let mut pending = None;
+        if entry.live >= 2 {
+            let group = entry.group.get_or_insert_with(|| {
+                Arc::new(Group { prefix: prefix.clone(), inner: Mutex::new(GroupInner::default()) })
+            });
+            let mut g = group.lock();
+            let (tx, rx) = mpsc::unbounded_channel();
+            g.next_member += 1;
+            let id = g.next_member;
+            g.members.entry(key.clone()).or_default().push((id, tx));
+            g.count += 1;
+            drop(g);
+            pending = Some(Membership { group: group.clone(), id, key: key.clone(), rx });
+        }
+        drop(st);
+        Interest { mux: self.clone(), prefix, key, pending }
+    }
+
+    /// Leave a group; the last member out cancels the group's watch.
+    fn leave(&self, m: Membership) {
+        let mut st = self.lock();
+        let mut g = m.group.lock();
+        if let Some(v) = g.members.get_mut(&m.key) {
+            v.retain(|(id, _)| *id != m.id);
+            if v.is_empty() {
+                g.members.remove(&m.key);
+            }
+        }
+        g.count -= 1;
+        if g.count > 0 {
+            return;
+        }
+        g.dead = true;
+        let watch = g.watch.map(|(id, _)| id);
+        drop(g);
+        if let Some(e) = st.prefixes.get_mut(&m.group.prefix) {
+            if e.group.as_ref().is_some_and(|x| Arc::ptr_eq(x, &m.group)) {
+                e.group = None;
+                if e.live == 0 {
+                    st.prefixes.remove(&m.group.prefix);
+                }
+            }
+        }
+        drop(st);
+        if let Some(id) = watch {
+            self.cancel(id);
+        }
+    }
+
+    /// Watch deletes of the single key `key` from revision `from` on the shared stream.
+    fn watch_key(self: &Arc<Self>, key: Vec<u8>, from: i64) -> KeyWatch {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.next_id();
+        self.send(Cmd::Add(id, Sub { key, next_rev: from, route: Route::Key(tx) }));
+        KeyWatch { mux: self.clone(), kind: KeyWatchKind::Own { id, rx }, from }
+    }
+
+    /// Cancel watch `id` (nothing to do when no task runs: nothing was created in etcd).
+    fn cancel(&self, id: i64) {
+        if let Some(cmds) = &self.lock().cmds {
+            let _ = cmds.send(Cmd::Cancel(id));
+        }
+    }
+
+    /// Add a watch on the stream's task, starting the task when none runs. Must be
+    /// called inside a tokio runtime.
+    fn send(self: &Arc<Self>, mut cmd: Cmd) {
+        let mut st = self.lock();
         if let Some(cmds) = &st.cmds {
             match cmds.send(cmd) {
-                Ok(()) => return MuxWatch { id, rx, cmds: cmds.clone() },
+                Ok(()) => return,
                 Err(mpsc::error::SendError(c)) => cmd = c,
             }
         }
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let _ = cmds.send(cmd);
-        st.cmds = Some(cmds.clone());
+        st.cmds = Some(cmds);
         tokio::spawn(run(self.clone(), cmd_rx));
-        MuxWatch { id, rx, cmds }
     }
 
     /// The task may end: only when no watch is left and no command is queued, decided
-    /// under the lock that [`WatchMux::watch`] sends under (so no watch is ever added to
+    /// under the lock that [`WatchMux::send`] sends under (so no watch is ever added to
     /// a task that is ending).
     fn finish(&self, cmd_rx: &mut mpsc::UnboundedReceiver<Cmd>, subs: &mut HashMap<i64, Sub>) -> bool {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
         let mut any = false;
         while let Ok(c) = cmd_rx.try_recv() {
             any = true;
@@ -124,6 +353,24 @@ impl WatchMux {
             return true;
         }
         false
+    }
+
+    /// etcd cancelled a group's watch: its members hear it, and no one joins it again.
+    fn group_cancelled(&self, group: &Arc<Group>, reason: &str) {
+        let mut st = self.lock();
+        let mut g = group.lock();
+        g.dead = true;
+        for (_, v) in g.members.drain() {
+            for (_, tx) in v {
+                let _ = tx.send(KeyChange::Cancelled { reason: reason.to_string() });
+            }
+        }
+        drop(g);
+        if let Some(e) = st.prefixes.get_mut(&group.prefix) {
+            if e.group.as_ref().is_some_and(|x| Arc::ptr_eq(x, group)) {
+                e.group = None;
+            }
+        }
     }
 }
 
@@ -199,7 +446,7 @@ async fn run(mux: Arc<WatchMux>, mut cmd_rx: mpsc::UnboundedReceiver<Cmd>) {
                 msg = responses.message() => match msg {
                     Ok(Some(resp)) => {
                         backoff = Duration::from_millis(50);
-                        deliver(&mut subs, &mut cancels, resp);
+                        deliver(&mux, &mut subs, &mut cancels, resp);
                     }
                     Ok(None) | Err(_) => {
                         mux.members.note_slow(index, "shared watch stream broke");
@@ -238,12 +485,19 @@ async fn run(mux: Arc<WatchMux>, mut cmd_rx: mpsc::UnboundedReceiver<Cmd>) {
 }
 
 /// Route one response to its watch, moving the watch's restart revision past the
-/// events it carries. A cancelled watch gets the cancel response and ends.
-fn deliver(subs: &mut HashMap<i64, Sub>, cancels: &mut VecDeque<i64>, resp: WatchResponse) {
+/// events it carries (or to the revision of a progress notification). A cancelled
+/// watch reports it to every key it served and ends.
+fn deliver(mux: &WatchMux, subs: &mut HashMap<i64, Sub>, cancels: &mut VecDeque<i64>, resp: WatchResponse) {
     let id = resp.watch_id();
     if resp.canceled() {
         if let Some(sub) = subs.remove(&id) {
-            let _ = sub.tx.send(resp);
+            let reason = resp.cancel_reason().to_string();
+            match sub.route {
+                Route::Key(tx) => {
+                    let _ = tx.send(KeyChange::Cancelled { reason });
+                }
+                Route::Group(g) => mux.group_cancelled(&g, &reason),
+            }
         }
         return;
     }
@@ -251,12 +505,35 @@ fn deliver(subs: &mut HashMap<i64, Sub>, cancels: &mut VecDeque<i64>, resp: Watc
         return;
     }
     let Some(sub) = subs.get_mut(&id) else { return };
-    if let Some(last) = resp.events().last().and_then(|e| e.kv()) {
-        sub.next_rev = sub.next_rev.max(last.mod_revision() + 1);
+    match resp.events().last().and_then(|e| e.kv()) {
+        Some(last) => sub.next_rev = sub.next_rev.max(last.mod_revision() + 1),
+        // A progress notification: every event up to the header's revision was sent.
+        None => {
+            if let Some(h) = resp.header() {
+                sub.next_rev = sub.next_rev.max(h.revision() + 1);
+            }
+            return;
+        }
     }
-    if sub.tx.send(resp).is_err() {
-        // Its owner is gone (the cancel command is on its way too).
-        subs.remove(&id);
-        cancels.push_back(id);
+    let deletes = resp.events().iter().filter(|e| e.event_type() == EventType::Delete).filter_map(|e| e.kv());
+    match &sub.route {
+        Route::Key(tx) => {
+            for kv in deletes {
+                if tx.send(KeyChange::Deleted { rev: kv.mod_revision() }).is_err() {
+                    // Its owner is gone (the cancel command is on its way too).
+                    subs.remove(&id);
+                    cancels.push_back(id);
+                    return;
+                }
+            }
+        }
+        Route::Group(group) => {
+            let g = group.lock();
+            for kv in deletes {
+                for (_, tx) in g.members.get(kv.key()).into_iter().flatten() {
+                    let _ = tx.send(KeyChange::Deleted { rev: kv.mod_revision() });
+                }
+            }
+        }
     }
 }

@@ -387,10 +387,12 @@ async fn wait_put_back(operator: &etcd_recipes::Client, reg: &Registration, with
     }
 }
 
-/// The registrations of one client watch their keys on one shared watch stream (etcd
-/// counts one stream and a watcher per registration); a key deleted from outside is put
-/// back also after the member holding that stream froze (the stream moves, and the
-/// watches resume where they were); closing the last registration closes the stream.
+/// The registrations of one client watch their keys on one shared watch stream, and the
+/// registrations of one service share one watch: etcd counts one stream and two watchers
+/// for 40 registrations (the first one's own key, then the service's deletes). A key
+/// deleted from outside is put back, whichever watch saw it, also after the member
+/// holding that stream froze (the stream moves, and the watches resume where they were);
+/// closing the last registration closes the stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_share_one_watch_stream_that_survives_its_member_freezing() {
     init_tracing();
@@ -403,7 +405,7 @@ async fn registrations_share_one_watch_stream_that_survives_its_member_freezing(
         regs.push(Registration::register(&registrar, RegisterOptions::new("many", format!("i{i}"), "h:1").ttl(10)).await.unwrap());
     }
     wait_gauge(&etcd, "etcd_debugging_mvcc_watch_stream_total", 1.0, Duration::from_secs(10)).await;
-    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", N as f64, Duration::from_secs(10)).await;
+    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 2.0, Duration::from_secs(10)).await;
     for reg in &regs[..3] {
         assert_eq!(operator.delete(&format!("many/{}", reg.instance().id)).await.unwrap(), 1);
     }
@@ -432,4 +434,67 @@ async fn registrations_share_one_watch_stream_that_survives_its_member_freezing(
     }
     wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 0.0, Duration::from_secs(10)).await;
     wait_gauge(&etcd, "etcd_debugging_mvcc_watch_stream_total", 0.0, Duration::from_secs(10)).await;
+}
+
+/// 64 registrations of one service started at once (some are covered by the service's
+/// watch, some started before it and watch their own keys): one delete of the whole
+/// service, 64 events in one watch response, and every key is put back on its own lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_started_together_all_heal_after_one_delete_of_the_service() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let registrar = client(&etcd).await;
+    let operator = client(&etcd).await;
+    const N: usize = 64;
+    let regs: Vec<Registration> = futures::future::join_all(
+        (0..N).map(|i| Registration::register(&registrar, RegisterOptions::new("burst", format!("i{i}"), "h:1").ttl(10))),
+    )
+    .await
+    .into_iter()
+    .map(|r| r.unwrap())
+    .collect();
+    let deleted = operator.etcd().delete("burst/", Some(etcd_client::DeleteOptions::new().with_prefix())).await.unwrap();
+    assert_eq!(deleted.deleted(), N as i64);
+    for reg in &regs {
+        wait_put_back(&operator, reg, Duration::from_secs(20)).await;
+    }
+    assert_eq!(regs.iter().map(|r| r.reregistrations()).sum::<u64>(), 0, "put back on the same leases");
+    for r in regs {
+        r.close().await.unwrap();
+    }
+    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 0.0, Duration::from_secs(10)).await;
+}
+
+/// The service's watch restarts, after etcd restarted, from a revision that was compacted
+/// meanwhile: etcd cancels it, and every registration it served checks its key and
+/// watches it on its own (etcd counts a watcher per registration), and still heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_watch_cancelled_by_compaction_hands_its_keys_to_their_own_watches() {
+    init_tracing();
+    let mut etcd = EtcdCluster::start(1).unwrap();
+    let registrar = client(&etcd).await;
+    const N: usize = 5;
+    let mut regs = Vec::new();
+    for i in 0..N {
+        regs.push(Registration::register(&registrar, RegisterOptions::new("compacted", format!("i{i}"), "h:1").ttl(10)).await.unwrap());
+    }
+    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 2.0, Duration::from_secs(10)).await;
+    // Move the store's revision on, then compact past every watch's start.
+    for i in 0..20 {
+        registrar.put(&format!("other/{i}"), "x").await.unwrap();
+    }
+    etcd.compact().await.unwrap();
+    etcd.restart(0).unwrap();
+    etcd.wait_healthy(Duration::from_secs(20)).unwrap();
+    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", N as f64, Duration::from_secs(20)).await;
+    let operator = client(&etcd).await;
+    for reg in [&regs[0], &regs[3]] {
+        assert_eq!(operator.delete(&format!("compacted/{}", reg.instance().id)).await.unwrap(), 1);
+        wait_put_back(&operator, reg, Duration::from_secs(20)).await;
+    }
+    assert!(regs.iter().all(|r| matches!(r.state(), RegistrationState::Registered { .. })), "every registration still registered");
+    for r in regs {
+        r.close().await.unwrap();
+    }
+    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 0.0, Duration::from_secs(10)).await;
 }
