@@ -62,6 +62,9 @@ where
     T: ToNapiValue + Send + 'static,
     F: Future<Output = etcd_recipes::Result<T>> + Send + 'static,
 {
+    // Boxed at once: napi moves the future several times on the JS thread before tokio
+    // polls it, and a core future is kilobytes; a box moves as a pointer.
+    let fut = Box::pin(fut);
     env.spawn_future_with_callback(async move { Ok(fut.await) }, |env, r| r.map_err(|e| sync(env, e)))
 }
 

@@ -487,6 +487,8 @@ where
     let (event_loop, queue) = current_loop(py)?;
     let py_fut = event_loop.call_method0(intern!(py, "create_future"))?;
     let fut_ref = py_fut.clone().unbind();
+    // Boxed at once: the task moves as a pointer, not as the kilobytes of a core future.
+    let fut = Box::pin(fut);
     let task = rt().spawn(async move {
         let result = fut.await;
         queue.push(Box::new(move |py| resolve(py, fut_ref, result)));

@@ -639,7 +639,7 @@ impl Client {
                 _ => until.min(tokio::time::Instant::now() + ATTEMPT),
             };
             let outcome = tokio::select! {
-                r = op(picked.client.clone()) => Some(Ok(r)),
+                r = Box::pin(op(picked.client)) => Some(Ok(r)),
                 _ = down => None,
                 // A request forwarded to a leader that is gone may never be answered.
                 _ = leader_changed => Some(Err(Stalled::LeaderChanged)),

@@ -15,6 +15,12 @@
 //! session (advertise a service only while it leads, for instance) and never grants a
 //! lease of its own.
 //!
+//! To see a delete from outside, a registration watches its key on the client's one
+//! shared watch stream; the second and later registrations of one service in one client
+//! share one watch of the service's deletes instead of a watch each (see
+//! [`crate::watchmux`]), so registering thousands of instances from one process costs
+//! etcd one watch, not thousands.
+//!
 //! An instance tells discovery whether it takes traffic with its [`Readiness`]
 //! (`ready`, `not_ready`, `draining`), kept inside the metadata object under the key
 //! `"readiness"` (absent when ready), so the value stays what Go's `naming/endpoints`
