@@ -195,20 +195,26 @@ impl Interest {
     /// Must be called inside a tokio runtime (it may start the stream's task).
     pub(crate) fn watch(&mut self, from: i64) -> KeyWatch {
         if let Some(m) = self.pending.take() {
-            let covered = {
+            // Locks: the mux's state before a group's, never the other way round; so the
+            // id is taken, and the watch added, with the group's lock not held.
+            let id = self.mux.next_id();
+            let (covered, create) = {
                 let mut g = m.group.lock();
                 match g.watch {
-                    _ if g.dead => false,
-                    Some((_, start)) => from >= start,
+                    _ if g.dead => (false, false),
+                    Some((_, start)) => (from >= start, false),
                     None => {
-                        let id = self.mux.next_id();
                         g.watch = Some((id, from));
-                        let sub = Sub { key: m.group.prefix.clone(), next_rev: from, route: Route::Group(m.group.clone()) };
-                        self.mux.send(Cmd::Add(id, sub));
-                        true
+                        (true, true)
                     }
                 }
             };
+            if create {
+                // Sent before this member can leave (it leaves through the watch returned
+                // below), so the group's last member out always finds the watch to cancel.
+                let sub = Sub { key: m.group.prefix.clone(), next_rev: from, route: Route::Group(m.group.clone()) };
+                self.mux.send(Cmd::Add(id, sub));
+            }
             if covered {
                 return KeyWatch { mux: self.mux.clone(), kind: KeyWatchKind::Member(Some(m)), from };
             }

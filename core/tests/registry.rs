@@ -498,3 +498,33 @@ async fn a_service_watch_cancelled_by_compaction_hands_its_keys_to_their_own_wat
     }
     wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 0.0, Duration::from_secs(10)).await;
 }
+
+/// Registrations of one service joining its watch while others leave it, on two runtime
+/// threads at once, for several rounds (100 joining while the previous 100 leave): every
+/// one registers and closes within the bound, and nothing is left watching in etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_joining_and_leaving_one_service_at_once_never_block() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let registrar = client(&etcd).await;
+    let mut previous: Vec<Registration> = Vec::new();
+    for round in 0..4 {
+        let joining = futures::future::join_all((0..100).map(|i| {
+            let c = registrar.clone();
+            tokio::spawn(async move {
+                Registration::register(&c, RegisterOptions::new("churn", format!("r{round}-{i}"), "h:1").ttl(10)).await
+            })
+        }));
+        let leaving = futures::future::join_all(previous.drain(..).map(|r| tokio::spawn(async move { r.close().await })));
+        let (joined, left) = tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(joining, leaving) })
+            .await
+            .expect("registrations joining and leaving finished within 60 s");
+        assert!(left.into_iter().all(|r| r.unwrap().is_ok()), "every close succeeded in round {round}");
+        previous = joined.into_iter().map(|r| r.unwrap().unwrap()).collect();
+        assert_eq!(previous.len(), 100);
+    }
+    for r in previous {
+        r.close().await.unwrap();
+    }
+    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 0.0, Duration::from_secs(10)).await;
+}
