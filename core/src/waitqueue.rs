@@ -11,7 +11,7 @@
 //! error, timeout or cancellation; [`guarded_delete`] removes a holder's key only while
 //! it is still the same holder's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -159,27 +159,49 @@ pub(crate) struct Entered {
     pub header_rev: i64,
     /// How many keys the prefix held at `header_rev`, ours included.
     pub count: i64,
+    /// The first keys under the prefix by create revision (at most [`AHEAD_KEYS`] + 1),
+    /// with their create revisions: all of them when `count` is no larger.
+    pub first_keys: Vec<(Vec<u8>, i64)>,
 }
+
+/// Up to this many keys ahead, a waiter knows them by name (from its own transaction or
+/// recount) and watches the prefix without previous values: etcd then reads nothing for
+/// each delete it sends to each waiter. With more, it counts deletes by their previous
+/// values (the create revision of the key that went).
+pub(crate) const AHEAD_KEYS: usize = 64;
 
 impl Entered {
     /// What this transaction tells a waiter about the keys ahead of it: when it created our
     /// key, every other key under the prefix at its revision was created before ours.
     pub(crate) fn ahead(&self) -> Option<Ahead> {
-        self.created.then(|| Ahead { rev: self.header_rev, count: self.count - 1 })
+        self.created.then(|| {
+            let all = self.first_keys.len() as i64 >= self.count;
+            let keys = all.then(|| self.first_keys.iter().filter(|(_, c)| *c < self.rev).map(|(k, _)| k.clone()).collect());
+            Ahead { rev: self.header_rev, count: self.count - 1, keys }
+        })
     }
 }
 
 /// The number of keys under a prefix created before ours, as of a revision (our key
 /// existing then).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Ahead {
     pub rev: i64,
     pub count: i64,
+    /// Those keys by name, when known (at most [`AHEAD_KEYS`] of them).
+    pub keys: Option<HashSet<Vec<u8>>>,
 }
 
 /// `If CreateRevision(key)==0 Then Put(key, value, lease), Get(first) Else Get(key), Get(first)`.
 pub(crate) async fn enter(client: &Client, prefix: &str, key: &str, value: Vec<u8>, lease: i64) -> Result<Entered> {
-    let (p, first) = first_under(prefix);
+    // The first keys by create revision, names only: the owner is the first, and a waiter
+    // behind a short queue learns every key ahead of it by name.
+    let p = prefix.to_string();
+    let first = GetOptions::new()
+        .with_prefix()
+        .with_keys_only()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(AHEAD_KEYS as i64 + 1);
     let txn = Txn::new()
         .when(vec![Compare::create_revision(key, CompareOp::Equal, 0)])
         .and_then(vec![
@@ -196,12 +218,16 @@ pub(crate) async fn enter(client: &Client, prefix: &str, key: &str, value: Vec<u
         .await?;
     let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
     let ops = resp.op_responses();
-    let (owner_rev, count) = match ops.get(1) {
-        Some(TxnOpResponse::Get(g)) => (g.kvs().first().map(|kv| kv.create_revision()), g.count()),
+    let (owner_rev, count, first_keys) = match ops.get(1) {
+        Some(TxnOpResponse::Get(g)) => (
+            g.kvs().first().map(|kv| kv.create_revision()),
+            g.count(),
+            g.kvs().iter().map(|kv| (kv.key().to_vec(), kv.create_revision())).collect(),
+        ),
         _ => return Err(Error::Etcd(etcd_client::Error::InvalidArgs("unexpected txn response".into()))),
     };
     if resp.succeeded() {
-        return Ok(Entered { rev: header_rev, created: true, owner_rev, existing_value: None, header_rev, count });
+        return Ok(Entered { rev: header_rev, created: true, owner_rev, existing_value: None, header_rev, count, first_keys });
     }
     match ops.first() {
         Some(TxnOpResponse::Get(g)) => match g.kvs().first() {
@@ -212,6 +238,7 @@ pub(crate) async fn enter(client: &Client, prefix: &str, key: &str, value: Vec<u
                 existing_value: Some(kv.value().to_vec()),
                 header_rev,
                 count,
+                first_keys,
             }),
             // Deleted between the compare and the get cannot happen inside one txn.
             None => Err(Error::Etcd(etcd_client::Error::InvalidArgs(format!("key {key} vanished inside a txn")))),
@@ -232,10 +259,12 @@ pub(crate) enum Turn {
 /// Wait until no key under `prefix` has a create revision below `my_rev` (Go's
 /// `waitDeletes`, same outcome), watching our own `key` too.
 ///
-/// One watch on the whole prefix, opened from the current revision, with the previous
-/// value of each deleted key: a key created after ours can never be ahead of it, so the
-/// set of keys ahead only shrinks, and counting the deletes of keys created before ours
-/// tells when it is empty, with no read after each delete. `ahead` is what the caller
+/// One watch on the whole prefix, opened from the current revision: a key created after
+/// ours can never be ahead of it, so the set of keys ahead only shrinks, and following
+/// the deletes of keys created before ours tells when it is empty, with no read after
+/// each delete. Up to [`AHEAD_KEYS`] keys ahead are followed by name (the transaction or
+/// the recount names them), and the watch asks for no previous values; with more, each
+/// delete's previous value tells whether the key that went was ahead. `ahead` is what the caller
 /// already knows (the create-or-get transaction's count, at its revision); when the
 /// watch starts at a later revision, or after a watch error, one read at the watch's
 /// start revision counts again. The delete of our own key ends the wait with
@@ -261,8 +290,13 @@ pub(crate) async fn wait_turn(client: &Client, prefix: &str, key: &str, my_rev: 
 async fn wait_turn_once(client: &Client, prefix: &str, key: &str, my_rev: i64, known: Option<Ahead>) -> Result<Turn> {
     // From the current revision (start 0): etcd serves such a watcher from its "synced"
     // group at once; one starting at or below the current revision waits for a catch-up
-    // loop that runs every 100 ms.
-    let opts = WatchOptions::new().with_prefix().with_prev_key().with_filters([WatchFilterType::NoPut]);
+    // loop that runs every 100 ms. When the keys ahead are known by name, the deletes
+    // need no previous values (which etcd reads from its store for every waiter).
+    let by_name = known.as_ref().is_some_and(|a| a.keys.is_some());
+    let mut opts = WatchOptions::new().with_prefix().with_filters([WatchFilterType::NoPut]);
+    if !by_name {
+        opts = opts.with_prev_key();
+    }
     let mut stream = client.watch(prefix.to_string(), opts).await?;
     let created = stream.message().await?.ok_or(Error::Closed("watch stream"))?;
     if created.canceled() {
@@ -272,16 +306,22 @@ async fn wait_turn_once(client: &Client, prefix: &str, key: &str, my_rev: i64, k
     // applied our transaction may start it before our key existed: count from the later
     // of the two (a linearizable read at a revision waits until the member has it).
     let start = created.header().map(|h| h.revision()).unwrap_or(0);
-    let base = start.max(my_rev).max(known.map_or(0, |a| a.rev));
-    let mut ahead = match known {
-        Some(a) if a.rev == base => a.count,
+    let base = start.max(my_rev).max(known.as_ref().map_or(0, |a| a.rev));
+    let ahead = match known {
+        Some(a) if a.rev == base => a,
         _ => match count_ahead(client, prefix, key, my_rev, base).await? {
-            Some(n) => n,
+            Some(a) => a,
             None => return Ok(Turn::KeyGone),
         },
     };
-    debug!(ahead, base, "waiting for the keys ahead to go");
-    if ahead <= 0 {
+    let (mut count, mut names) = (ahead.count, ahead.keys);
+    if by_name && names.is_none() {
+        // More keys ahead than a waiter follows by name, and no previous values on this
+        // watch: start again, counting by previous values.
+        return Err(Error::Etcd(etcd_client::Error::WatchError("too many keys ahead to follow by name".into())));
+    }
+    debug!(ahead = count, by_name = names.is_some(), base, "waiting for the keys ahead to go");
+    if count <= 0 {
         return Ok(Turn::Ours { at: base });
     }
     loop {
@@ -300,25 +340,35 @@ async fn wait_turn_once(client: &Client, prefix: &str, key: &str, my_rev: i64, k
                 gone = true;
                 continue;
             }
-            match ev.prev_kv() {
-                Some(p) if p.create_revision() < my_rev => ahead -= 1,
-                Some(_) => {}
+            match (&mut names, ev.prev_kv()) {
+                // A key ahead leaves the set once; a key of the same name put again later
+                // was created after ours.
+                (Some(set), _) => {
+                    if set.remove(kv.key()) {
+                        count -= 1;
+                    }
+                }
+                (None, Some(p)) if p.create_revision() < my_rev => count -= 1,
+                (None, Some(_)) => {}
                 // etcd could not read the previous value (compacted): count again.
-                None => return Err(Error::Etcd(etcd_client::Error::WatchError("delete event without its previous value".into()))),
+                (None, None) => {
+                    return Err(Error::Etcd(etcd_client::Error::WatchError("delete event without its previous value".into())))
+                }
             }
         }
         if gone {
             return Ok(Turn::KeyGone);
         }
-        if ahead <= 0 {
+        if count <= 0 {
             return Ok(Turn::Ours { at: last });
         }
     }
 }
 
-/// The keys under `prefix` created before `my_rev`, at revision `rev`; `None` when our
-/// own key (create revision `my_rev`) was no longer there.
-async fn count_ahead(client: &Client, prefix: &str, key: &str, my_rev: i64, rev: i64) -> Result<Option<i64>> {
+/// The keys under `prefix` created before `my_rev`, at revision `rev` (by name when there
+/// are at most [`AHEAD_KEYS`]); `None` when our own key (create revision `my_rev`) was no
+/// longer there.
+async fn count_ahead(client: &Client, prefix: &str, key: &str, my_rev: i64, rev: i64) -> Result<Option<Ahead>> {
     let opts = GetOptions::new().with_prefix().with_keys_only().with_max_create_revision(my_rev).with_revision(rev);
     let p = prefix.to_string();
     let resp = client
@@ -328,7 +378,12 @@ async fn count_ahead(client: &Client, prefix: &str, key: &str, my_rev: i64, rev:
         })
         .await?;
     let mine = resp.kvs().iter().any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == my_rev);
-    Ok(mine.then(|| resp.kvs().iter().filter(|kv| kv.create_revision() < my_rev).count() as i64))
+    if !mine {
+        return Ok(None);
+    }
+    let before: Vec<&[u8]> = resp.kvs().iter().filter(|kv| kv.create_revision() < my_rev).map(|kv| kv.key()).collect();
+    let keys = (before.len() <= AHEAD_KEYS).then(|| before.iter().map(|k| k.to_vec()).collect());
+    Ok(Some(Ahead { rev, count: before.len() as i64, keys }))
 }
 
 fn watch_cancelled(r: &etcd_client::WatchResponse) -> Error {

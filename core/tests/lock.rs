@@ -397,3 +397,37 @@ async fn bad_names_and_documented_prefix_behaviour() {
     let gn = Lock::new(&sn, "a-b").unwrap().try_acquire().await.unwrap();
     assert_eq!(gn.key(), format!("ns1/a-b/{:x}", sn.lease_id()));
 }
+
+/// A waiter behind 64 keys follows them by name; behind 70 (more than it follows by name)
+/// it counts the deletes by their previous values. In both, deleting every key ahead but
+/// one (half of them in one transaction, so one watch response carries them all) leaves
+/// it waiting, and deleting the last one gives it the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_behind_many_keys_waits_for_every_one_of_them() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    for n in [64usize, 70] {
+        let name = format!("many{n}");
+        for i in 0..n {
+            c.put(&format!("{name}/k{i:03}"), "x").await.unwrap();
+        }
+        let session = Session::new(&c, 10).await.unwrap();
+        let lock = Lock::new(&session, &name).unwrap();
+        let mut waiter = tokio::spawn(async move { lock.acquire().await });
+        eventually(Duration::from_secs(20), "the waiter queued", || async { count(&c, &format!("{name}/")).await == n as i64 + 1 }).await;
+        let half = etcd_client::DeleteOptions::new().with_range(format!("{name}/k{:03}", n / 2));
+        assert_eq!(c.etcd().delete(format!("{name}/k000"), Some(half)).await.unwrap().deleted(), (n / 2) as i64);
+        for i in n / 2..n - 1 {
+            assert_eq!(c.delete(&format!("{name}/k{i:03}")).await.unwrap(), 1);
+        }
+        // Bounded check that the waiter does not take the lock while one key is ahead.
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(500), &mut waiter).await {
+            panic!("acquired with a key still ahead (n = {n}): {:?}", r.unwrap().map(|g| g.fencing_token()));
+        }
+        assert_eq!(c.delete(&format!("{name}/k{:03}", n - 1)).await.unwrap(), 1);
+        let g = tokio::time::timeout(Duration::from_secs(20), waiter).await.expect("the waiter never got the lock").unwrap().unwrap();
+        g.release().await.unwrap();
+        session.close().await.unwrap();
+    }
+}
