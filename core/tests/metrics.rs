@@ -93,8 +93,18 @@ async fn two_waiters_show_in_the_gauge_and_every_wait_and_hold_is_timed() {
     })
     .await;
     assert_eq!(s.count(HOLD, Some("jobs/report")), 1);
-    let (first, other) = if w1.is_finished() { (w1, w2) } else { (w2, w1) };
-    first.await.unwrap().unwrap().release().await.unwrap();
+    // Which waiter got it: the one whose task ends first (the gauge moves a moment before
+    // its task has returned, so `is_finished` could still say neither).
+    let (mut w1, mut w2) = (w1, w2);
+    let (first, other) = tokio::time::timeout(WITHIN, async {
+        tokio::select! {
+            r = &mut w1 => (r, w2),
+            r = &mut w2 => (r, w1),
+        }
+    })
+    .await
+    .expect("the waiter that got the lock returned it");
+    first.unwrap().unwrap().release().await.unwrap();
     let last = other.await.unwrap().unwrap();
     let s = snapshot();
     assert_eq!(s.count(WAIT, Some("jobs/report")), 3, "{}", summary(&s, &[WAIT]));
