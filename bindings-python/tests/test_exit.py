@@ -87,7 +87,9 @@ async def test_exit_with_a_pending_lock_wait(etcd: EtcdCluster, client: Client, 
 
 
 CHILD = """
-import asyncio, sys, time, etcd_recipes
+import asyncio, faulthandler, signal, sys, time, etcd_recipes
+
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for a dump if we hang
 
 MODE, NS, *ENDPOINTS = sys.argv[1:]
 
@@ -142,7 +144,9 @@ asyncio.run(main())
 # The same for the blocking face: the waiter and the view's follower are (daemon) threads;
 # a signal finds the main thread waiting in a blocking call.
 SYNC_CHILD = """
-import sys, threading, time, etcd_recipes
+import faulthandler, signal, sys, threading, time, etcd_recipes
+
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for a dump if we hang
 from etcd_recipes import sync
 
 MODE, NS, *ENDPOINTS = sys.argv[1:]
@@ -217,6 +221,25 @@ async def leases_in(etcd: EtcdCluster) -> set[int]:
     return {int(line, 16) for line in out.decode().split()[3:]}  # after "found N leases"
 
 
+async def stacks_of(p: asyncio.subprocess.Process) -> str:
+    """A hung child's Python stacks: it dumps them to stderr on SIGUSR1 (faulthandler, from
+    a C signal handler, so also when its main thread is stuck in native code). Read until
+    its stderr has been quiet for a second (at most 10 s): only on the failure path."""
+    assert p.stderr is not None
+    p.send_signal(signal.SIGUSR1)
+    got = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            chunk = await asyncio.wait_for(p.stderr.read(65536), 1)
+        except asyncio.TimeoutError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return tail(got.decode(errors="replace"), 4000)
+
+
 @pytest.mark.parametrize("ending", list(ENDINGS))
 @pytest.mark.parametrize("face", list(CHILDREN))
 async def test_any_exit_leaves_nothing_behind(etcd_factory: Callable[..., EtcdCluster], face: str, ending: str) -> None:
@@ -238,7 +261,10 @@ async def test_any_exit_leaves_nothing_behind(etcd_factory: Callable[..., EtcdCl
         assert len(leases) == 4
         if ending.startswith("SIG"):
             p.send_signal(getattr(signal, ending))
-        out, err = await asyncio.wait_for(p.communicate(), 60)
+        try:
+            out, err = await asyncio.wait_for(p.communicate(), 60)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{ending}: the child did not exit within 60 s; its threads:\n{await stacks_of(p)}") from None
         exited = time.monotonic()  # CLOCK_MONOTONIC: the same clock in the child
     finally:
         if p.returncode is None:
