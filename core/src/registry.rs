@@ -429,14 +429,16 @@ impl RegShared {
 }
 
 /// Keep the registration in place: react to a lost lease and to our key being deleted.
+///
+/// `first_watch` watches the key from just after the first put; a later watch starts
+/// after the put of a re-registration, or after a read that found the key in place.
 async fn guard(
     sh: Arc<RegShared>,
-    first_put_rev: i64,
     _tracked: crate::metrics::Tracked,
     mut interest: crate::watchmux::Interest,
     first_watch: crate::watchmux::KeyWatch,
 ) {
-    let mut watch_from = Some(first_put_rev + 1);
+    let mut watch_from = None;
     let mut first_watch = Some(first_watch);
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -466,59 +468,64 @@ async fn guard(
                 _ => return,
             }
         }
-        // (Re)start the watch of our own key; without a known revision, check the key first.
-        let from = match watch_from.take() {
-            Some(r) => r,
+        // (Re)start the watch of our own key, on the client's shared watch stream: a
+        // registration costs no stream of its own (and, beside other registrations of its
+        // service, no watch of its own). Without a known revision, check the key first.
+        let mut stream = match first_watch.take() {
+            Some(w) => w,
             None => {
-                let k = sh.key.clone();
-                let got = sh
-                    .client
-                    .read(|mut c| {
-                        let k = k.clone();
-                        async move { c.get(k, None).await }
-                    })
-                    .await;
-                match got {
-                    Ok(resp) => {
-                        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-                        let ours = resp.kvs().first().is_some_and(|kv| kv.lease() == session.lease_id());
-                        if ours {
-                            rev + 1
-                        } else if !sh.self_heal {
-                            sh.end_lost("key deleted from outside".into()).await;
-                            return;
-                        } else {
-                            warn!(key = %sh.key, "registration key missing; putting it again");
-                            match sh.put(session.lease_id()).await {
-                                Ok(r) => r + 1,
-                                Err(e) if lease_not_found(&e) => {
-                                    session.mark_lost("lease not found in etcd");
-                                    continue;
+                let from = match watch_from.take() {
+                    Some(r) => r,
+                    None => {
+                        let k = sh.key.clone();
+                        let got = sh
+                            .client
+                            .read(|mut c| {
+                                let k = k.clone();
+                                async move { c.get(k, None).await }
+                            })
+                            .await;
+                        match got {
+                            Ok(resp) => {
+                                let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                                let ours = resp.kvs().first().is_some_and(|kv| kv.lease() == session.lease_id());
+                                if ours {
+                                    rev + 1
+                                } else if !sh.self_heal {
+                                    sh.end_lost("key deleted from outside".into()).await;
+                                    return;
+                                } else {
+                                    warn!(key = %sh.key, "registration key missing; putting it again");
+                                    match sh.put(session.lease_id()).await {
+                                        Ok(r) => r + 1,
+                                        Err(e) if lease_not_found(&e) => {
+                                            session.mark_lost("lease not found in etcd");
+                                            continue;
+                                        }
+                                        Err(e) => {
+                                            debug!(error = %e, "re-put failed");
+                                            tokio::time::sleep(backoff).await;
+                                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                                            continue;
+                                        }
+                                    }
                                 }
-                                Err(e) => {
-                                    debug!(error = %e, "re-put failed");
-                                    tokio::time::sleep(backoff).await;
-                                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                                    continue;
+                            }
+                            Err(e) => {
+                                debug!(error = %e, "checking registration key failed");
+                                tokio::select! {
+                                    _ = tokio::time::sleep(backoff) => {}
+                                    _ = session.lost() => {}
                                 }
+                                backoff = (backoff * 2).min(Duration::from_secs(1));
+                                continue;
                             }
                         }
                     }
-                    Err(e) => {
-                        debug!(error = %e, "checking registration key failed");
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = session.lost() => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                        continue;
-                    }
-                }
+                };
+                interest.watch(from)
             }
         };
-        // On the client's shared watch stream: a registration costs no stream of its own
-        // (and, beside other registrations of its service, no watch of its own).
-        let mut stream = first_watch.take().unwrap_or_else(|| interest.watch(from));
         loop {
             tokio::select! {
                 _ = session.lost() => break, // the outer loop recovers
@@ -600,7 +607,7 @@ impl Registration {
 
     async fn start(client: &Client, session: Session, owns: bool, opts: RegisterOptions, metadata: serde_json::Value) -> Result<Registration> {
         let key = client.full_key(&format!("{}/{}", opts.service, opts.id));
-        let opts_service = opts.service.clone();
+        let service_prefix = client.full_key(&format!("{}/", opts.service));
         let lease = session.lease_id();
         let (state, _) = watch::channel(RegistrationState::Registered { lease_id: lease });
         let shared = Arc::new(RegShared {
@@ -619,7 +626,7 @@ impl Registration {
             task: Mutex::new(None),
         });
         // Before the put: every delete of the key after the put reaches the guard.
-        let mut interest = client.watch_interest(client.full_key(&format!("{}/", opts_service)), shared.key.clone());
+        let mut interest = client.watch_interest(service_prefix, shared.key.clone());
         let rev = match shared.put(lease).await {
             Ok(r) => r,
             Err(e) if owns => {
@@ -638,7 +645,7 @@ impl Registration {
         // Reported now, so that the service's group (when it is new) starts right after
         // this put, before the puts of the registrations that come after.
         let watch = interest.watch(rev + 1);
-        let task = tokio::spawn(guard(shared.clone(), rev, tracked, interest, watch).instrument(span));
+        let task = tokio::spawn(guard(shared.clone(), tracked, interest, watch).instrument(span));
         *shared.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         let child: std::sync::Weak<dyn crate::lifecycle::Child> = Arc::downgrade(&shared) as _;
         client.scope().adopt(child);

@@ -70,6 +70,20 @@ struct State {
     prefixes: HashMap<Vec<u8>, PrefixEntry>,
 }
 
+impl State {
+    /// A dead group is no longer its prefix's (new interests start another); the entry
+    /// goes with it when no interest is left.
+    fn forget(&mut self, group: &Arc<Group>) {
+        let Some(e) = self.prefixes.get_mut(&group.prefix) else { return };
+        if e.group.as_ref().is_some_and(|x| Arc::ptr_eq(x, group)) {
+            e.group = None;
+            if e.live == 0 {
+                self.prefixes.remove(&group.prefix);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct PrefixEntry {
     live: usize,
@@ -296,14 +310,7 @@ impl WatchMux {
         g.dead = true;
         let watch = g.watch.map(|(id, _)| id);
         drop(g);
-        if let Some(e) = st.prefixes.get_mut(&m.group.prefix) {
-            if e.group.as_ref().is_some_and(|x| Arc::ptr_eq(x, &m.group)) {
-                e.group = None;
-                if e.live == 0 {
-                    st.prefixes.remove(&m.group.prefix);
-                }
-            }
-        }
+        st.forget(&m.group);
         drop(st);
         if let Some(id) = watch {
             self.cancel(id);
@@ -372,11 +379,7 @@ impl WatchMux {
             }
         }
         drop(g);
-        if let Some(e) = st.prefixes.get_mut(&group.prefix) {
-            if e.group.as_ref().is_some_and(|x| Arc::ptr_eq(x, group)) {
-                e.group = None;
-            }
-        }
+        st.forget(group);
     }
 }
 

@@ -374,6 +374,14 @@ async fn wait_gauge(etcd: &EtcdCluster, name: &str, want: f64, within: Duration)
     }
 }
 
+/// Close every registration; then etcd counts no watcher (no watch outlives its owners).
+async fn close_all_and_see_no_watcher_left(etcd: &EtcdCluster, regs: Vec<Registration>) {
+    for r in regs {
+        r.close().await.unwrap();
+    }
+    wait_gauge(etcd, "etcd_debugging_mvcc_watcher_total", 0.0, Duration::from_secs(10)).await;
+}
+
 async fn wait_put_back(operator: &etcd_recipes::Client, reg: &Registration, within: Duration) {
     let until = Instant::now() + within;
     loop {
@@ -429,10 +437,7 @@ async fn registrations_share_one_watch_stream_that_survives_its_member_freezing(
     wait_put_back(&op2, victim, Duration::from_secs(20)).await;
     etcd.resume(holder).unwrap();
     assert!(regs.iter().all(|r| matches!(r.state(), RegistrationState::Registered { .. })), "every registration still registered");
-    for r in regs {
-        r.close().await.unwrap();
-    }
-    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 0.0, Duration::from_secs(10)).await;
+    close_all_and_see_no_watcher_left(&etcd, regs).await;
     wait_gauge(&etcd, "etcd_debugging_mvcc_watch_stream_total", 0.0, Duration::from_secs(10)).await;
 }
 
@@ -459,10 +464,7 @@ async fn registrations_started_together_all_heal_after_one_delete_of_the_service
         wait_put_back(&operator, reg, Duration::from_secs(20)).await;
     }
     assert_eq!(regs.iter().map(|r| r.reregistrations()).sum::<u64>(), 0, "put back on the same leases");
-    for r in regs {
-        r.close().await.unwrap();
-    }
-    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 0.0, Duration::from_secs(10)).await;
+    close_all_and_see_no_watcher_left(&etcd, regs).await;
 }
 
 /// The service's watch restarts, after etcd restarted, from a revision that was compacted
@@ -493,10 +495,7 @@ async fn a_service_watch_cancelled_by_compaction_hands_its_keys_to_their_own_wat
         wait_put_back(&operator, reg, Duration::from_secs(20)).await;
     }
     assert!(regs.iter().all(|r| matches!(r.state(), RegistrationState::Registered { .. })), "every registration still registered");
-    for r in regs {
-        r.close().await.unwrap();
-    }
-    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 0.0, Duration::from_secs(10)).await;
+    close_all_and_see_no_watcher_left(&etcd, regs).await;
 }
 
 /// Registrations of one service joining its watch while others leave it, on two runtime
@@ -523,8 +522,5 @@ async fn registrations_joining_and_leaving_one_service_at_once_never_block() {
         previous = joined.into_iter().map(|r| r.unwrap().unwrap()).collect();
         assert_eq!(previous.len(), 100);
     }
-    for r in previous {
-        r.close().await.unwrap();
-    }
-    wait_gauge(&etcd, "etcd_debugging_mvcc_watcher_total", 0.0, Duration::from_secs(10)).await;
+    close_all_and_see_no_watcher_left(&etcd, previous).await;
 }
