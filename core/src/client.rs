@@ -247,6 +247,8 @@ pub(crate) struct Inner {
     scope: Arc<Scope>,
     /// The one watch stream that long-lived single-key watches share (registrations).
     watches: Arc<crate::watchmux::WatchMux>,
+    /// The one lease keep-alive stream that all sessions' renewals share, in batches.
+    renewer: crate::keepalive::Renewer,
     /// The process that made the client. A forked child inherits the object but not the
     /// threads behind its connections: there it is closed (and its leases are the parent's).
     pid: u32,
@@ -431,7 +433,9 @@ impl Client {
         members.start_probers(options.health);
         info!(endpoints = %joined, namespace = %options.namespace, "connected to etcd");
         let watches = crate::watchmux::WatchMux::new(members.clone(), options.request_timeout);
-        let inner = Arc::new(Inner { options, members, scope: Scope::new(), watches, pid: std::process::id() });
+        let scope = Scope::new();
+        let renewer = crate::keepalive::Renewer::new(members.clone(), scope.clone());
+        let inner = Arc::new(Inner { options, members, scope, watches, renewer, pid: std::process::id() });
         crate::lifecycle::register_client(&inner);
         Ok(Client { inner })
     }
@@ -542,6 +546,11 @@ impl Client {
     /// each piece of work: a member that stops answering is taken out of rotation.
     pub fn etcd(&self) -> etcd_client::Client {
         self.inner.members.pick().client
+    }
+
+    /// The sessions' lease renewals (see [`crate::keepalive`]).
+    pub(crate) fn renewer(&self) -> &crate::keepalive::Renewer {
+        &self.inner.renewer
     }
 
     pub(crate) fn members(&self) -> &Arc<Members> {

@@ -32,6 +32,7 @@ pub mod error;
 pub mod fence;
 pub mod grpc;
 pub mod health;
+pub(crate) mod keepalive;
 pub mod inspect;
 pub mod leader;
 pub mod lifecycle;

@@ -1,7 +1,10 @@
 //! [`Session`]: one lease kept alive, which knows its own deadline.
 //!
 //! The keep-alive task renews the lease every TTL/6 (but not more often than every
-//! 500 ms, and at least every TTL/3). Each confirmed renewal moves the
+//! 500 ms, and at least every TTL/3), rounded down to a grid of a quarter of that period
+//! shared by the process, through the client's one keep-alive stream, where the renewals
+//! of sessions due at the same time leave as one batch (see `core/src/keepalive.rs`).
+//! Each confirmed renewal moves the
 //! *deadline* to `time the renewal was sent + TTL`, which is never later than the moment
 //! etcd itself would expire the lease (etcd counts from when it received the renewal).
 //! When the deadline comes near without a confirmation (a frozen member, a partition,
@@ -11,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
@@ -19,6 +21,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::keepalive::Answer;
 use crate::lifecycle::Child;
 
 /// etcd's largest lease TTL (`MaxLeaseTTL`, in seconds).
@@ -394,6 +397,32 @@ fn margin(ttl: i64) -> Duration {
     (Duration::from_secs(ttl as u64) / 10).min(Duration::from_millis(500))
 }
 
+/// Renewal times lie on a grid shared by the whole process, so that the renewals of
+/// sessions with the same TTL leave together, as one batch on the client's keep-alive
+/// stream (see [`crate::keepalive`]). `t` is rounded down to a multiple of `step` (never
+/// later: a lease is renewed at least as often as its period says).
+fn on_grid(t: Instant, step: Duration) -> Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = Instant::from_std(*ORIGIN.get_or_init(std::time::Instant::now));
+    let step = step.as_nanos().max(1);
+    match t.checked_duration_since(origin) {
+        Some(since) => origin + Duration::from_nanos((since.as_nanos() / step * step) as u64),
+        None => t,
+    }
+}
+
+/// The grid's step for a renewal period: a quarter of it, in whole 100 ms when it is
+/// that long.
+fn grid_step(period: Duration) -> Duration {
+    let q = period / 4;
+    let tenth = Duration::from_millis(100);
+    if q >= tenth {
+        tenth * (q.as_millis() / 100) as u32
+    } else {
+        q
+    }
+}
+
 async fn keep_alive(weak: std::sync::Weak<Shared>) {
     let (client, lease_id, ttl) = match weak.upgrade() {
         Some(s) => (s.client.clone(), s.lease_id, s.ttl),
@@ -403,12 +432,13 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
     // confirmed renewal, and while etcd elects a new leader (1-2 s) nothing is confirmed,
     // so a TTL 3 s session renewed every second could be declared lost during an election.
     let period = Duration::from_millis((ttl as u64 * 1000 / 6).max(500).min(ttl as u64 * 1000 / 3).max(100));
+    let step = grid_step(period);
     let margin = margin(ttl);
-    let attempt_budget = (period / 2).max(Duration::from_millis(250));
-    // The keep-alive stream and the member it runs on.
-    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream, usize)> = None;
-    let members = client.members().clone();
-    let mut next = Instant::now() + period;
+    // How long a request may wait with no answer at all on the client's keep-alive stream
+    // (a frozen member, or one forwarding to a leader that is gone) before the stream is
+    // moved to another member, early enough to try there before the deadline.
+    let budget = (period / 2).max(Duration::from_millis(250));
+    let mut next = on_grid(Instant::now() + period, step);
     loop {
         let deadline = match weak.upgrade() {
             Some(s) => s.deadline(),
@@ -425,75 +455,48 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
                 return;
             }
         }
-        let fresh = stream.is_none().then(|| members.pick());
-        let member = match (&fresh, &stream) {
-            (Some(p), _) => p.index,
-            (None, Some(s)) => s.2,
-            (None, None) => unreachable!("a stream exists or a member was just picked"),
-        };
-        let attempt = async {
-            if let Some(picked) = fresh {
-                let (k, r) = picked.client.lease_client().keep_alive(lease_id).await?;
-                stream = Some((k, r, picked.index));
-            }
-            let (keeper, responses, _) = stream.as_mut().expect("stream was just set");
-            let sent = Instant::now();
-            keeper.keep_alive().await?;
-            match responses.message().await? {
-                Some(r) => Ok::<_, etcd_client::Error>((sent, r.ttl())),
-                None => Err(etcd_client::Error::LeaseKeepAliveError("keep-alive stream ended".into())),
-            }
-        };
-        // One attempt may hang on a member that died or froze; give up on it early enough
-        // to try another member before the deadline, and at once when a probe finds the
-        // member hung.
-        let attempt_until = lost_at.min(Instant::now() + attempt_budget);
-        let result = tokio::select! {
-            r = timeout_at(attempt_until, attempt) => r,
-            _ = members.wait_down(member) => {
-                debug!("keep-alive member stopped answering; renewing on another");
-                stream = None;
-                next = Instant::now();
-                continue;
-            }
-        };
-        match result {
-            Err(_) if Instant::now() >= lost_at => {
+        // Taken before the request leaves: the deadline counts from no later than the
+        // moment etcd renews the lease.
+        let sent = Instant::now();
+        let answer = client.renewer().renew(lease_id, budget);
+        match timeout_at(lost_at, answer).await {
+            Err(_) => {
                 if let Some(s) = weak.upgrade() {
                     s.expired();
                 }
                 return;
             }
-            Err(_) => {
-                debug!("lease renewal attempt timed out; retrying on a fresh stream");
-                members.note_slow(member, "lease renewal timed out");
-                stream = None;
-                next = Instant::now();
-            }
-            Ok(Ok((_, granted))) if granted <= 0 => {
+            Ok(Ok(Answer::Renewed(granted))) if granted <= 0 => {
                 if let Some(s) = weak.upgrade() {
                     s.mark_lost("expired or revoked in etcd".into());
                 }
                 return;
             }
-            Ok(Ok((sent, granted))) => {
+            Ok(Ok(Answer::Renewed(granted))) => {
                 let Some(s) = weak.upgrade() else { return };
                 s.set_deadline(sent + Duration::from_secs(granted as u64));
                 crate::metrics::session_renewed(&client, lease_id, sent.elapsed());
                 debug!(granted, "lease renewed");
-                next = sent + period;
+                next = on_grid(sent + period, step);
             }
-            Ok(Err(e)) if e.to_string().contains("lease not found") => {
+            Ok(Ok(Answer::Moved(why))) => {
+                debug!(reason = %why, "lease keep-alive stream moved; renewing again");
+                next = Instant::now();
+            }
+            Ok(Ok(Answer::Failed(why))) if why.contains("lease not found") => {
                 if let Some(s) = weak.upgrade() {
                     s.mark_lost("expired or revoked in etcd (lease not found)".into());
                 }
                 return;
             }
-            Ok(Err(e)) => {
-                debug!(error = %e, "lease renewal failed; retrying");
-                members.note_slow(member, "lease renewal failed");
-                stream = None;
+            Ok(Ok(Answer::Failed(why))) => {
+                debug!(reason = %why, "lease renewal failed; retrying");
                 next = Instant::now() + Duration::from_millis(200).min(period);
+            }
+            // The renewer stopped before answering (the client is closing): ask again
+            // after a pause; the session's own close ends this task.
+            Ok(Err(_)) => {
+                next = Instant::now() + Duration::from_millis(50).min(period);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Client and Session against a real etcd started by the testing harness.
 
 mod common;
-use common::{client, init_tracing};
+use common::{client, etcd_gauge, init_tracing, member_gauge};
 
 use std::time::{Duration, Instant};
 
@@ -163,4 +163,99 @@ async fn harness_compacts_and_restarts() {
     let out = etcd.etcdctl().args(["put", "b", "3"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(c2.get("b").await.unwrap().as_deref(), Some(&b"3"[..]));
+}
+
+/// etcd's count of lease keep-alive streams started, summed over the members that answer.
+const KEEPALIVE_STREAMS: &str =
+    "grpc_server_started_total{grpc_method=\"LeaseKeepAlive\",grpc_service=\"etcdserverpb.Lease\",grpc_type=\"bidi_stream\"}";
+/// etcd's count of keep-alive requests received.
+const KEEPALIVE_REQUESTS: &str =
+    "grpc_server_msg_received_total{grpc_method=\"LeaseKeepAlive\",grpc_service=\"etcdserverpb.Lease\",grpc_type=\"bidi_stream\"}";
+
+/// Wait until every session's deadline lies at least `by` past `base` (renewals confirmed).
+async fn wait_renewed(sessions: &[Session], base: &[Instant], by: Duration, within: Duration) {
+    let until = Instant::now() + within;
+    loop {
+        let behind = sessions.iter().zip(base).filter(|(s, b)| s.deadline().into_std() < **b + by).count();
+        if behind == 0 {
+            return;
+        }
+        let lost = sessions.iter().filter(|s| !s.is_alive()).count();
+        assert!(lost == 0 && Instant::now() < until, "{behind} of {} sessions not renewed within {within:?}; {lost} lost", sessions.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn deadlines(sessions: &[Session]) -> Vec<Instant> {
+    sessions.iter().map(|s| s.deadline().into_std()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_a_client_share_one_keep_alive_stream() {
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let streams_before = etcd_gauge(&etcd, KEEPALIVE_STREAMS).await;
+    let requests_before = etcd_gauge(&etcd, KEEPALIVE_REQUESTS).await;
+    let mut sessions = Vec::new();
+    for _ in 0..50 {
+        sessions.push(Session::new(&c, 3).await.unwrap());
+    }
+    // Renewed every 500 ms at most: a deadline 1 s later means two renewals or more.
+    let base = deadlines(&sessions);
+    wait_renewed(&sessions, &base, Duration::from_secs(1), Duration::from_secs(20)).await;
+    let streams = etcd_gauge(&etcd, KEEPALIVE_STREAMS).await - streams_before;
+    let requests = etcd_gauge(&etcd, KEEPALIVE_REQUESTS).await - requests_before;
+    assert_eq!(streams, 1.0, "keep-alive streams etcd saw opened for 50 sessions of one client");
+    assert!(requests >= 100.0, "etcd received {requests} keep-alive requests for 50 sessions renewed twice");
+
+    // One lease revoked behind the client's back: that session alone is lost, the others
+    // go on renewing on the same stream.
+    let gone = sessions.remove(17);
+    c.revoke_lease(gone.lease_id()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(20), gone.lost()).await.expect("not lost").expect("lost, not closed");
+    assert!(reason.contains("revoked") || reason.contains("expired"), "{reason}");
+    let base = deadlines(&sessions);
+    wait_renewed(&sessions, &base, Duration::from_secs(1), Duration::from_secs(20)).await;
+    assert_eq!(etcd_gauge(&etcd, KEEPALIVE_STREAMS).await - streams_before, 1.0, "the stream was replaced after one lease went");
+    for s in &sessions {
+        s.close().await.unwrap();
+        assert!(!c.lease_exists(s.lease_id()).await.unwrap(), "lease left after close");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_one_stream_ride_through_a_paused_member() {
+    init_tracing();
+    let mut etcd = EtcdCluster::start(3).unwrap();
+    let c = client(&etcd).await;
+    // TTL 5 s: when the paused member is the leader, nothing is renewed until another is
+    // elected (1-2 s).
+    let mut sessions = Vec::new();
+    for _ in 0..30 {
+        sessions.push(Session::new(&c, 5).await.unwrap());
+    }
+    let base = deadlines(&sessions);
+    wait_renewed(&sessions, &base, Duration::from_secs(1), Duration::from_secs(20)).await;
+    // The member that carries the stream.
+    let mut carrier = None;
+    for i in 0..3 {
+        if member_gauge(&etcd.endpoint(i), KEEPALIVE_STREAMS).await.unwrap_or(0.0) >= 1.0 {
+            carrier = Some(i);
+        }
+    }
+    let carrier = carrier.expect("no member counts a keep-alive stream");
+    etcd.pause(carrier).unwrap();
+    let paused = Instant::now();
+    // Renewals confirmed after the pause began: the stream moved to another member.
+    let base = vec![paused; sessions.len()];
+    let ttl = Duration::from_secs(5);
+    let moved = tokio::time::timeout(Duration::from_secs(20), wait_renewed(&sessions, &base, ttl, Duration::from_secs(20))).await;
+    etcd.resume(carrier).unwrap();
+    moved.expect("renewals did not move off the paused member");
+    println!("30 sessions renewed on another member {:?} after member {carrier} was paused", paused.elapsed());
+    assert!(sessions.iter().all(|s| s.is_alive()), "a session was lost while one member was paused");
+    for s in &sessions {
+        s.close().await.unwrap();
+    }
 }

@@ -1,7 +1,7 @@
 //! Service registry and discovery against a real etcd started by the testing harness.
 
 mod common;
-use common::{client, init_tracing, median};
+use common::{client, etcd_gauge, init_tracing, median, member_gauge};
 
 use std::time::{Duration, Instant};
 
@@ -335,31 +335,6 @@ async fn bad_input_is_rejected_with_invalid_argument() {
     let (list, _) = list_instances(&c, "svc with spaces").await.unwrap();
     assert_eq!(list, vec![Instance { id: "ïd-1".into(), addr: "[::1]:80".into(), metadata: md }]);
     reg.close().await.unwrap();
-}
-
-/// A gauge from one member's `/metrics` page (etcd's own count of watch streams and
-/// watchers); `None` when the member does not answer.
-async fn member_gauge(endpoint: &str, name: &str) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = endpoint.trim_start_matches("http://").to_string();
-    let read = async {
-        let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
-        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.ok()?;
-        Some(body)
-    };
-    let body = tokio::time::timeout(Duration::from_secs(2), read).await.ok()??;
-    Some(body.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok())).unwrap_or(0.0))
-}
-
-/// The gauge summed over the members that answer.
-async fn etcd_gauge(etcd: &EtcdCluster, name: &str) -> f64 {
-    let mut sum = 0.0;
-    for ep in etcd.endpoints() {
-        sum += member_gauge(&ep, name).await.unwrap_or(0.0);
-    }
-    sum
 }
 
 async fn wait_gauge(etcd: &EtcdCluster, name: &str, want: f64, within: Duration) {

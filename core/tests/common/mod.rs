@@ -27,6 +27,32 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// A gauge or counter from one member's `/metrics` page (etcd's own count of watch
+/// streams, watchers, keep-alive streams...): the first line starting with `name`; `None`
+/// when the member does not answer.
+pub async fn member_gauge(endpoint: &str, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("http://").to_string();
+    let read = async {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        Some(body)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(2), read).await.ok()??;
+    Some(body.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok())).unwrap_or(0.0))
+}
+
+/// The gauge summed over the members that answer.
+pub async fn etcd_gauge(etcd: &EtcdCluster, name: &str) -> f64 {
+    let mut sum = 0.0;
+    for ep in etcd.endpoints() {
+        sum += member_gauge(&ep, name).await.unwrap_or(0.0);
+    }
+    sum
+}
+
 // Go reference programs (tests/go): etcd's own code, for interop tests.
 
 /// How long a Go peer may take to report an event.
