@@ -66,6 +66,8 @@ struct Member {
     serving: AtomicBool,
     /// Bumped every time a probe finds the member hung or dead; work on it waits for a change.
     down: watch::Sender<u64>,
+    /// Its raft member id, from its last answered probe (0: not known yet).
+    id: AtomicU64,
 }
 
 /// The members of one client, with their health.
@@ -105,6 +107,7 @@ impl Members {
                     serving: AtomicBool::new(true),
                     client: RwLock::new(client),
                     down: watch::channel(0).0,
+                    id: AtomicU64::new(0),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
@@ -137,6 +140,18 @@ impl Members {
             }
         }
         unreachable!("a connected client has at least one member with a connection")
+    }
+
+    /// The member the probes last reported as the raft leader, if it is in rotation.
+    /// Work that a follower would forward to the leader one request at a time (lease
+    /// renewals) costs the cluster about half as much sent there directly.
+    pub(crate) fn pick_leader(&self) -> Option<Picked> {
+        let leader = self.leader.load(Ordering::Acquire);
+        if leader == 0 {
+            return None;
+        }
+        let index = self.members.iter().position(|m| m.id.load(Ordering::Relaxed) == leader && m.healthy.load(Ordering::Relaxed))?;
+        self.client(index).map(|client| Picked { index, client })
     }
 
     /// Another member than `not` if one is in rotation (for a retry), else any.
@@ -281,12 +296,15 @@ async fn probe(weak: Weak<Members>, index: usize, check: HealthCheck) {
                 None => etcd_client::Client::connect([endpoint.as_str()], Some(options)).await?,
             };
             match c.status().await {
-                Ok(st) => Ok((c, st.leader(), st.leader() != 0)),
+                Ok(st) => {
+                    let id = st.header().map(|h| h.member_id()).unwrap_or(0);
+                    Ok((c, st.leader(), id, st.leader() != 0))
+                }
                 // Authenticated but not allowed to ask: the member answered.
                 Err(etcd_client::Error::GRpcStatus(s))
                     if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) =>
                 {
-                    Ok((c, 0, true))
+                    Ok((c, 0, 0, true))
                 }
                 Err(e) => Err(e),
             }
@@ -294,8 +312,11 @@ async fn probe(weak: Weak<Members>, index: usize, check: HealthCheck) {
         .await;
         let Some(members) = weak.upgrade() else { return };
         match answer {
-            Ok(Ok((c, leader, serving))) => {
+            Ok(Ok((c, leader, id, serving))) => {
                 members.members[index].client.write().unwrap_or_else(|e| e.into_inner()).get_or_insert(c);
+                if id != 0 {
+                    members.members[index].id.store(id, Ordering::Relaxed);
+                }
                 members.saw_leader(leader);
                 members.set_serving(index, serving);
                 if was_down {

@@ -11,6 +11,12 @@
 //! stream per session, and the client 0.21-0.24 s instead of 1.35-1.5 s (measured on 2
 //! cores, the two builds alternating against one etcd).
 //!
+//! The stream runs on the raft leader when the client's health probes know which member
+//! that is (else on a member in rotation): a follower forwards each renewal to the leader
+//! on its own, one after the other, and with 2,000 sessions of TTL 10 s on one endpoint
+//! the three members spent 11.9-12.4 s of CPU in a run through a follower against
+//! 5.5-5.6 s through the leader.
+//!
 //! The stream is given up, and its unanswered requests told to ask again, when its member
 //! is taken out of rotation, when it breaks, or when requests wait longer than the
 //! shortest budget among them with no answer at all coming back (a frozen member, or one
@@ -173,7 +179,9 @@ async fn run(members: Arc<Members>, scope: Arc<Scope>, mut queue: mpsc::Unbounde
         if stream.is_none() && !outbox.is_empty() {
             let first = outbox.pop_front().expect("not empty");
             let budget = outbox.iter().map(|r| r.budget).fold(first.budget, Duration::min);
-            let picked = members.pick();
+            // On the leader when the probes know it: a follower forwards each renewal to
+            // the leader on its own, one after the other.
+            let picked = members.pick_leader().unwrap_or_else(|| members.pick());
             let index = picked.index;
             let mut lease_client = picked.client.lease_client();
             let mut down = Box::pin(members.wait_down(index));
@@ -225,6 +233,16 @@ async fn run(members: Arc<Members>, scope: Arc<Scope>, mut queue: mpsc::Unbounde
                     Some(Ok(())) => waiting.sent(outbox.pop_front().expect("front exists")),
                     // Full, or the stream is ending (its responses tell how).
                     _ => break,
+                }
+            }
+        }
+        // Between batches, a stream that is not on the leader (opened before the probes
+        // knew it, or the leader changed since) is closed; the next batch opens one there.
+        if waiting.count == 0 && outbox.is_empty() {
+            if let Some(s) = &stream {
+                if members.pick_leader().is_some_and(|p| p.index != s.index) {
+                    debug!(endpoint = members.endpoint(s.index), "lease keep-alive stream not on the leader; moving it there");
+                    stream = None;
                 }
             }
         }

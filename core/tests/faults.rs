@@ -6,7 +6,7 @@
 //! 10 s request timeout", with room for a busy machine.
 
 mod common;
-use common::init_tracing;
+use common::{init_tracing, leader_index};
 
 use std::time::{Duration, Instant};
 
@@ -22,23 +22,6 @@ async fn client_on_all(etcd: &EtcdCluster) -> Client {
     Client::connect(ClientOptions::new(etcd.endpoints()).with_connect_timeout(Duration::from_secs(10)))
         .await
         .expect("connect")
-}
-
-/// Index of the current leader, asked of every member.
-async fn leader_index(etcd: &EtcdCluster) -> usize {
-    let eps = etcd.endpoints();
-    for _ in 0..200 {
-        for (i, ep) in eps.iter().enumerate() {
-            let Ok(mut c) = etcd_client::Client::connect([ep.as_str()], None).await else { continue };
-            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), c.status()).await {
-                if s.leader() != 0 && s.header().map(|h| h.member_id()) == Some(s.leader()) {
-                    return i;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no leader found");
 }
 
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {

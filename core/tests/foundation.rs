@@ -1,7 +1,7 @@
 //! Client and Session against a real etcd started by the testing harness.
 
 mod common;
-use common::{client, etcd_gauge, init_tracing, member_gauge};
+use common::{client, etcd_gauge, init_tracing, leader_index, member_gauge};
 
 use std::time::{Duration, Instant};
 
@@ -255,6 +255,49 @@ async fn sessions_on_one_stream_ride_through_a_paused_member() {
     moved.expect("renewals did not move off the paused member");
     println!("30 sessions renewed on another member {:?} after member {carrier} was paused", paused.elapsed());
     assert!(sessions.iter().all(|s| s.is_alive()), "a session was lost while one member was paused");
+    for s in &sessions {
+        s.close().await.unwrap();
+    }
+}
+
+/// Keep-alive requests each member received over gRPC.
+async fn keepalive_requests_per_member(etcd: &EtcdCluster) -> Vec<f64> {
+    let mut v = Vec::new();
+    for i in 0..3 {
+        v.push(member_gauge(&etcd.endpoint(i), KEEPALIVE_REQUESTS).await.unwrap_or(0.0));
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_go_to_the_leader() {
+    init_tracing();
+    let etcd = EtcdCluster::start(3).unwrap();
+    let c = client(&etcd).await;
+    let mut sessions = Vec::new();
+    for _ in 0..20 {
+        sessions.push(Session::new(&c, 3).await.unwrap());
+    }
+    let leader = leader_index(&etcd).await;
+    // A follower would forward each renewal to the leader. Once the client's probes know
+    // the leader, a whole round of renewals (every session renewed at least once) reaches
+    // the leader alone.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = keepalive_requests_per_member(&etcd).await;
+        let base = deadlines(&sessions);
+        wait_renewed(&sessions, &base, Duration::from_millis(300), Duration::from_secs(20)).await;
+        let after = keepalive_requests_per_member(&etcd).await;
+        let to_leader = after[leader] - before[leader];
+        let to_followers: f64 = (0..3).filter(|&i| i != leader).map(|i| after[i] - before[i]).sum();
+        if to_followers == 0.0 && to_leader >= 20.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "renewals still reach followers: {to_followers} requests to followers, {to_leader} to the leader (member {leader})"
+        );
+    }
     for s in &sessions {
         s.close().await.unwrap();
     }

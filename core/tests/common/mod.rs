@@ -53,6 +53,23 @@ pub async fn etcd_gauge(etcd: &EtcdCluster, name: &str) -> f64 {
     sum
 }
 
+/// Index of the current leader, asked of every member.
+pub async fn leader_index(etcd: &EtcdCluster) -> usize {
+    let eps = etcd.endpoints();
+    for _ in 0..200 {
+        for (i, ep) in eps.iter().enumerate() {
+            let Ok(mut c) = etcd_client::Client::connect([ep.as_str()], None).await else { continue };
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), c.status()).await {
+                if s.leader() != 0 && s.header().map(|h| h.member_id()) == Some(s.leader()) {
+                    return i;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no leader found");
+}
+
 // Go reference programs (tests/go): etcd's own code, for interop tests.
 
 /// How long a Go peer may take to report an event.
