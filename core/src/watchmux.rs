@@ -500,6 +500,11 @@ fn deliver(mux: &WatchMux, subs: &mut HashMap<i64, Sub>, cancels: &mut VecDeque<
     let id = resp.watch_id();
     if resp.canceled() {
         if let Some(sub) = subs.remove(&id) {
+            // Cancelled by etcd, not by us (e.g. its start revision was compacted): etcd
+            // keeps such a watcher on the stream (and counts it) until the client cancels
+            // it too or the stream closes, so it is cancelled here as well. (Cancelling a
+            // watch etcd no longer has is answered with nothing.)
+            cancels.push_back(id);
             let reason = resp.cancel_reason().to_string();
             match sub.route {
                 Route::Key(tx) => {
