@@ -483,12 +483,8 @@ async fn keep_alive(weak: std::sync::Weak<Shared>) {
                 debug!(reason = %why, "lease keep-alive stream moved; renewing again");
                 next = Instant::now();
             }
-            Ok(Ok(Answer::Failed(why))) if why.contains("lease not found") => {
-                if let Some(s) = weak.upgrade() {
-                    s.mark_lost("expired or revoked in etcd (lease not found)".into());
-                }
-                return;
-            }
+            // A failure of the shared stream says nothing about this lease in particular
+            // (etcd answers a lease it does not know with TTL 0, above): ask again.
             Ok(Ok(Answer::Failed(why))) => {
                 debug!(reason = %why, "lease renewal failed; retrying");
                 next = Instant::now() + Duration::from_millis(200).min(period);
