@@ -41,7 +41,7 @@ use crate::lifecycle::{Phase, Scope};
 const IDLE: Duration = Duration::from_secs(60);
 
 /// What became of a renewal request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Answer {
     /// etcd renewed the lease for this many seconds (`<= 0`: etcd does not know the lease).
     Renewed(i64),
@@ -167,7 +167,6 @@ async fn run(members: Arc<Members>, scope: Arc<Scope>, mut queue: mpsc::Unbounde
     let mut outbox: VecDeque<Request> = VecDeque::new();
     let mut waiting = Waiting::default();
     let mut stream: Option<Stream> = None;
-    let mut backoff = Duration::from_millis(50);
     let mut last_request = Instant::now();
     loop {
         while let Ok(r) = queue.try_recv() {
@@ -176,8 +175,8 @@ async fn run(members: Arc<Members>, scope: Arc<Scope>, mut queue: mpsc::Unbounde
         }
         // Requests whose session gave up on them are not sent.
         outbox.retain(|r| !r.reply.is_closed());
-        if stream.is_none() && !outbox.is_empty() {
-            let first = outbox.pop_front().expect("not empty");
+        let opening = if stream.is_none() { outbox.pop_front() } else { None };
+        if let Some(first) = opening {
             let budget = outbox.iter().map(|r| r.budget).fold(first.budget, Duration::min);
             // On the leader when the probes know it: a follower forwards each renewal to
             // the leader on its own, one after the other.
@@ -188,10 +187,10 @@ async fn run(members: Arc<Members>, scope: Arc<Scope>, mut queue: mpsc::Unbounde
             let opened = tokio::select! {
                 r = tokio::time::timeout(budget, lease_client.keep_alive(first.lease)) => match r {
                     Ok(Ok(s)) => Ok(s),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer within {budget:?}")),
+                    Ok(Err(e)) => Err(Answer::Failed(e.to_string())),
+                    Err(_) => Err(Answer::Moved(format!("no answer within {budget:?}"))),
                 },
-                _ = &mut down => Err("member out of rotation".to_string()),
+                _ = &mut down => Err(Answer::Moved("member out of rotation".to_string())),
                 _ = &mut closing => return,
             };
             match opened {
@@ -199,40 +198,40 @@ async fn run(members: Arc<Members>, scope: Arc<Scope>, mut queue: mpsc::Unbounde
                 // granted) is taken by the opening itself: the request is sent again on
                 // the stream like any other.
                 Ok((keeper, responses)) => {
-                    backoff = Duration::from_millis(50);
                     outbox.push_front(first);
                     stream = Some(Stream { index, keeper, responses, down });
                 }
                 // etcd does not know that lease: an answer for it alone.
-                Err(why) if why.contains("lease not found") => {
+                Err(Answer::Failed(why)) if why.contains("lease not found") => {
                     let _ = first.reply.send(Answer::Renewed(0));
                     continue;
                 }
-                Err(why) => {
+                // Every request is answered: a failure makes the sessions ask again after
+                // their pause (so nothing spins while no member answers), no answer in
+                // time makes them ask again at once, on another member. No back-off of
+                // its own here: while etcd elects a leader, a renewal must go out as soon
+                // as one is there, well before the sessions' deadlines.
+                Err(answer) => {
                     members.note_slow(index, "lease keep-alive stream could not be opened");
-                    debug!(endpoint = members.endpoint(index), reason = %why, "lease keep-alive stream not opened");
-                    let _ = first.reply.send(Answer::Failed(why.clone()));
-                    for r in outbox.drain(..) {
-                        let _ = r.reply.send(Answer::Failed(why.clone()));
+                    debug!(endpoint = members.endpoint(index), ?answer, "lease keep-alive stream not opened");
+                    for r in std::iter::once(first).chain(outbox.drain(..)) {
+                        let _ = r.reply.send(answer.clone());
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = &mut closing => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             }
         }
         // Send what the stream takes now; the rest when it has room.
         if let Some(s) = &mut stream {
-            while let Some(r) = outbox.front() {
+            while let Some(r) = outbox.pop_front() {
                 s.keeper.id = r.lease;
                 // One poll: a send that cannot complete at once is dropped unsent.
-                match s.keeper.keep_alive().now_or_never() {
-                    Some(Ok(())) => waiting.sent(outbox.pop_front().expect("front exists")),
+                if let Some(Ok(())) = s.keeper.keep_alive().now_or_never() {
+                    waiting.sent(r);
+                } else {
                     // Full, or the stream is ending (its responses tell how).
-                    _ => break,
+                    outbox.push_front(r);
+                    break;
                 }
             }
         }
@@ -273,14 +272,12 @@ async fn run(members: Arc<Members>, scope: Arc<Scope>, mut queue: mpsc::Unbounde
             biased;
             msg = responses.message() => match msg {
                 Ok(Some(resp)) => waiting.answered(resp.id(), resp.ttl()),
-                Ok(None) | Err(_) => {
-                    let why = match msg {
-                        Err(e) => e.to_string(),
-                        _ => "the stream ended".to_string(),
-                    };
-                    members.note_slow(index, "lease keep-alive stream broke");
-                    debug!(endpoint = members.endpoint(index), reason = %why, "lease keep-alive stream broke");
-                    waiting.fail_all(|| Answer::Failed(why.clone()));
+                Ok(None) => {
+                    broke(&members, index, &mut waiting, "the stream ended".into());
+                    stream = None;
+                }
+                Err(e) => {
+                    broke(&members, index, &mut waiting, e.to_string());
                     stream = None;
                 }
             },
@@ -297,11 +294,13 @@ async fn run(members: Arc<Members>, scope: Arc<Scope>, mut queue: mpsc::Unbounde
             }
             // The stream has room again (for the first queued lease).
             sent = keeper.keep_alive(), if !outbox.is_empty() => match sent {
-                Ok(()) => waiting.sent(outbox.pop_front().expect("not empty")),
+                Ok(()) => {
+                    if let Some(r) = outbox.pop_front() {
+                        waiting.sent(r);
+                    }
+                }
                 Err(e) => {
-                    members.note_slow(index, "lease keep-alive stream broke");
-                    let why = e.to_string();
-                    waiting.fail_all(|| Answer::Failed(why.clone()));
+                    broke(&members, index, &mut waiting, e.to_string());
                     stream = None;
                 }
             },
@@ -319,4 +318,12 @@ async fn run(members: Arc<Members>, scope: Arc<Scope>, mut queue: mpsc::Unbounde
             _ = &mut closing => return,
         }
     }
+}
+
+/// The stream broke (it ended, or failed): its member is noted slow, and every request
+/// waiting on it is answered so that its session asks again after a pause.
+fn broke(members: &Members, index: usize, waiting: &mut Waiting, why: String) {
+    members.note_slow(index, "lease keep-alive stream broke");
+    debug!(endpoint = members.endpoint(index), reason = %why, "lease keep-alive stream broke");
+    waiting.fail_all(|| Answer::Failed(why.clone()));
 }
