@@ -584,7 +584,20 @@ impl Drop for Watchers {
 /// An asyncio future on the running loop that is already resolved with `value`
 /// (for `__aenter__` returning self: no trip through tokio).
 pub fn ready_py<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let fut = running_loop(py)?.call_method0("create_future")?;
-    fut.call_method1("set_result", (value,))?;
+    let (event_loop, _) = current_loop(py)?;
+    let fut = event_loop.call_method0(intern!(py, "create_future"))?;
+    fut.call_method1(intern!(py, "set_result"), (value,))?;
+    Ok(fut)
+}
+
+/// An asyncio future on the running loop already resolved with `result` (a value or an
+/// exception), for a result at hand: no trip through tokio nor a wake-up of the loop.
+pub fn resolved_py<'py, T>(py: Python<'py>, result: crate::errors::FResult<T>) -> PyResult<Bound<'py, PyAny>>
+where
+    T: for<'a> IntoPyObject<'a>,
+{
+    let (event_loop, _) = current_loop(py)?;
+    let fut = event_loop.call_method0(intern!(py, "create_future"))?;
+    resolve(py, fut.clone().unbind(), result);
     Ok(fut)
 }

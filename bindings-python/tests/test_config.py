@@ -295,3 +295,37 @@ async def test_config_snapshot_carries_its_revision(client: Client) -> None:
         assert isinstance(snap, etcd_recipes.ConfigSnapshot) and isinstance(snap, dict)
         assert (snap.revision, dict(snap)) == (rev, {"s/x": str(i).encode()})
     view.close()
+
+
+async def test_changes_are_handed_out_in_the_order_asked_whether_at_hand_or_awaited(client: Client) -> None:
+    """`__anext__` hands over a change that is already there at once, and goes through the
+    runtime otherwise; either way the n-th call gets the n-th change, also with several
+    calls outstanding."""
+    view = await client.config("ord/", prefix=True, reconcile_interval=0)
+    changes = view.changes()
+    # At hand: three changes in the view before anybody asks.
+    last = 0
+    for i in range(3):
+        last = await client.put(f"ord/k{i}", str(i))
+    await wait_until(lambda: view.revision >= last, f"view at revision {last}")
+    got = await asyncio.gather(*(anext(changes) for _ in range(3)))
+    assert [(c.key, c.new) for c in got] == [(f"ord/k{i}", str(i).encode()) for i in range(3)]
+    # Awaited: three calls outstanding before the changes exist.
+    waiting = [asyncio.ensure_future(anext(changes)) for _ in range(3)]
+    for i in range(3, 6):
+        await client.put(f"ord/k{i}", str(i))
+    got = await asyncio.wait_for(asyncio.gather(*waiting), EVENTUALLY)
+    assert [(c.key, c.new) for c in got] == [(f"ord/k{i}", str(i).encode()) for i in range(3, 6)]
+    # Mixed: one call outstanding, then changes, then calls while the first may still be
+    # on its way back.
+    first = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0)  # the call is made
+    for i in range(6, 9):
+        last = await client.put(f"ord/k{i}", str(i))
+    await wait_until(lambda: view.revision >= last, f"view at revision {last}")
+    rest = [anext(changes), anext(changes)]
+    got = [await asyncio.wait_for(first, EVENTUALLY)] + list(await asyncio.gather(*rest))
+    assert [c.key for c in got] == [f"ord/k{i}" for i in range(6, 9)]
+    view.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(changes), EVENTUALLY)
