@@ -249,6 +249,8 @@ pub(crate) struct Inner {
     watches: Arc<crate::watchmux::WatchMux>,
     /// The one lease keep-alive stream that all sessions' renewals share, in batches.
     renewer: crate::keepalive::Renewer,
+    /// One watch per wait-queue prefix, shared by the client's lock and election waiters.
+    queue_watches: crate::waitqueue::QueueWatches,
     /// The process that made the client. A forked child inherits the object but not the
     /// threads behind its connections: there it is closed (and its leases are the parent's).
     pid: u32,
@@ -435,7 +437,7 @@ impl Client {
         let watches = crate::watchmux::WatchMux::new(members.clone(), options.request_timeout);
         let scope = Scope::new();
         let renewer = crate::keepalive::Renewer::new(members.clone(), scope.clone());
-        let inner = Arc::new(Inner { options, members, scope, watches, renewer, pid: std::process::id() });
+        let inner = Arc::new(Inner { options, members, scope, watches, renewer, queue_watches: Default::default(), pid: std::process::id() });
         crate::lifecycle::register_client(&inner);
         Ok(Client { inner })
     }
@@ -551,6 +553,11 @@ impl Client {
     /// The sessions' lease renewals (see [`crate::keepalive`]).
     pub(crate) fn renewer(&self) -> &crate::keepalive::Renewer {
         &self.inner.renewer
+    }
+
+    /// The shared watches of wait-queue prefixes (see [`crate::waitqueue::QueueWatches`]).
+    pub(crate) fn queue_watches(&self) -> &crate::waitqueue::QueueWatches {
+        &self.inner.queue_watches
     }
 
     pub(crate) fn members(&self) -> &Arc<Members> {

@@ -5,7 +5,8 @@
 //! A contender puts `<prefix><lease hex>` under its lease in one create-or-get
 //! transaction ([`enter`]); the owner is the key with the smallest create revision. A
 //! lock or election waiter counts the keys ahead of it go on one watch of the prefix,
-//! which also sees its own key ([`wait_turn`]); other recipes wait like Go, for the key
+//! which also sees its own key ([`wait_turn`]); the waiters of a client share that watch,
+//! and it stays open between waits ([`QueueWatches`]); other recipes wait like Go, for the key
 //! just ahead ([`wait_deletes`]), and re-read their own key after every wait
 //! ([`key_has_rev`]). [`Cleanup`] removes a contender's key on
 //! error, timeout or cancellation; [`guarded_delete`] removes a holder's key only while
@@ -259,21 +260,26 @@ pub(crate) enum Turn {
 /// Wait until no key under `prefix` has a create revision below `my_rev` (Go's
 /// `waitDeletes`, same outcome), watching our own `key` too.
 ///
-/// One watch on the whole prefix, opened from the current revision: a key created after
-/// ours can never be ahead of it, so the set of keys ahead only shrinks, and following
-/// the deletes of keys created before ours tells when it is empty, with no read after
-/// each delete. Up to [`AHEAD_KEYS`] keys ahead are followed by name (the transaction or
-/// the recount names them), and the watch asks for no previous values; with more, each
-/// delete's previous value tells whether the key that went was ahead. `ahead` is what the caller
-/// already knows (the create-or-get transaction's count, at its revision); when the
-/// watch starts at a later revision, or after a watch error, one read at the watch's
-/// start revision counts again. The delete of our own key ends the wait with
-/// [`Turn::KeyGone`]: never "ours" with a key that is gone.
+/// One watch of deletes on the whole prefix: a key created after ours can never be ahead
+/// of it, so the set of keys ahead only shrinks, and following the deletes of keys
+/// created before ours tells when it is empty, with no read after each delete. Up to
+/// [`AHEAD_KEYS`] keys ahead are followed by name (the transaction or the recount names
+/// them), on the client's shared watch of the prefix ([`QueueWatches`], no previous
+/// values); with more, on a watch of this wait's own, each delete's previous value tells
+/// whether the key that went was ahead. `ahead` is what the caller already knows (the
+/// create-or-get transaction's count, at its revision); when the watch's view starts at
+/// a later revision, or after a watch error, one read at that revision counts again. The
+/// delete of our own key ends the wait with [`Turn::KeyGone`]: never "ours" with a key
+/// that is gone.
 pub(crate) async fn wait_turn(client: &Client, prefix: &str, key: &str, my_rev: i64, ahead: Option<Ahead>) -> Result<Turn> {
     let mut known = ahead;
     let mut backoff = Duration::from_millis(50);
     loop {
-        match wait_turn_once(client, prefix, key, my_rev, known.take()).await {
+        let once = match known.take() {
+            Some(a) if a.keys.is_some() => wait_turn_shared(client, prefix, key, my_rev, a).await,
+            k => wait_turn_once(client, prefix, key, my_rev, k).await,
+        };
+        match once {
             Ok(t) => return Ok(t),
             Err(e) if matches!(e.kind(), crate::ErrorKind::PermissionDenied | crate::ErrorKind::InvalidArgument) => {
                 return Err(e)
@@ -289,9 +295,10 @@ pub(crate) async fn wait_turn(client: &Client, prefix: &str, key: &str, my_rev: 
 
 async fn wait_turn_once(client: &Client, prefix: &str, key: &str, my_rev: i64, known: Option<Ahead>) -> Result<Turn> {
     // From the current revision (start 0): etcd serves such a watcher from its "synced"
-    // group at once; one starting at or below the current revision waits for a catch-up
-    // loop that runs every 100 ms. When the keys ahead are known by name, the deletes
-    // need no previous values (which etcd reads from its store for every waiter).
+    // group at once, unless a write lands while it registers it (see [`QueueWatches`]);
+    // one starting at or below the current revision waits for a catch-up loop that runs
+    // every 100 ms. When the keys ahead are known by name, the deletes need no previous
+    // values (which etcd reads from its store for every waiter).
     let by_name = known.as_ref().is_some_and(|a| a.keys.is_some());
     let mut opts = WatchOptions::new().with_prefix().with_filters([WatchFilterType::NoPut]);
     if !by_name {
@@ -541,4 +548,226 @@ where
         let _ = session.close().await;
     }
     result
+}
+
+// ------------------------------------------------------------------ the shared queue watch
+
+/// How long a queue watch with no waiter left stays open for the next waiter.
+const QUEUE_WATCH_LINGER: Duration = Duration::from_secs(10);
+
+/// The deletes under a queue prefix, from a [`QueueWatches`] watch, up to revision `rev`:
+/// every delete with a revision at or below `rev` that the subscriber is to see is in
+/// this message or came before it. A subscriber's first message has none (`rev` tells
+/// where its view starts).
+pub(crate) struct QueueDeletes {
+    pub rev: i64,
+    /// (key, revision of the delete)
+    pub deletes: Vec<(Vec<u8>, i64)>,
+}
+
+type QueueWatchMap = Arc<Mutex<HashMap<String, Arc<QueueWatch>>>>;
+
+/// A client's watches of wait-queue prefixes: one per prefix, shared by the client's
+/// waiters on it, and kept open for [`QUEUE_WATCH_LINGER`] after the last one leaves.
+///
+/// Why not a watch per wait: etcd (3.4 and 3.5) turns a watch "from now" into one from
+/// the revision it read just before registering it; when a write lands in between (under
+/// contention, a few waits in a hundred), the watcher starts behind the store and etcd
+/// serves it from a catch-up loop that runs every 100 ms (`syncWatchersLoop`). A waiter on
+/// such a watcher saw its turn come 0-100 ms late: 8 workers on one lock spent 0.8-1.8 s
+/// of a 2-3 s run in such stalls (41-66 of 800 handoffs). A watch that stays open has
+/// caught up once and for all; a waiter also needs no watch created (nor cancelled) for
+/// each wait, and, when the watch's view is not past the waiter's own transaction, no
+/// recount either.
+pub(crate) struct QueueWatches {
+    by_prefix: QueueWatchMap,
+    /// Dropped with the client: every queue watch task ends.
+    dropped: tokio::sync::watch::Sender<()>,
+}
+
+struct QueueWatch {
+    state: Mutex<QueueWatchState>,
+}
+
+struct QueueWatchState {
+    /// Every delete up to this revision has been handed out (0: the watch is not open yet).
+    rev: i64,
+    subscribers: Vec<tokio::sync::mpsc::UnboundedSender<QueueDeletes>>,
+    /// The task ended: nobody subscribes here any more.
+    ended: bool,
+}
+
+impl QueueWatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueWatchState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hand out the deletes up to `rev` (the first message for those that have none yet).
+    fn hand_out(&self, rev: i64, deletes: Vec<(Vec<u8>, i64)>) {
+        let mut st = self.lock();
+        let first = st.rev == 0;
+        st.rev = st.rev.max(rev);
+        let rev = st.rev;
+        st.subscribers.retain(|s| {
+            let msg = QueueDeletes { rev, deletes: if first { Vec::new() } else { deletes.clone() } };
+            s.send(msg).is_ok()
+        });
+    }
+}
+
+impl Default for QueueWatches {
+    fn default() -> Self {
+        QueueWatches { by_prefix: Arc::new(Mutex::new(HashMap::new())), dropped: tokio::sync::watch::channel(()).0 }
+    }
+}
+
+impl QueueWatches {
+    /// The deletes under `prefix` from now on, on the client's shared watch of it (opened
+    /// if there is none). The first message tells the revision the view starts from; the
+    /// channel closes when the watch ends (its member out of rotation, the stream broken,
+    /// the client closing): then wait again.
+    pub(crate) fn subscribe(&self, client: &Client, prefix: &str) -> tokio::sync::mpsc::UnboundedReceiver<QueueDeletes> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut map = self.by_prefix.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = map.get(prefix) {
+            let mut st = w.lock();
+            if !st.ended {
+                if st.rev > 0 {
+                    let _ = tx.send(QueueDeletes { rev: st.rev, deletes: Vec::new() });
+                }
+                st.subscribers.push(tx);
+                return rx;
+            }
+        }
+        let w = Arc::new(QueueWatch { state: Mutex::new(QueueWatchState { rev: 0, subscribers: vec![tx], ended: false }) });
+        map.insert(prefix.to_string(), w.clone());
+        tokio::spawn(run_queue_watch(
+            client.members().clone(),
+            client.closed(),
+            self.dropped.subscribe(),
+            client.request_timeout(),
+            prefix.to_string(),
+            w,
+            Arc::downgrade(&self.by_prefix),
+        ));
+        rx
+    }
+}
+
+async fn run_queue_watch(
+    members: Arc<crate::endpoints::Members>,
+    closing: impl std::future::Future<Output = ()> + Send + 'static,
+    mut dropped: tokio::sync::watch::Receiver<()>,
+    timeout: Duration,
+    prefix: String,
+    w: Arc<QueueWatch>,
+    map: Weak<Mutex<HashMap<String, Arc<QueueWatch>>>>,
+) {
+    let watch = async {
+        let opts = WatchOptions::new().with_prefix().with_filters([WatchFilterType::NoPut]);
+        let mut stream = crate::endpoints::MemberWatch::open(&members, prefix.clone(), opts, timeout).await?;
+        let mut idle_since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = stream.message() => {
+                    let r = r?.ok_or(Error::Closed("watch stream"))?;
+                    if r.canceled() {
+                        return Err(watch_cancelled(&r));
+                    }
+                    let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+                    let deletes = r
+                        .events()
+                        .iter()
+                        .filter(|e| e.event_type() == EventType::Delete)
+                        .filter_map(|e| e.kv().map(|kv| (kv.key().to_vec(), kv.mod_revision())))
+                        .collect();
+                    w.hand_out(rev, deletes);
+                }
+                _ = tick.tick() => {
+                    let mut st = w.lock();
+                    st.subscribers.retain(|s| !s.is_closed());
+                    if !st.subscribers.is_empty() {
+                        idle_since = None;
+                    } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= QUEUE_WATCH_LINGER {
+                        return Ok::<(), Error>(());
+                    }
+                }
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        r = watch => r,
+        _ = closing => Ok(()),
+        _ = dropped.changed() => Ok(()),
+    };
+    if let Err(e) = outcome {
+        debug!(prefix = %prefix, error = %e, "queue watch ended; its waiters count again");
+    }
+    // Out of the map first (same lock order as `subscribe`), then the subscribers learn.
+    let map = map.upgrade();
+    let mut map = map.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut st = w.lock();
+    st.ended = true;
+    st.subscribers.clear();
+    if let Some(m) = map.as_mut() {
+        if m.get(&prefix).is_some_and(|x| Arc::ptr_eq(x, &w)) {
+            m.remove(&prefix);
+        }
+    }
+}
+
+/// [`wait_turn_once`] for a waiter that knows the keys ahead of it by name, on the
+/// client's shared watch of the prefix ([`QueueWatches`]).
+async fn wait_turn_shared(client: &Client, prefix: &str, key: &str, my_rev: i64, known: Ahead) -> Result<Turn> {
+    let mut deletes = client.queue_watches().subscribe(client, prefix);
+    let t = client.request_timeout();
+    let first = match tokio::time::timeout(t, deletes.recv()).await {
+        Err(_) => return Err(Error::timeout("opening the watch of the keys ahead", t)),
+        Ok(None) => return Err(Error::Closed("watch stream")),
+        Ok(Some(m)) => m,
+    };
+    // The watch hands out every delete after `first.rev`. Up to `known.rev` our own
+    // transaction named the keys ahead; past it, one read at the watch's revision does.
+    let base = first.rev.max(my_rev).max(known.rev);
+    let ahead = if known.rev == base {
+        known
+    } else {
+        match count_ahead(client, prefix, key, my_rev, base).await? {
+            Some(a) => a,
+            None => return Ok(Turn::KeyGone),
+        }
+    };
+    let (mut count, Some(mut names)) = (ahead.count, ahead.keys) else {
+        // More keys ahead than a waiter follows by name: the caller counts by previous values.
+        return Err(Error::Etcd(etcd_client::Error::WatchError("too many keys ahead to follow by name".into())));
+    };
+    debug!(ahead = count, base, shared = true, "waiting for the keys ahead to go");
+    if count <= 0 {
+        return Ok(Turn::Ours { at: base });
+    }
+    loop {
+        let m = deletes.recv().await.ok_or(Error::Closed("watch stream"))?;
+        let (mut last, mut gone) = (base, false);
+        for (k, rev) in m.deletes {
+            if rev <= base {
+                continue;
+            }
+            last = last.max(rev);
+            if k == key.as_bytes() {
+                gone = true;
+            } else if names.remove(&k) {
+                // A key ahead leaves the set once; a key of the same name put again later
+                // was created after ours.
+                count -= 1;
+            }
+        }
+        if gone {
+            return Ok(Turn::KeyGone);
+        }
+        if count <= 0 {
+            return Ok(Turn::Ours { at: last });
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The distributed lock against a real etcd: contention, faults, cancellation, interop.
 
 mod common;
-use common::{client, init_tracing};
+use common::{client, etcd_gauge, init_tracing};
 
 use std::io::BufRead;
 use std::process::{Child, Stdio};
@@ -430,4 +430,67 @@ async fn waiter_behind_many_keys_waits_for_every_one_of_them() {
         g.release().await.unwrap();
         session.close().await.unwrap();
     }
+}
+
+/// etcd's count of watch streams started.
+const WATCH_STREAMS: &str = "grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_of_a_client_share_one_watch_that_stays_open_between_waits() {
+    // A watch "from now" opened while others write can start behind etcd's store, and
+    // etcd then serves it from a catch-up loop that runs every 100 ms: a waiter on it
+    // learns its turn late. So a client's waiters on one lock share one watch, which
+    // stays open between waits. Two rounds of 6 waiters behind a holder of another
+    // client: one watch stream in all, every waiter gets the lock in turn, and closing
+    // the client leaves no watcher in etcd.
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let holder_client = client(&etcd).await;
+    let waiting_client = client(&etcd).await;
+    let holder_session = Session::new(&holder_client, 10).await.unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        sessions.push(Session::new(&waiting_client, 10).await.unwrap());
+    }
+    let streams_before = etcd_gauge(&etcd, WATCH_STREAMS).await;
+    let mut last_token = 0;
+    for round in 0..2 {
+        let held = Lock::new(&holder_session, "shared-watch").unwrap().acquire().await.unwrap();
+        assert!(held.fencing_token() > last_token, "round {round}: holder's token went backwards");
+        let waiters: Vec<_> = sessions
+            .iter()
+            .map(|s| {
+                let lock = Lock::new(s, "shared-watch").unwrap();
+                tokio::spawn(async move {
+                    let g = lock.acquire().await?;
+                    let token = g.fencing_token();
+                    g.release().await?;
+                    Ok::<_, etcd_recipes::Error>(token)
+                })
+            })
+            .collect();
+        eventually(Duration::from_secs(20), "6 waiters queued behind the holder", || async {
+            count(&waiting_client, "shared-watch/").await == 7
+        })
+        .await;
+        held.release().await.unwrap();
+        let mut tokens = Vec::new();
+        for w in waiters {
+            let t = tokio::time::timeout(Duration::from_secs(20), w).await.expect("a waiter never got the lock").unwrap().unwrap();
+            assert!(t > held.fencing_token(), "round {round}: a waiter's token {t} is not above the holder's");
+            tokens.push(t);
+        }
+        tokens.sort();
+        tokens.dedup();
+        assert_eq!(tokens.len(), 6, "round {round}: two waiters held the lock with the same token");
+        last_token = *tokens.last().unwrap();
+    }
+    let streams = etcd_gauge(&etcd, WATCH_STREAMS).await - streams_before;
+    assert_eq!(streams, 1.0, "watch streams opened for 12 waits of one client");
+    assert!(etcd_gauge(&etcd, "etcd_debugging_mvcc_watcher_total").await >= 1.0, "the waiters' watch closed between waits");
+    waiting_client.close().await;
+    eventually(Duration::from_secs(20), "no watcher left in etcd after the client closed", || async {
+        etcd_gauge(&etcd, "etcd_debugging_mvcc_watcher_total").await == 0.0
+    })
+    .await;
 }
