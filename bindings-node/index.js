@@ -65,14 +65,21 @@ function guard (fn, check) {
 // A native stream class made an async iterator: `next()` / `return()` of the iterator
 // protocol, `for await`, and `break` (`return()`) stopping the core stream.
 function iterable (cls) {
-  const { next, return: stop } = cls.prototype
+  const { next, return: stop, _take: take } = cls.prototype
   const generators = new WeakMap()
   const items = (stream) => {
     let g = generators.get(stream)
     if (!g) {
       g = (async function * () {
         try {
-          for (let item; (item = await next.call(stream)) !== undefined;) yield item
+          for (;;) {
+            // An item already at hand is taken at once (no trip through the runtime);
+            // false: none yet, ask the runtime.
+            let item = take.call(stream)
+            if (item === false) item = await next.call(stream)
+            if (item === undefined) break
+            yield item
+          }
         } finally {
           stop.call(stream)
         }

@@ -5,10 +5,11 @@
 //! itself when core ends it (its view or client closed).
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use napi::bindgen_prelude::{Either, PromiseRaw, ToNapiValue};
+use napi::bindgen_prelude::{Either, Either3, PromiseRaw, ToNapiValue};
 use napi::Env;
 use tokio::sync::{watch, Mutex};
 
@@ -52,6 +53,33 @@ impl<T: ToNapiValue + Send + 'static> Cell<T> {
         })
     }
 
+    /// The next item if the stream has one at hand, polled once here on the JS thread:
+    /// an item that arrived while JS was busy (a config change that came with the put's
+    /// answer) is handed over without the two thread wake-ups of `next()`. `false` when it
+    /// has none yet (or a `next()` holds the stream): then `next()`; `undefined` once the
+    /// stream ended. (`false`, not `null`: the leader observer yields `null` for "no
+    /// leader", and no stream yields booleans.) The iterator of `index.js` calls one at a time, so items keep their
+    /// order.
+    pub(crate) fn take(&self, env: &Env) -> napi::Result<Either3<T, bool, ()>> {
+        if *self.stop.borrow() {
+            return Ok(Either3::B(false)); // `next()` says it ended
+        }
+        let Ok(mut g) = self.stream.try_lock() else { return Ok(Either3::B(false)) };
+        let Some(s) = g.as_mut() else { return Ok(Either3::C(())) };
+        let _entered = crate::RUNTIME.get().map(|h| h.enter());
+        // A waker that does nothing: if nothing is at hand, `next()` polls again with its own.
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match s.poll_next_unpin(&mut cx) {
+            Poll::Ready(Some(Ok(v))) => Ok(Either3::A(v)),
+            Poll::Ready(Some(Err(e))) => Err(errors::sync(env, e)),
+            Poll::Ready(None) => {
+                g.take();
+                Ok(Either3::C(()))
+            }
+            Poll::Pending => Ok(Either3::B(false)),
+        }
+    }
+
     /// Stop: a pending `next()` resolves to `undefined`, the core stream is dropped.
     pub(crate) fn stop(&self) {
         self.stop.send_replace(true);
@@ -79,6 +107,16 @@ macro_rules! stream_class {
                 env: &'env napi::Env,
             ) -> napi::Result<napi::bindgen_prelude::PromiseRaw<'env, napi::bindgen_prelude::Either<$item, ()>>> {
                 self.0.next(env)
+            }
+
+            /// The next item if one is at hand, else `false` (`undefined`: ended); for the
+            /// iterator of `index.js`.
+            #[napi(js_name = "_take", skip_typescript)]
+            pub fn take(
+                &self,
+                env: &napi::Env,
+            ) -> napi::Result<napi::bindgen_prelude::Either3<$item, bool, ()>> {
+                self.0.take(env)
             }
 
             /// Stop iterating and cancel the watch (what `break` in `for await` calls).

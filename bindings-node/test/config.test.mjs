@@ -170,3 +170,22 @@ test('key and prefix subscriptions see only their changes, in order; snapshot ca
   view.close()
   await within(Promise.all(done), 15000, 'iterators end on close')
 })
+
+test('changes are handed out in order whether already at hand or awaited', async () => {
+  // next() takes a change that is already there at once and asks the runtime otherwise;
+  // either way the n-th call gets the n-th change, also with several calls outstanding.
+  const view = await client.config('ord/', { prefix: true, reconcileIntervalMs: 0 })
+  const changes = view.changes()
+  let last = 0
+  for (let i = 0; i < 3; i++) last = await client.put(`ord/k${i}`, `${i}`)
+  await until(() => view.revision >= last, 15000, `view at revision ${last}`)
+  const atHand = await Promise.all([changes.next(), changes.next(), changes.next()])
+  assert.deepEqual(atHand.map((r) => [r.value.key, r.value.new.toString()]), [['ord/k0', '0'], ['ord/k1', '1'], ['ord/k2', '2']])
+  const awaited = [changes.next(), changes.next(), changes.next()]
+  for (let i = 3; i < 6; i++) await client.put(`ord/k${i}`, `${i}`)
+  const got = await within(Promise.all(awaited), 15000, () => 'three awaited changes')
+  assert.deepEqual(got.map((r) => [r.value.key, r.value.new.toString()]), [['ord/k3', '3'], ['ord/k4', '4'], ['ord/k5', '5']])
+  view.close()
+  const end = await within(changes.next(), 15000, () => 'the end of the changes after close()')
+  assert.equal(end.done, true)
+})
