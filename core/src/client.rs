@@ -249,7 +249,7 @@ pub(crate) struct Inner {
     watches: Arc<crate::watchmux::WatchMux>,
     /// The one lease keep-alive stream that all sessions' renewals share, in batches.
     renewer: crate::keepalive::Renewer,
-    /// One watch per wait-queue prefix, shared by the client's lock and election waiters.
+    /// One watch per wait-queue prefix, shared by the client's waiters on it.
     queue_watches: crate::waitqueue::QueueWatches,
     /// The process that made the client. A forked child inherits the object but not the
     /// threads behind its connections: there it is closed (and its leases are the parent's).

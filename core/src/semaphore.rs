@@ -12,8 +12,9 @@
 //!
 //! The **holders** are the N keys with the smallest create revisions. A contender whose
 //! key is not among them waits: it reads every key up to its own (create revision ≤ its
-//! own), keeps the set of keys ahead of it, and watches the prefix for DELETEs from the
-//! read's revision. A deletion only shrinks that local set; it reads etcd again only when
+//! own), keeps the set of keys ahead of it, and follows the DELETEs under the prefix after
+//! the read's revision, on its client's shared watch of the prefix (one per client,
+//! subscribed before the read: see [`crate::waitqueue`]). A deletion only shrinks that local set; it reads etcd again only when
 //! fewer than N keys are left ahead (so a release does not make every waiter read: the
 //! herd is one small watch event per waiter, no requests). After every wait the read
 //! that lets it in also shows its own key: if the key is gone (the session expired while
@@ -57,8 +58,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse, WatchFilterType, WatchOptions,
+    Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, Instrument};
@@ -67,7 +67,7 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::lock::LockGuard;
 use crate::session::{Session, SessionSource};
-use crate::waitqueue::{local_slot, member_key, on_session, queue_prefix, sleep_opt, Cleanup};
+use crate::waitqueue::{PrefixDeletes, local_slot, member_key, on_session, queue_prefix, sleep_opt, Cleanup};
 
 /// The largest permit count (a bound against typos such as a byte count).
 pub const MAX_PERMITS: u32 = 1_000_000;
@@ -280,7 +280,24 @@ impl Semaphore {
     /// read that shows it there. [`Error::SessionLost`] when the key is gone.
     async fn wait_turn(&self, client: &Client, key: &str, rev: i64, lease: i64) -> Result<()> {
         let mut backoff = Duration::from_millis(50);
+        // The client's shared watch of the prefix, subscribed before each read: every
+        // delete after the read's revision comes on it (see `waitqueue::QueueWatches`).
+        let mut deletes: Option<PrefixDeletes> = None;
         loop {
+            if deletes.is_none() {
+                match PrefixDeletes::open(client, &self.prefix).await {
+                    Ok(d) => deletes = Some(d),
+                    Err(e) if matches!(e.kind(), crate::ErrorKind::PermissionDenied | crate::ErrorKind::InvalidArgument) => {
+                        return Err(e)
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "watch failed; opening it again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                }
+            }
             let opts = GetOptions::new()
                 .with_prefix()
                 .with_max_create_revision(rev)
@@ -306,14 +323,16 @@ impl Semaphore {
             if ahead.len() < self.permits as usize {
                 return Ok(());
             }
+            let Some(d) = deletes.as_mut() else { continue };
+            if from < d.from {
+                continue; // a read from a member behind the watch's: read again
+            }
             debug!(ahead = ahead.len(), permits = self.permits, from, "waiting for holders to leave");
-            match self.watch_ahead(client, key, &mut ahead, from + 1).await {
+            match Self::watch_ahead(d, key, &mut ahead, from, self.permits as usize).await {
                 Ok(()) => backoff = Duration::from_millis(50),
-                Err(e) if matches!(e.kind(), crate::ErrorKind::PermissionDenied | crate::ErrorKind::InvalidArgument) => {
-                    return Err(e)
-                }
                 Err(e) => {
                     debug!(error = %e, "watch failed; re-reading");
+                    deletes = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -321,34 +340,21 @@ impl Semaphore {
         }
     }
 
-    /// Watch the prefix for DELETEs from `from`; return when fewer than N keys are left
-    /// ahead, our own key was deleted, or the watch was cancelled by compaction (the
-    /// caller re-reads in every case).
-    async fn watch_ahead(&self, client: &Client, key: &str, ahead: &mut HashSet<Vec<u8>>, from: i64) -> Result<()> {
-        let opts = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from)
-            .with_filters([WatchFilterType::NoPut]);
-        let mut stream = client.watch(self.prefix.clone(), opts).await?;
+    /// Follow the deletes after revision `from`; return when fewer than `permits` keys are
+    /// left ahead or our own key was deleted (the caller re-reads in every case).
+    async fn watch_ahead(d: &mut PrefixDeletes, key: &str, ahead: &mut HashSet<Vec<u8>>, from: i64, permits: usize) -> Result<()> {
         loop {
-            let Some(r) = stream.message().await? else { return Err(Error::Closed("watch stream")) };
-            if r.canceled() {
-                if r.compact_revision() > 0 {
-                    return Ok(());
-                }
-                return Err(Error::Etcd(etcd_client::Error::WatchError(format!("watch cancelled: {}", r.cancel_reason()))));
-            }
-            for ev in r.events() {
-                if ev.event_type() != EventType::Delete {
+            let m = d.next().await?;
+            for (k, rev) in m.deletes {
+                if rev <= from {
                     continue;
                 }
-                let Some(kv) = ev.kv() else { continue };
-                if kv.key() == key.as_bytes() {
+                if k == key.as_bytes() {
                     return Ok(());
                 }
-                ahead.remove(kv.key());
+                ahead.remove(&k);
             }
-            if ahead.len() < self.permits as usize {
+            if ahead.len() < permits {
                 return Ok(());
             }
         }

@@ -5,9 +5,10 @@
 //! A contender puts `<prefix><lease hex>` under its lease in one create-or-get
 //! transaction ([`enter`]); the owner is the key with the smallest create revision. A
 //! lock or election waiter counts the keys ahead of it go on one watch of the prefix,
-//! which also sees its own key ([`wait_turn`]); the waiters of a client share that watch,
-//! and it stays open between waits ([`QueueWatches`]); other recipes wait like Go, for the key
-//! just ahead ([`wait_deletes`]), and re-read their own key after every wait
+//! which also sees its own key ([`wait_turn`]); other recipes wait like Go, for the key
+//! just ahead ([`wait_deletes`]). The waiters of a client on one prefix (locks, elections,
+//! semaphores, read-write locks) share one watch of it, which stays open between waits
+//! ([`QueueWatches`]). Recipes that wait like Go re-read their own key after every wait
 //! ([`key_has_rev`]). [`Cleanup`] removes a contender's key on
 //! error, timeout or cancellation; [`guarded_delete`] removes a holder's key only while
 //! it is still the same holder's.
@@ -402,66 +403,56 @@ fn watch_cancelled(r: &etcd_client::WatchResponse) -> Error {
 }
 
 /// Wait until no key under `prefix` has a create revision below `my_rev` (Go's
-/// `waitDeletes`): repeatedly find the key just ahead and wait for its DELETE.
-/// Survives watch errors and compaction by re-reading.
+/// `waitDeletes`): repeatedly find the key just ahead and wait for its DELETE, on the
+/// client's shared watch of the prefix ([`PrefixDeletes`]). Survives watch errors and
+/// compaction by re-reading.
 pub(crate) async fn wait_deletes(client: &Client, prefix: &str, my_rev: i64) -> Result<()> {
     let mut backoff = Duration::from_millis(50);
+    let mut deletes: Option<PrefixDeletes> = None;
     loop {
-        let opts = GetOptions::new()
-            .with_prefix()
-            .with_max_create_revision(my_rev - 1)
-            .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_limit(1);
-        let p = prefix.to_string();
-        let resp = client
-            .read(|mut c| {
-                let (p, o) = (p.clone(), opts.clone());
-                async move { c.get(p, Some(o)).await }
-            })
-            .await?;
-        let Some(ahead) = resp.kvs().first() else { return Ok(()) };
-        let ahead_key = ahead.key().to_vec();
-        let from = resp.header().map(|h| h.revision()).unwrap_or(0);
-        debug!(ahead = %String::from_utf8_lossy(&ahead_key), from, "waiting for the key ahead to go");
-        // The key existed at `from`, so its delete comes at `from + 1` or later. Starting
-        // there (not at `from`, as Go does) keeps the watcher in etcd's "synced" group:
-        // a watch starting at or below the current revision is served by a catch-up loop
-        // that runs only every 100 ms.
-        match wait_delete(client, &ahead_key, from + 1).await {
-            Ok(()) => backoff = Duration::from_millis(50),
+        let waited = async {
+            // Subscribed before the read: every delete after the read's revision comes on it.
+            let d = match deletes.as_mut() {
+                Some(d) => d,
+                None => deletes.insert(PrefixDeletes::open(client, prefix).await?),
+            };
+            let opts = GetOptions::new()
+                .with_prefix()
+                .with_max_create_revision(my_rev - 1)
+                .with_sort(SortTarget::Create, SortOrder::Descend)
+                .with_limit(1);
+            let p = prefix.to_string();
+            let resp = client
+                .read(|mut c| {
+                    let (p, o) = (p.clone(), opts.clone());
+                    async move { c.get(p, Some(o)).await }
+                })
+                .await?;
+            let Some(ahead) = resp.kvs().first() else { return Ok(true) };
+            let ahead_key = ahead.key().to_vec();
+            let from = resp.header().map(|h| h.revision()).unwrap_or(0);
+            if from < d.from {
+                return Ok(false); // a read from a member behind the watch's: read again
+            }
+            debug!(ahead = %String::from_utf8_lossy(&ahead_key), from, "waiting for the key ahead to go");
+            loop {
+                let m = d.next().await?;
+                if m.deletes.iter().any(|(k, rev)| *k == ahead_key && *rev > from) {
+                    return Ok::<bool, Error>(false);
+                }
+            }
+        };
+        match waited.await {
+            Ok(true) => return Ok(()),
+            Ok(false) => backoff = Duration::from_millis(50),
             Err(e) if matches!(e.kind(), crate::ErrorKind::PermissionDenied | crate::ErrorKind::InvalidArgument) => {
                 return Err(e)
             }
             Err(e) => {
                 debug!(error = %e, "watch failed; re-reading");
+                deletes = None;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
-/// Resolve when `key` is deleted at or after revision `from`. Ok(()) also when the watch
-/// was cancelled by compaction (the caller re-reads anyway).
-async fn wait_delete(client: &Client, key: &[u8], from: i64) -> Result<()> {
-    let opts = WatchOptions::new().with_start_revision(from).with_filters([WatchFilterType::NoPut]);
-    let mut stream = client.watch(key.to_vec(), opts).await?;
-    loop {
-        match stream.message().await? {
-            None => return Err(Error::Closed("watch stream")),
-            Some(r) => {
-                if r.canceled() {
-                    if r.compact_revision() > 0 {
-                        return Ok(());
-                    }
-                    return Err(Error::Etcd(etcd_client::Error::WatchError(format!(
-                        "watch cancelled: {}",
-                        r.cancel_reason()
-                    ))));
-                }
-                if r.events().iter().any(|e| e.event_type() == EventType::Delete) {
-                    return Ok(());
-                }
             }
         }
     }
@@ -568,14 +559,16 @@ pub(crate) struct QueueDeletes {
 type QueueWatchMap = Arc<Mutex<HashMap<String, Arc<QueueWatch>>>>;
 
 /// A client's watches of wait-queue prefixes: one per prefix, shared by the client's
-/// waiters on it, and kept open for [`QUEUE_WATCH_LINGER`] after the last one leaves.
+/// waiters on it (lock, election, semaphore and read-write lock waits), and kept open for
+/// [`QUEUE_WATCH_LINGER`] after the last one leaves.
 ///
 /// Why not a watch per wait: etcd (3.4 and 3.5) turns a watch "from now" into one from
 /// the revision it read just before registering it; when a write lands in between (under
 /// contention, a few waits in a hundred), the watcher starts behind the store and etcd
 /// serves it from a catch-up loop that runs every 100 ms (`syncWatchersLoop`). A waiter on
 /// such a watcher saw its turn come 0-100 ms late: 8 workers on one lock spent 0.8-1.8 s
-/// of a 2-3 s run in such stalls (41-66 of 800 handoffs). A watch that stays open has
+/// of a 2-3 s run in such stalls (41-66 of 800 handoffs); semaphore and read-write lock
+/// waits, which watched from a read's revision, lost time the same way. A watch that stays open has
 /// caught up once and for all; a waiter also needs no watch created (nor cancelled) for
 /// each wait, and, when the watch's view is not past the waiter's own transaction, no
 /// recount either.
@@ -718,19 +711,41 @@ async fn run_queue_watch(
     }
 }
 
+/// The deletes under a prefix on the client's shared watch of it ([`QueueWatches`]).
+pub(crate) struct PrefixDeletes {
+    rx: tokio::sync::mpsc::UnboundedReceiver<QueueDeletes>,
+    /// Every delete after this revision comes from [`PrefixDeletes::next`]. A linearizable
+    /// read made after `open` returned is at this revision or later.
+    pub from: i64,
+}
+
+impl PrefixDeletes {
+    /// Subscribe (opening the client's watch of `prefix` if there is none), and learn
+    /// where the view starts.
+    pub(crate) async fn open(client: &Client, prefix: &str) -> Result<PrefixDeletes> {
+        let mut rx = client.queue_watches().subscribe(client, prefix);
+        let t = client.request_timeout();
+        match tokio::time::timeout(t, rx.recv()).await {
+            Err(_) => Err(Error::timeout(format!("opening the watch of {prefix}"), t)),
+            Ok(None) => Err(Error::Closed("watch stream")),
+            Ok(Some(m)) => Ok(PrefixDeletes { rx, from: m.rev }),
+        }
+    }
+
+    /// The next batch of deletes; [`Error::Closed`] when the watch ended (its member out
+    /// of rotation, the stream broken, the client closing): read again and reopen.
+    pub(crate) async fn next(&mut self) -> Result<QueueDeletes> {
+        self.rx.recv().await.ok_or(Error::Closed("watch stream"))
+    }
+}
+
 /// [`wait_turn_once`] for a waiter that knows the keys ahead of it by name, on the
 /// client's shared watch of the prefix ([`QueueWatches`]).
 async fn wait_turn_shared(client: &Client, prefix: &str, key: &str, my_rev: i64, known: Ahead) -> Result<Turn> {
-    let mut deletes = client.queue_watches().subscribe(client, prefix);
-    let t = client.request_timeout();
-    let first = match tokio::time::timeout(t, deletes.recv()).await {
-        Err(_) => return Err(Error::timeout("opening the watch of the keys ahead", t)),
-        Ok(None) => return Err(Error::Closed("watch stream")),
-        Ok(Some(m)) => m,
-    };
-    // The watch hands out every delete after `first.rev`. Up to `known.rev` our own
+    let mut deletes = PrefixDeletes::open(client, prefix).await?;
+    // The watch hands out every delete after `deletes.from`. Up to `known.rev` our own
     // transaction named the keys ahead; past it, one read at the watch's revision does.
-    let base = first.rev.max(my_rev).max(known.rev);
+    let base = deletes.from.max(my_rev).max(known.rev);
     let ahead = if known.rev == base {
         known
     } else {
@@ -748,7 +763,7 @@ async fn wait_turn_shared(client: &Client, prefix: &str, key: &str, my_rev: i64,
         return Ok(Turn::Ours { at: base });
     }
     loop {
-        let m = deletes.recv().await.ok_or(Error::Closed("watch stream"))?;
+        let m = deletes.next().await?;
         let (mut last, mut gone) = (base, false);
         for (k, rev) in m.deletes {
             if rev <= base {

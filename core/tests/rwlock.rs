@@ -2,7 +2,7 @@
 //! timeouts, session loss, and interop with etcd's Go `recipe.RWMutex` itself.
 
 mod common;
-use common::{client, init_tracing};
+use common::{client, etcd_gauge, init_tracing};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -357,4 +357,54 @@ async fn shares_the_lock_with_go_recipe_rwmutex() {
     r.release().await.unwrap();
     go.release().await;
     assert_eq!(count(&c, "gorw/").await, 0, "keys left behind");
+}
+
+/// etcd's count of watch streams started.
+const WATCH_STREAMS: &str = "grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_of_a_client_share_one_watch_that_stays_open_between_waits() {
+    // As for locks: a watch opened per wait can start behind etcd's store and wait for
+    // its 100 ms catch-up loop. Two rounds of a writer and then a reader of one client
+    // waiting behind a reader of another: one watch stream per side in all.
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let holder_client = client(&etcd).await;
+    let waiting_client = client(&etcd).await;
+    let holder = per_use(&holder_client, "shared-watch");
+    let rw = per_use(&waiting_client, "shared-watch");
+    let streams_before = etcd_gauge(&etcd, WATCH_STREAMS).await;
+    for round in 0..2 {
+        let held = holder.read().await.unwrap();
+        let writer = tokio::spawn({
+            let rw = rw.clone();
+            async move { rw.write().await }
+        });
+        eventually(Duration::from_secs(20), "writer queued", || async { count(&waiting_client, "shared-watch/write/").await == 1 }).await;
+        let reader = tokio::spawn({
+            let rw = rw.clone();
+            async move { rw.read().await?.release().await }
+        });
+        eventually(Duration::from_secs(20), "reader queued", || async { count(&waiting_client, "shared-watch/read/").await == 2 }).await;
+        held.release().await.unwrap();
+        let w = tokio::time::timeout(Duration::from_secs(20), writer)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the writer never got in"))
+            .unwrap()
+            .unwrap();
+        w.release().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), reader)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the reader never got in"))
+            .unwrap()
+            .unwrap();
+    }
+    // The writer waits on the whole prefix, the reader on the writers' prefix.
+    let streams = etcd_gauge(&etcd, WATCH_STREAMS).await - streams_before;
+    assert_eq!(streams, 2.0, "watch streams opened for 4 waits of one client");
+    waiting_client.close().await;
+    eventually(Duration::from_secs(20), "no watcher left after the client closed", || async {
+        etcd_gauge(&etcd, "etcd_debugging_mvcc_watcher_total").await == 0.0
+    })
+    .await;
 }

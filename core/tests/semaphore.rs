@@ -2,7 +2,7 @@
 //! timeouts, session loss while waiting and while holding, compaction, client close.
 
 mod common;
-use common::{client, init_tracing};
+use common::{client, etcd_gauge, init_tracing};
 
 use std::time::{Duration, Instant};
 
@@ -278,4 +278,46 @@ async fn mixed_permit_counts_and_bad_input_are_refused() {
         assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{name:?} {permits}: {e}");
     }
     assert_eq!(count(&c, "mixed/").await + count(&c, "shared-name/").await, 0, "keys left behind");
+}
+
+/// etcd's count of watch streams started.
+const WATCH_STREAMS: &str = "grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_of_a_client_share_one_watch_that_stays_open_between_waits() {
+    // As for locks: a watch opened per wait can start behind etcd's store and wait for
+    // its 100 ms catch-up loop. Two rounds of 4 waiters of one client behind a holder of
+    // another: one watch stream in all, and every waiter gets in.
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let holder_client = client(&etcd).await;
+    let waiting_client = client(&etcd).await;
+    let holder = Semaphore::new(SessionSource::per_use(&holder_client, 10).unwrap(), "shared-watch", 1).unwrap();
+    let sem = Semaphore::new(SessionSource::per_use(&waiting_client, 10).unwrap(), "shared-watch", 1).unwrap();
+    let streams_before = etcd_gauge(&etcd, WATCH_STREAMS).await;
+    for round in 0..2 {
+        let held = holder.acquire().await.unwrap();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let sem = sem.clone();
+                tokio::spawn(async move { sem.acquire().await?.release().await })
+            })
+            .collect();
+        eventually(Duration::from_secs(20), "4 waiters queued", || async { count(&waiting_client, "shared-watch/").await == 5 }).await;
+        held.release().await.unwrap();
+        for w in waiters {
+            tokio::time::timeout(Duration::from_secs(20), w)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: a waiter never got in"))
+                .unwrap()
+                .unwrap();
+        }
+    }
+    let streams = etcd_gauge(&etcd, WATCH_STREAMS).await - streams_before;
+    assert_eq!(streams, 1.0, "watch streams opened for 8 waits of one client");
+    waiting_client.close().await;
+    eventually(Duration::from_secs(20), "no watcher left after the client closed", || async {
+        etcd_gauge(&etcd, "etcd_debugging_mvcc_watcher_total").await == 0.0
+    })
+    .await;
 }
