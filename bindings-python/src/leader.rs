@@ -205,6 +205,14 @@ impl TermDone {
 }
 
 /// Runs on the event loop when the signal fires: set the event, cancel the task.
+///
+/// The cancel is itself scheduled (`call_soon`), behind the task's first step, which the
+/// starter scheduled before this ran: a term that ends at once (the client closed right
+/// after it started) still runs its work up to the first `await`, where `CancelledError`
+/// arrives, so its `try`/`finally` runs. Cancelled before its first step, the coroutine
+/// would never run at all: the work's `finally` did not run (`test_leader.py::
+/// test_client_close_stops_the_loop`: 3 failures in 30 runs with two busy CPU hogs before,
+/// 0 in 70 after).
 #[pyclass(frozen)]
 struct TermCanceller {
     handles: TermHandles,
@@ -216,7 +224,8 @@ impl TermCanceller {
         let h = self.handles.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(t, e)| (t.clone_ref(py), e.clone_ref(py)));
         if let Some((task, event)) = h {
             event.bind(py).call_method0("set")?;
-            task.bind(py).call_method0("cancel")?;
+            let cancel = task.bind(py).getattr("cancel")?;
+            task.bind(py).call_method0("get_loop")?.call_method1("call_soon", (cancel,))?;
         }
         Ok(())
     }
