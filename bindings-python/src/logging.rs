@@ -167,7 +167,9 @@ pub fn install(py: Python<'_>) {
         *s = Some((std::process::id(), tx));
     }
     let _ = std::thread::Builder::new().name("etcd-recipes-log".into()).spawn(move || forwarder(rx));
-    let filter = tracing_subscriber::filter::filter_fn(|m| m.target().starts_with("etcd_recipes"));
+    // Events only: the bridge has no use for spans, and a span that no layer wants is not
+    // made at all (each lock acquire and release opens one).
+    let filter = tracing_subscriber::filter::filter_fn(|m| m.is_event() && m.target().starts_with("etcd_recipes"));
     let subscriber = tracing_subscriber::registry().with(PyLogLayer.with_filter(filter));
     let _ = tracing::subscriber::set_global_default(subscriber);
 }
