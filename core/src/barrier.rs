@@ -103,13 +103,11 @@ pub(crate) async fn wait_event(client: &Client, key: &str, prefix: bool, from: i
 /// After a failed watch: errors that re-reading cannot fix end the wait; the rest are
 /// retried after a growing pause.
 pub(crate) async fn after_watch_error(e: Error, backoff: &mut Duration) -> Result<()> {
-    if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::InvalidArgument | ErrorKind::Closed) {
+    // Here a closed stream means a closed client: the wait ends.
+    if e.kind() == ErrorKind::Closed {
         return Err(e);
     }
-    debug!(error = %e, "watch failed; re-reading");
-    tokio::time::sleep(*backoff).await;
-    *backoff = (*backoff * 2).min(Duration::from_secs(1));
-    Ok(())
+    crate::waitqueue::pause_after_error(e, backoff).await
 }
 
 /// Go's `time.Now().UnixNano()` for unique keys, strictly increasing within this process

@@ -67,7 +67,7 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::lock::LockGuard;
 use crate::session::{Session, SessionSource};
-use crate::waitqueue::{PrefixDeletes, local_slot, member_key, on_session, queue_prefix, sleep_opt, Cleanup};
+use crate::waitqueue::{pause_after_error, PrefixDeletes, local_slot, member_key, on_session, queue_prefix, sleep_opt, Cleanup};
 
 /// The largest permit count (a bound against typos such as a byte count).
 pub const MAX_PERMITS: u32 = 1_000_000;
@@ -284,20 +284,16 @@ impl Semaphore {
         // delete after the read's revision comes on it (see `waitqueue::QueueWatches`).
         let mut deletes: Option<PrefixDeletes> = None;
         loop {
-            if deletes.is_none() {
-                match PrefixDeletes::open(client, &self.prefix).await {
-                    Ok(d) => deletes = Some(d),
-                    Err(e) if matches!(e.kind(), crate::ErrorKind::PermissionDenied | crate::ErrorKind::InvalidArgument) => {
-                        return Err(e)
-                    }
+            let d = match deletes.as_mut() {
+                Some(d) => d,
+                None => match PrefixDeletes::open(client, &self.prefix).await {
+                    Ok(d) => deletes.insert(d),
                     Err(e) => {
-                        debug!(error = %e, "watch failed; opening it again");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        pause_after_error(e, &mut backoff).await?;
                         continue;
                     }
-                }
-            }
+                },
+            };
             let opts = GetOptions::new()
                 .with_prefix()
                 .with_max_create_revision(rev)
@@ -323,7 +319,6 @@ impl Semaphore {
             if ahead.len() < self.permits as usize {
                 return Ok(());
             }
-            let Some(d) = deletes.as_mut() else { continue };
             if from < d.from {
                 continue; // a read from a member behind the watch's: read again
             }
@@ -331,10 +326,8 @@ impl Semaphore {
             match Self::watch_ahead(d, key, &mut ahead, from, self.permits as usize).await {
                 Ok(()) => backoff = Duration::from_millis(50),
                 Err(e) => {
-                    debug!(error = %e, "watch failed; re-reading");
                     deletes = None;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    pause_after_error(e, &mut backoff).await?;
                 }
             }
         }

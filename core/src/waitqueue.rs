@@ -282,14 +282,7 @@ pub(crate) async fn wait_turn(client: &Client, prefix: &str, key: &str, my_rev: 
         };
         match once {
             Ok(t) => return Ok(t),
-            Err(e) if matches!(e.kind(), crate::ErrorKind::PermissionDenied | crate::ErrorKind::InvalidArgument) => {
-                return Err(e)
-            }
-            Err(e) => {
-                debug!(error = %e, "wait for the keys ahead interrupted; counting again");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
+            Err(e) => pause_after_error(e, &mut backoff).await?,
         }
     }
 }
@@ -394,6 +387,19 @@ async fn count_ahead(client: &Client, prefix: &str, key: &str, my_rev: i64, rev:
     Ok(Some(Ahead { rev, count: before.len() as i64, keys }))
 }
 
+/// After a wait was interrupted (a watch or a read failed, the shared watch ended):
+/// errors that reading again cannot fix (permission, bad input) end the wait; the rest
+/// are retried after `backoff`, which doubles up to 1 s.
+pub(crate) async fn pause_after_error(e: Error, backoff: &mut Duration) -> Result<()> {
+    if matches!(e.kind(), crate::ErrorKind::PermissionDenied | crate::ErrorKind::InvalidArgument) {
+        return Err(e);
+    }
+    debug!(error = %e, "wait interrupted; reading again");
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(1));
+    Ok(())
+}
+
 fn watch_cancelled(r: &etcd_client::WatchResponse) -> Error {
     Error::Etcd(etcd_client::Error::WatchError(format!(
         "watch cancelled (compact revision {}): {}",
@@ -445,14 +451,9 @@ pub(crate) async fn wait_deletes(client: &Client, prefix: &str, my_rev: i64) -> 
         match waited.await {
             Ok(true) => return Ok(()),
             Ok(false) => backoff = Duration::from_millis(50),
-            Err(e) if matches!(e.kind(), crate::ErrorKind::PermissionDenied | crate::ErrorKind::InvalidArgument) => {
-                return Err(e)
-            }
             Err(e) => {
-                debug!(error = %e, "watch failed; re-reading");
                 deletes = None;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                pause_after_error(e, &mut backoff).await?;
             }
         }
     }

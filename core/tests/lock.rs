@@ -1,7 +1,7 @@
 //! The distributed lock against a real etcd: contention, faults, cancellation, interop.
 
 mod common;
-use common::{client, etcd_gauge, init_tracing};
+use common::{client, etcd_gauge, init_tracing, WATCH_STREAMS};
 
 use std::io::BufRead;
 use std::process::{Child, Stdio};
@@ -431,9 +431,6 @@ async fn waiter_behind_many_keys_waits_for_every_one_of_them() {
         session.close().await.unwrap();
     }
 }
-
-/// etcd's count of watch streams started.
-const WATCH_STREAMS: &str = "grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_of_a_client_share_one_watch_that_stays_open_between_waits() {

@@ -2,7 +2,7 @@
 //! timeouts, session loss, and interop with etcd's Go `recipe.RWMutex` itself.
 
 mod common;
-use common::{client, etcd_gauge, init_tracing};
+use common::{client, etcd_gauge, init_tracing, WATCH_STREAMS};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -358,9 +358,6 @@ async fn shares_the_lock_with_go_recipe_rwmutex() {
     go.release().await;
     assert_eq!(count(&c, "gorw/").await, 0, "keys left behind");
 }
-
-/// etcd's count of watch streams started.
-const WATCH_STREAMS: &str = "grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_of_a_client_share_one_watch_that_stays_open_between_waits() {

@@ -2,7 +2,7 @@
 //! timeouts, session loss while waiting and while holding, compaction, client close.
 
 mod common;
-use common::{client, etcd_gauge, init_tracing};
+use common::{client, etcd_gauge, init_tracing, WATCH_STREAMS};
 
 use std::time::{Duration, Instant};
 
@@ -279,9 +279,6 @@ async fn mixed_permit_counts_and_bad_input_are_refused() {
     }
     assert_eq!(count(&c, "mixed/").await + count(&c, "shared-name/").await, 0, "keys left behind");
 }
-
-/// etcd's count of watch streams started.
-const WATCH_STREAMS: &str = "grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_of_a_client_share_one_watch_that_stays_open_between_waits() {

@@ -44,6 +44,10 @@ pub async fn member_gauge(endpoint: &str, name: &str) -> Option<f64> {
     Some(body.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok())).unwrap_or(0.0))
 }
 
+/// etcd's count of watch streams started (a counter, for [`etcd_gauge`]).
+pub const WATCH_STREAMS: &str =
+    "grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"}";
+
 /// The gauge summed over the members that answer.
 pub async fn etcd_gauge(etcd: &EtcdCluster, name: &str) -> f64 {
     let mut sum = 0.0;
