@@ -67,7 +67,7 @@ use crate::error::{Error, Result};
 use crate::fence::Fence;
 use crate::session::{Session, SessionSource};
 use crate::waitqueue::{
-    enter, guarded_delete, local_slot, member_key, on_session, queue_prefix, sleep_opt, wait_turn, Cleanup, Turn,
+    enter, local_slot, release_key, member_key, on_session, queue_prefix, sleep_opt, wait_turn, Cleanup, Turn,
 };
 
 /// A distributed lock: a name plus where its sessions come from (one shared
@@ -247,6 +247,9 @@ pub struct LockGuard {
     released: watch::Sender<bool>,
     deleted: AtomicBool,
     local: Mutex<Option<OwnedMutexGuard<()>>>,
+    /// The guard came with this process's slot for its key: its release deletes the key
+    /// by name (see [`release_key`]).
+    slot_held: bool,
     holding: crate::metrics::Holding,
 }
 
@@ -279,6 +282,7 @@ impl LockGuard {
             token,
             released: watch::channel(false).0,
             deleted: AtomicBool::new(false),
+            slot_held: local.is_some(),
             local: Mutex::new(local),
             holding: crate::metrics::lock_held(name),
         }
@@ -329,8 +333,8 @@ impl LockGuard {
         }
     }
 
-    /// Delete our key (only if it is still this holder's: guarded by the token), and
-    /// close the session when it was made for this acquisition. Idempotent; a failed
+    /// Delete our key (no other holder's key ever has its name while this guard lives),
+    /// and close the session when it was made for this acquisition. Idempotent; a failed
     /// delete can be retried, and is retried on drop.
     pub async fn release(&self) -> Result<()> {
         self.released.send_replace(true);
@@ -344,7 +348,7 @@ impl LockGuard {
                 // Revoking the lease deletes the key in the same step.
                 self.session.close().await?;
             } else if self.session.state() != crate::SessionState::Closed {
-                guarded_delete(self.session.client(), &self.key, self.token).await?;
+                release_key(self.session.client(), &self.key, self.token, self.slot_held).await?;
             }
             self.deleted.store(true, Ordering::Release);
             self.local.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -368,14 +372,14 @@ impl Drop for LockGuard {
             drop(local);
             return;
         }
-        let (client, key, token) = (self.session.client().clone(), self.key.clone(), self.token);
+        let (client, key, token, slot_held) = (self.session.client().clone(), self.key.clone(), self.token, self.slot_held);
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
                 let span = info_span!("etcd_recipes.lock.release", key = %key, token, on_drop = true);
                 h.spawn(
                     async move {
-                        match guarded_delete(&client, &key, token).await {
-                            Ok(_) => info!("lock released"),
+                        match release_key(&client, &key, token, slot_held).await {
+                            Ok(()) => info!("lock released"),
                             Err(e) => warn!(error = %e, "release on drop failed; the key goes with its lease"),
                         }
                         drop(local);

@@ -1,7 +1,7 @@
 //! The distributed lock against a real etcd: contention, faults, cancellation, interop.
 
 mod common;
-use common::{client, etcd_gauge, init_tracing, WATCH_STREAMS};
+use common::{client, etcd_gauge, init_tracing, kv_requests, WATCH_STREAMS};
 
 use std::io::BufRead;
 use std::process::{Child, Stdio};
@@ -490,4 +490,50 @@ async fn waiters_of_a_client_share_one_watch_that_stays_open_between_waits() {
         etcd_gauge(&etcd, "etcd_debugging_mvcc_watcher_total").await == 0.0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_deletes_by_name_and_never_the_next_holders_key() {
+    // A lock key is named by its lease, and this process lets one acquisition of it exist
+    // at a time: the next one (here another task of the same session) waits until the
+    // release is confirmed. So a release deletes the key by name, as Go's Unlock does,
+    // instead of a transaction guarded by the token, which costs etcd more. Two tasks of
+    // one session take the lock 10 times each: while a task holds it, the key in etcd is
+    // its own (its create revision is the task's token), every token is new, and the
+    // cycles cost etcd one transaction and one delete each.
+    init_tracing();
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = client(&etcd).await;
+    let session = Session::new(&c, 10).await.unwrap();
+    let key = format!("by-name/{:x}", session.lease_id());
+    let (txns, deletes) = (etcd_gauge(&etcd, &kv_requests("Txn")).await, etcd_gauge(&etcd, &kv_requests("DeleteRange")).await);
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let (lock, c, key) = (Lock::new(&session, "by-name").unwrap(), c.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut tokens = Vec::new();
+                for _ in 0..10 {
+                    let g = lock.acquire().await.unwrap();
+                    let kvs = c.etcd().get(key.as_str(), None).await.unwrap().kvs().to_vec();
+                    let in_etcd = kvs.first().map(|kv| kv.create_revision());
+                    assert_eq!(in_etcd, Some(g.fencing_token()), "the key in etcd is not the holder's own while it holds the lock");
+                    tokens.push(g.fencing_token());
+                    g.release().await.unwrap();
+                }
+                tokens
+            })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.extend(tokio::time::timeout(Duration::from_secs(30), t).await.expect("20 cycles did not end").unwrap());
+    }
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 20, "two acquisitions had the same token");
+    assert!(!exists(&c, &key).await, "the key is left after the last release");
+    let txns = etcd_gauge(&etcd, &kv_requests("Txn")).await - txns;
+    let deletes = etcd_gauge(&etcd, &kv_requests("DeleteRange")).await - deletes;
+    assert_eq!((txns, deletes), (20.0, 20.0), "etcd's transactions and deletes for 20 acquire-release cycles");
+    session.close().await.unwrap();
 }

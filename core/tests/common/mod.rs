@@ -48,6 +48,12 @@ pub async fn member_gauge(endpoint: &str, name: &str) -> Option<f64> {
 pub const WATCH_STREAMS: &str =
     "grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"}";
 
+/// etcd's count of unary KV requests of one method answered OK (a counter, for
+/// [`etcd_gauge`]): `"Txn"`, `"DeleteRange"`, `"Put"`, `"Range"`.
+pub fn kv_requests(method: &str) -> String {
+    format!("grpc_server_handled_total{{grpc_code=\"OK\",grpc_method=\"{method}\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}}")
+}
+
 /// The gauge summed over the members that answer.
 pub async fn etcd_gauge(etcd: &EtcdCluster, name: &str) -> f64 {
     let mut sum = 0.0;
