@@ -547,7 +547,7 @@ impl Client {
     /// the recipes do not cover. Keys given to it are *not* namespaced. Ask again for
     /// each piece of work: a member that stops answering is taken out of rotation.
     pub fn etcd(&self) -> etcd_client::Client {
-        self.inner.members.pick().client
+        self.inner.members.pick().client.etcd()
     }
 
     /// The sessions' lease renewals (see [`crate::keepalive`]).
@@ -599,7 +599,7 @@ impl Client {
     /// request timeout.
     pub(crate) async fn read<T, F, Fut>(&self, op: F) -> Result<T>
     where
-        F: FnMut(etcd_client::Client) -> Fut,
+        F: FnMut(crate::endpoints::Conn) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         self.call(Call::Read, op).await
@@ -608,7 +608,7 @@ impl Client {
     /// A write that may safely be applied twice; retried like a read (see [`Call`]).
     pub(crate) async fn idempotent<T, F, Fut>(&self, op: F) -> Result<T>
     where
-        F: FnMut(etcd_client::Client) -> Fut,
+        F: FnMut(crate::endpoints::Conn) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         self.call(Call::Idempotent, op).await
@@ -619,7 +619,7 @@ impl Client {
     /// [`Error::UnknownOutcome`].
     pub(crate) async fn write<T, F, Fut>(&self, op: F) -> Result<T>
     where
-        F: FnMut(etcd_client::Client) -> Fut,
+        F: FnMut(crate::endpoints::Conn) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         self.call(Call::Write, op).await
@@ -627,7 +627,7 @@ impl Client {
 
     async fn call<T, F, Fut>(&self, kind: Call, mut op: F) -> Result<T>
     where
-        F: FnMut(etcd_client::Client) -> Fut,
+        F: FnMut(crate::endpoints::Conn) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let members = self.members();

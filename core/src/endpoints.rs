@@ -60,7 +60,7 @@ pub struct EndpointHealth {
 struct Member {
     endpoint: String,
     /// `None` until the member could be connected (authentication needs a round trip).
-    client: RwLock<Option<etcd_client::Client>>,
+    client: RwLock<Option<Arc<etcd_client::Client>>>,
     healthy: AtomicBool,
     /// The last probe's verdict: answered and knows a raft leader (for the connection state).
     serving: AtomicBool,
@@ -88,7 +88,66 @@ pub(crate) struct Members {
 #[derive(Clone)]
 pub(crate) struct Picked {
     pub index: usize,
-    pub client: etcd_client::Client,
+    pub client: Conn,
+}
+
+/// A member's connection, handed to each request. An `etcd_client::Client` holds eight
+/// service clients, each with two channels, and cloning and dropping one for every
+/// request cost 1.4 us of allocations and reference counts (about 4% of the client's
+/// CPU when registering 2,000 instances); this clones only the service client a
+/// request uses. The methods have the signatures of `etcd_client::Client`'s.
+#[derive(Clone)]
+pub(crate) struct Conn(Arc<etcd_client::Client>);
+
+impl Conn {
+    /// A full client of this member (for anything not below).
+    pub(crate) fn etcd(&self) -> etcd_client::Client {
+        (*self.0).clone()
+    }
+    pub(crate) fn watch_client(&self) -> etcd_client::WatchClient {
+        self.0.watch_client()
+    }
+    pub(crate) fn lease_client(&self) -> etcd_client::LeaseClient {
+        self.0.lease_client()
+    }
+    pub(crate) async fn get(&mut self, key: impl Into<Vec<u8>>, options: Option<etcd_client::GetOptions>) -> Result<etcd_client::GetResponse, etcd_client::Error> {
+        self.0.kv_client().get(key, options).await
+    }
+    pub(crate) async fn put(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        options: Option<etcd_client::PutOptions>,
+    ) -> Result<etcd_client::PutResponse, etcd_client::Error> {
+        self.0.kv_client().put(key, value, options).await
+    }
+    pub(crate) async fn delete(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        options: Option<etcd_client::DeleteOptions>,
+    ) -> Result<etcd_client::DeleteResponse, etcd_client::Error> {
+        self.0.kv_client().delete(key, options).await
+    }
+    pub(crate) async fn txn(&mut self, txn: etcd_client::Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        self.0.kv_client().txn(txn).await
+    }
+    pub(crate) async fn lease_grant(
+        &mut self,
+        ttl: i64,
+        options: Option<etcd_client::LeaseGrantOptions>,
+    ) -> Result<etcd_client::LeaseGrantResponse, etcd_client::Error> {
+        self.0.lease_client().grant(ttl, options).await
+    }
+    pub(crate) async fn lease_revoke(&mut self, id: i64) -> Result<etcd_client::LeaseRevokeResponse, etcd_client::Error> {
+        self.0.lease_client().revoke(id).await
+    }
+    pub(crate) async fn lease_time_to_live(
+        &mut self,
+        id: i64,
+        options: Option<etcd_client::LeaseTimeToLiveOptions>,
+    ) -> Result<etcd_client::LeaseTimeToLiveResponse, etcd_client::Error> {
+        self.0.lease_client().time_to_live(id, options).await
+    }
 }
 
 impl Members {
@@ -105,7 +164,7 @@ impl Members {
                     endpoint,
                     healthy: AtomicBool::new(healthy && client.is_some()),
                     serving: AtomicBool::new(true),
-                    client: RwLock::new(client),
+                    client: RwLock::new(client.map(Arc::new)),
                     down: watch::channel(0).0,
                     id: AtomicU64::new(0),
                 })
@@ -123,8 +182,8 @@ impl Members {
         &self.members[index].endpoint
     }
 
-    fn client(&self, index: usize) -> Option<etcd_client::Client> {
-        self.members[index].client.read().unwrap_or_else(|e| e.into_inner()).clone()
+    fn client(&self, index: usize) -> Option<Conn> {
+        self.members[index].client.read().unwrap_or_else(|e| e.into_inner()).clone().map(Conn)
     }
 
     /// The next member in rotation (round-robin); if none is in rotation, the next one
@@ -292,7 +351,7 @@ async fn probe(weak: Weak<Members>, index: usize, check: HealthCheck) {
         drop(members);
         let answer = tokio::time::timeout(check.timeout, async {
             let mut c = match client {
-                Some(c) => c,
+                Some(c) => c.etcd(),
                 None => etcd_client::Client::connect([endpoint.as_str()], Some(options)).await?,
             };
             match c.status().await {
@@ -313,7 +372,7 @@ async fn probe(weak: Weak<Members>, index: usize, check: HealthCheck) {
         let Some(members) = weak.upgrade() else { return };
         match answer {
             Ok(Ok((c, leader, id, serving))) => {
-                members.members[index].client.write().unwrap_or_else(|e| e.into_inner()).get_or_insert(c);
+                members.members[index].client.write().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| Arc::new(c));
                 if id != 0 {
                     members.members[index].id.store(id, Ordering::Relaxed);
                 }
