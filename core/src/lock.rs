@@ -42,6 +42,9 @@
 //! session would share one key (Go then treats the second as already holding the lock).
 //! Here they are serialised in-process: the second waits (FIFO) until the first guard is
 //! released, so a lock shared by tasks of one process still excludes them from each other.
+//! The next one starts only once the release is confirmed, so no other key of that name
+//! exists while a guard lives, and a release deletes the key by name, as Go's `Unlock`
+//! does (one delete; a transaction guarded by the token would cost etcd more).
 //!
 //! ```no_run
 //! # async fn demo(client: etcd_recipes::Client) -> etcd_recipes::Result<()> {
