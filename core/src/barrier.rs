@@ -145,13 +145,7 @@ pub(crate) async fn put_new(client: &Client, key: &str, value: Vec<u8>, lease: i
 
 /// `Get(key)`: the create and mod revisions of `key` if it exists, and the read's revision.
 async fn read_key(client: &Client, key: &str) -> Result<(Option<(i64, i64)>, i64)> {
-    let k = key.to_string();
-    let resp = client
-        .read(|mut c| {
-            let k = k.clone();
-            async move { c.get(k, None).await }
-        })
-        .await?;
+    let resp = client.range(key, None).await?;
     let header = resp.header().map(|h| h.revision()).unwrap_or(0);
     Ok((resp.kvs().first().map(|kv| (kv.create_revision(), kv.mod_revision())), header))
 }
@@ -681,13 +675,7 @@ async fn key_deleted(client: &Client, key: &str, rev: i64) {
 }
 
 async fn count_prefix(client: &Client, prefix: &str) -> Result<i64> {
-    let p = prefix.to_string();
-    let resp = client
-        .read(|mut c| {
-            let p = p.clone();
-            async move { c.get(p, Some(GetOptions::new().with_prefix().with_count_only())).await }
-        })
-        .await?;
+    let resp = client.range(prefix, Some(GetOptions::new().with_prefix().with_count_only())).await?;
     Ok(resp.count())
 }
 

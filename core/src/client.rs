@@ -605,6 +605,17 @@ impl Client {
         self.call(Call::Read, op).await
     }
 
+    /// A range read of `key` (a full etcd key: no namespace is added), retried like
+    /// [`Client::read`].
+    pub(crate) async fn range(&self, key: impl Into<Vec<u8>>, options: Option<GetOptions>) -> Result<etcd_client::GetResponse> {
+        let key = key.into();
+        self.read(|mut c| {
+            let (k, o) = (key.clone(), options.clone());
+            async move { c.get(k, o).await }
+        })
+        .await
+    }
+
     /// A write that may safely be applied twice; retried like a read (see [`Call`]).
     pub(crate) async fn idempotent<T, F, Fut>(&self, op: F) -> Result<T>
     where
@@ -745,11 +756,7 @@ impl Client {
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.ensure_open()?;
         check_key("key", key)?;
-        let k = self.full_key(key);
-        let mut resp = self.read(|mut c| {
-            let k = k.clone();
-            async move { c.get(k, None).await }
-        }).await?;
+        let mut resp = self.range(self.full_key(key), None).await?;
         Ok(resp.take_kvs().into_iter().next().map(|kv| kv.value().to_vec()))
     }
 
@@ -768,11 +775,7 @@ impl Client {
     /// The current revision of the store.
     pub async fn revision(&self) -> Result<i64> {
         self.ensure_open()?;
-        let k = format!("{}\0rev", self.namespace());
-        let resp = self.read(|mut c| {
-            let k = k.clone();
-            async move { c.get(k, Some(GetOptions::new().with_count_only())).await }
-        }).await?;
+        let resp = self.range(format!("{}\0rev", self.namespace()), Some(GetOptions::new().with_count_only())).await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 

@@ -81,14 +81,7 @@ impl Counter {
     }
 
     async fn read(&self) -> Result<Seen> {
-        let k = self.full.clone();
-        let resp = self
-            .client
-            .read(|mut c| {
-                let k = k.clone();
-                async move { c.get(k, None).await }
-            })
-            .await?;
+        let resp = self.client.range(self.full.as_str(), None).await?;
         self.seen(resp.kvs().first())
     }
 

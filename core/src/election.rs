@@ -237,12 +237,7 @@ pub fn observe(client: &Client, name: &str) -> Result<LeaderObserver> {
 
 async fn leader_of(client: &Client, prefix: &str) -> Result<(Option<LeaderInfo>, i64)> {
     let (p, opts) = first_under(prefix);
-    let resp = client
-        .read(|mut c| {
-            let (p, o) = (p.clone(), opts.clone());
-            async move { c.get(p, Some(o)).await }
-        })
-        .await?;
+    let resp = client.range(p, Some(opts)).await?;
     let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
     Ok((resp.kvs().first().map(LeaderInfo::from_kv), rev))
 }

@@ -150,12 +150,7 @@ async fn read_all(client: &Client, prefix: &str) -> Result<(Vec<KeyValue>, i64)>
         if rev > 0 {
             opts = opts.with_revision(rev);
         }
-        let mut resp = client
-            .read(|mut c| {
-                let (k, o) = (from.clone(), opts.clone());
-                async move { c.get(k, Some(o)).await }
-            })
-            .await?;
+        let mut resp = client.range(from.clone(), Some(opts)).await?;
         if rev == 0 {
             rev = resp.header().map_or(0, |h| h.revision());
         }
@@ -403,12 +398,7 @@ async fn contenders(client: &Client, name: &str) -> Result<(Vec<(Contender, Vec<
     crate::waitqueue::check_name("name", name)?;
     let prefix = client.full_key(&format!("{name}/"));
     let opts = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend);
-    let resp = client
-        .read(|mut c| {
-            let (p, o) = (prefix.clone(), opts.clone());
-            async move { c.get(p, Some(o)).await }
-        })
-        .await?;
+    let resp = client.range(prefix.as_str(), Some(opts)).await?;
     let rev = resp.header().map_or(0, |h| h.revision());
     let kvs: Vec<&KeyValue> = resp.kvs().iter().filter(|kv| kv.lease() != 0).collect();
     let ttls = lease_ttls(client, kvs.iter().map(|kv| kv.lease())).await;

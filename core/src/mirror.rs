@@ -125,12 +125,7 @@ async fn load_pages(client: &Client, range: &Range, at: Option<i64>, hint: &mut 
         if let Some(rev) = revision {
             opts = opts.with_revision(rev);
         }
-        let page = client
-            .read(|mut c| {
-                let (k, o) = (from.clone(), opts.clone());
-                async move { c.get(k, Some(o)).await }
-            })
-            .await;
+        let page = client.range(from.clone(), Some(opts)).await;
         let mut resp = match page {
             Ok(r) => r,
             // More than one response can carry: fewer keys a page.

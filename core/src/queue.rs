@@ -128,14 +128,7 @@ impl Consumer {
                 Order::Key => SortTarget::Key,
             };
             let opts = GetOptions::new().with_prefix().with_sort(target, SortOrder::Ascend).with_limit(BATCH);
-            let p = self.prefix.clone();
-            let resp = self
-                .client
-                .read(|mut c| {
-                    let (p, o) = (p.clone(), opts.clone());
-                    async move { c.get(p, Some(o)).await }
-                })
-                .await?;
+            let resp = self.client.range(self.prefix.as_str(), Some(opts)).await?;
             let header = resp.header().map(|h| h.revision()).unwrap_or(0);
             for kv in resp.kvs() {
                 if claim(&self.client, kv.key(), kv.mod_revision()).await? {
@@ -194,14 +187,7 @@ impl Consumer {
 
     async fn length(&self) -> Result<i64> {
         self.client.ensure_open()?;
-        let p = self.prefix.clone();
-        let resp = self
-            .client
-            .read(|mut c| {
-                let p = p.clone();
-                async move { c.get(p, Some(GetOptions::new().with_prefix().with_count_only())).await }
-            })
-            .await?;
+        let resp = self.client.range(self.prefix.as_str(), Some(GetOptions::new().with_prefix().with_count_only())).await?;
         Ok(resp.count())
     }
 
@@ -351,14 +337,8 @@ impl PriorityQueue {
         let prefix = format!("{}{priority:05}", self.consumer.prefix);
         let base_key = client.full_key(&format!("__{}/{priority:05}", self.name));
         loop {
-            let p = prefix.clone();
-            let last = client
-                .read(|mut c| {
-                    let p = p.clone();
-                    let o = GetOptions::new().with_prefix().with_sort(SortTarget::Key, SortOrder::Descend).with_limit(1);
-                    async move { c.get(p, Some(o)).await }
-                })
-                .await?;
+            let newest = GetOptions::new().with_prefix().with_sort(SortTarget::Key, SortOrder::Descend).with_limit(1);
+            let last = client.range(prefix.as_str(), Some(newest)).await?;
             let header = last.header().map(|h| h.revision()).unwrap_or(0);
             let seq = match last.kvs().first() {
                 None => 0,

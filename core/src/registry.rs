@@ -477,14 +477,7 @@ async fn guard(
                 let from = match watch_from.take() {
                     Some(r) => r,
                     None => {
-                        let k = sh.key.clone();
-                        let got = sh
-                            .client
-                            .read(|mut c| {
-                                let k = k.clone();
-                                async move { c.get(k, None).await }
-                            })
-                            .await;
+                        let got = sh.client.range(sh.key.as_str(), None).await;
                         match got {
                             Ok(resp) => {
                                 let rev = resp.header().map(|h| h.revision()).unwrap_or(0);

@@ -298,13 +298,7 @@ impl Semaphore {
                 .with_prefix()
                 .with_max_create_revision(rev)
                 .with_sort(SortTarget::Create, SortOrder::Ascend);
-            let p = self.prefix.clone();
-            let resp = client
-                .read(|mut c| {
-                    let (p, o) = (p.clone(), opts.clone());
-                    async move { c.get(p, Some(o)).await }
-                })
-                .await?;
+            let resp = client.range(self.prefix.as_str(), Some(opts)).await?;
             let from = resp.header().map(|h| h.revision()).unwrap_or(0);
             let kvs = resp.kvs();
             self.check_counts(kvs, rev)?;

@@ -392,13 +392,7 @@ async fn wait_turn_once(client: &Client, prefix: &str, key: &str, my_rev: i64, k
 /// longer there.
 async fn count_ahead(client: &Client, prefix: &str, key: &str, my_rev: i64, rev: i64) -> Result<Option<Ahead>> {
     let opts = GetOptions::new().with_prefix().with_keys_only().with_max_create_revision(my_rev).with_revision(rev);
-    let p = prefix.to_string();
-    let resp = client
-        .read(|mut c| {
-            let (p, o) = (p.clone(), opts.clone());
-            async move { c.get(p, Some(o)).await }
-        })
-        .await?;
+    let resp = client.range(prefix, Some(opts)).await?;
     let mine = resp.kvs().iter().any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == my_rev);
     if !mine {
         return Ok(None);
@@ -448,13 +442,7 @@ pub(crate) async fn wait_deletes(client: &Client, prefix: &str, my_rev: i64) -> 
                 .with_max_create_revision(my_rev - 1)
                 .with_sort(SortTarget::Create, SortOrder::Descend)
                 .with_limit(1);
-            let p = prefix.to_string();
-            let resp = client
-                .read(|mut c| {
-                    let (p, o) = (p.clone(), opts.clone());
-                    async move { c.get(p, Some(o)).await }
-                })
-                .await?;
+            let resp = client.range(prefix, Some(opts)).await?;
             let Some(ahead) = resp.kvs().first() else { return Ok(true) };
             let ahead_key = ahead.key().to_vec();
             let from = resp.header().map(|h| h.revision()).unwrap_or(0);
@@ -482,13 +470,7 @@ pub(crate) async fn wait_deletes(client: &Client, prefix: &str, my_rev: i64) -> 
 
 /// Does `key` still exist with create revision `rev`? Returns the read's revision too.
 pub(crate) async fn key_has_rev(client: &Client, key: &str, rev: i64) -> Result<(bool, i64)> {
-    let k = key.to_string();
-    let resp = client
-        .read(|mut c| {
-            let k = k.clone();
-            async move { c.get(k, None).await }
-        })
-        .await?;
+    let resp = client.range(key, None).await?;
     let header = resp.header().map(|h| h.revision()).unwrap_or(0);
     Ok((resp.kvs().first().map(|kv| kv.create_revision()) == Some(rev), header))
 }

@@ -464,12 +464,7 @@ impl WorkQueue {
             let mut from = last.key().to_vec();
             from.push(0);
             let opts = GetOptions::new().with_range(prefix_end(items.as_bytes())).with_revision(rev).with_limit(PAGE);
-            let mut r = client
-                .read(|mut c| {
-                    let (k, o) = (from.clone(), opts.clone());
-                    async move { c.get(k, Some(o)).await }
-                })
-                .await?;
+            let mut r = client.range(from.clone(), Some(opts)).await?;
             more = r.more();
             page = r.take_kvs();
         }
@@ -580,13 +575,7 @@ impl WorkQueue {
         let end = prefix_end(dead.as_bytes());
         loop {
             let opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE * 4);
-            let mut r = self
-                .client()
-                .read(|mut c| {
-                    let (k, o) = (from.clone(), opts.clone());
-                    async move { c.get(k, Some(o)).await }
-                })
-                .await?;
+            let mut r = self.client().range(from.clone(), Some(opts)).await?;
             let more = r.more();
             let kvs = r.take_kvs();
             for kv in &kvs {
@@ -611,13 +600,7 @@ impl WorkQueue {
         let (dead_key, item_key) = (format!("{}{id}", self.dead()), format!("{}{id}", self.items()));
         let client = self.client();
         loop {
-            let k = dead_key.clone();
-            let resp = client
-                .read(|mut c| {
-                    let k = k.clone();
-                    async move { c.get(k, None).await }
-                })
-                .await?;
+            let resp = client.range(dead_key.as_str(), None).await?;
             let Some(kv) = resp.kvs().first() else { return Ok(false) };
             let (_, _, payload) = decode(kv.value());
             let txn = Txn::new()
